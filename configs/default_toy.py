@@ -1,0 +1,90 @@
+"""Defaults for low-dimensional toy data (the default toy model: 2-D ring of 8 Gaussians, VP SDE).
+
+Sections and field names follow the paper's ``configs/default_cifar10_configs.py``
+so its configs and overrides carry over; values are scaled down for 2-D data
+on a CPU. Experiment files import :func:`get_default_configs` and change a few fields.
+"""
+
+import ml_collections
+
+
+def get_default_configs():
+  config = ml_collections.ConfigDict()
+
+  # training
+  config.training = training = ml_collections.ConfigDict()
+  training.sde = "vpsde"                # vpsde | subvpsde | vesde
+  training.continuous = True
+  training.reduce_mean = False          # False: half sum over dimensions (paper's default)
+  training.likelihood_weighting = False
+  training.batch_size = 512             # global batch
+  training.n_iters = 8000
+  training.n_jitted_steps = 50          # optimizer steps per jitted call (lax.scan)
+  training.log_freq = 100
+  training.eval_freq = 500
+  training.snapshot_freq = 4000         # checkpoints kept for good
+  training.snapshot_freq_for_preemption = 1000  # checkpoints for resuming (last max_to_keep kept)
+  training.max_to_keep = 3
+  training.snapshot_sampling = False    # sample figures at snapshots (sampling issue)
+  training.eps = 1e-5                   # smallest training time
+
+  # sampling (used by --mode sample)
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = "pc"
+  sampling.predictor = "reverse_diffusion"
+  sampling.corrector = "langevin"
+  sampling.n_steps_each = 1
+  sampling.noise_removal = True
+  sampling.probability_flow = False
+  sampling.snr = 0.16
+
+  # evaluation
+  config.eval = evaluate = ml_collections.ConfigDict()
+  evaluate.batch_size = 1024
+  evaluate.num_batches = 4              # eval-loss batches per evaluation during training
+  evaluate.enable_loss = True
+
+  # data
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "gmm"                  # gmm | swissroll | moons | checkerboard | rings
+  data.dim = 2
+  data.centered = False                 # toy data is used in its natural range
+  data.n_modes = 8                      # gmm: modes on a ring
+  data.radius = 2.0                     # gmm: ring radius
+  data.mode_std = 0.15                  # gmm: std of each mode
+  data.noise = 0.05                     # swissroll / moons / rings: observation noise
+
+  # model
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "mlp"
+  model.hidden = 256
+  model.num_layers = 3
+  model.activation = "swish"
+  model.embedding_type = "positional"   # positional (VP, sub-VP) | fourier (VE)
+  model.embedding_dim = 64
+  model.fourier_scale = 16.0
+  model.dropout = 0.0
+  model.scale_by_sigma = False          # VE only: score = output / sigma
+  model.ema_rate = 0.999
+  model.beta_min = 0.1
+  model.beta_max = 20.0
+  model.sigma_min = 0.01
+  model.sigma_max = 50.0
+  model.num_scales = 1000
+
+  # optimization
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = "Adam"
+  optim.lr = 2e-3
+  optim.beta1 = 0.9
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0
+  optim.warmup = 200
+  optim.grad_clip = 1.0
+
+  config.seed = 42
+  return config
+
+
+def get_config():
+  return get_default_configs()

@@ -1,0 +1,13 @@
+"""score_sde_jax: score-based generative modeling with SDEs in JAX/Flax."""
+
+from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn
+from score_sde_jax.score import get_score_fn
+from score_sde_jax.sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
+from score_sde_jax.train import TrainState, make_optimizer, make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE", "VESDE", "VPSDE", "ReverseSDE", "TrainState", "denoising_score_matching",
+    "get_score_fn", "get_sde_loss_fn", "make_optimizer", "make_train_step", "subVPSDE",
+]

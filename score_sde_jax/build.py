@@ -1,0 +1,230 @@
+"""Config -> objects: SDE, dataset, model, optimizer, loss.
+
+The only place (with ``loop`` and ``run.py``) that reads a ConfigDict. Every
+check here runs before anything is compiled, and each failure is one
+``ConfigError`` naming the field, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax.numpy as jnp
+
+from score_sde_jax import data as data_lib
+from score_sde_jax import losses, models, train
+from score_sde_jax.sde import SDES, VESDE
+
+
+class ConfigError(ValueError):
+  """A config field has a value that is not allowed."""
+
+
+def _get(config, path):
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{path}: missing (required)")
+    node = node[part]
+  return node
+
+
+def _is_int(v):
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v):
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
+_NON_NEG_INT = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+_POSITIVE = (lambda v: _is_number(v) and v > 0, "a positive number")
+_BOOL = (lambda v: isinstance(v, bool), "True or False")
+_RATE = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+_NUMBER = (lambda v: _is_number(v), "a number")
+
+
+def _one_of(options):
+  return (lambda v: v in options, f"one of {sorted(options)}")
+
+
+TOY_DATASETS = ("gmm", "swissroll", "moons", "checkerboard", "rings")
+
+_SPEC = {
+    "training.sde": _one_of(SDES),
+    "training.continuous": _BOOL,
+    "training.reduce_mean": _BOOL,
+    "training.likelihood_weighting": _BOOL,
+    "training.batch_size": _POSITIVE_INT,
+    "training.n_iters": _POSITIVE_INT,
+    "training.n_jitted_steps": _POSITIVE_INT,
+    "training.log_freq": _POSITIVE_INT,
+    "training.eval_freq": _POSITIVE_INT,
+    "training.snapshot_freq": _POSITIVE_INT,
+    "training.snapshot_freq_for_preemption": _POSITIVE_INT,
+    "training.max_to_keep": _POSITIVE_INT,
+    "training.eps": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "eval.batch_size": _POSITIVE_INT,
+    "eval.num_batches": _NON_NEG_INT,
+    "data.dataset": _one_of(TOY_DATASETS),
+    "data.dim": _POSITIVE_INT,
+    "data.centered": _BOOL,
+    "model.name": _one_of(models.MODELS),
+    "model.ema_rate": _RATE,
+    "model.dropout": _RATE,
+    "model.scale_by_sigma": _BOOL,
+    "model.beta_min": _POSITIVE,
+    "model.beta_max": _POSITIVE,
+    "model.sigma_min": _POSITIVE,
+    "model.sigma_max": _POSITIVE,
+    "model.num_scales": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "optim.optimizer": _one_of(("Adam",)),
+    "optim.lr": _POSITIVE,
+    "optim.beta1": _RATE,
+    "optim.eps": _POSITIVE,
+    "optim.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "optim.warmup": _NON_NEG_INT,
+    "optim.grad_clip": _NUMBER,
+    "seed": (lambda v: _is_int(v), "an integer"),
+}
+
+_MLP_SPEC = {
+    "model.hidden": _POSITIVE_INT,
+    "model.num_layers": _NON_NEG_INT,
+    "model.activation": _one_of(models.layers.ACTIVATIONS),
+    "model.embedding_type": _one_of(("fourier", "positional")),
+    "model.embedding_dim": (lambda v: _is_int(v) and v >= 4 and v % 2 == 0, "an even integer >= 4"),
+    "model.fourier_scale": _POSITIVE,
+}
+
+
+def validate_config(config) -> None:
+  """Raises :class:`ConfigError` for the first field whose value is not allowed."""
+  spec = dict(_SPEC)
+  if _get(config, "model.name") == "mlp":
+    spec.update(_MLP_SPEC)
+  for path, (ok, allowed) in spec.items():
+    value = _get(config, path)
+    if not ok(value):
+      raise ConfigError(f"config.{path}={value!r}: expected {allowed}")
+  t = config.training
+  if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
+    raise ConfigError(
+        f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
+        f"snapshot_freq={t.snapshot_freq}: must be multiples of training.n_jitted_steps="
+        f"{t.n_jitted_steps} (checkpoints are taken between jitted calls)")
+  if t.n_iters % t.n_jitted_steps:
+    raise ConfigError(f"config.training.n_iters={t.n_iters}: must be a multiple of "
+                      f"training.n_jitted_steps={t.n_jitted_steps}")
+  m = config.model
+  if m.beta_max < m.beta_min:
+    raise ConfigError(f"config.model.beta_max={m.beta_max}: must be >= model.beta_min={m.beta_min}")
+  if m.sigma_max <= m.sigma_min:
+    raise ConfigError(f"config.model.sigma_max={m.sigma_max}: must be > model.sigma_min={m.sigma_min}")
+  if m.scale_by_sigma and t.sde != "vesde":
+    raise ConfigError(f"config.model.scale_by_sigma=True: only allowed with training.sde='vesde' "
+                      f"(got {t.sde!r}); VP / sub-VP outputs are divided by the std already")
+  if config.data.dataset != "gmm" and config.data.dim != 2:
+    raise ConfigError(f"config.data.dim={config.data.dim}: dataset {config.data.dataset!r} is 2-D")
+
+
+def get_sde(config):
+  """The forward SDE named by ``training.sde``, with ``model.num_scales`` steps."""
+  name, m = config.training.sde, config.model
+  if name == "vesde":
+    return VESDE(sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max), N=int(m.num_scales))
+  if name in SDES:
+    return SDES[name](beta_min=float(m.beta_min), beta_max=float(m.beta_max), N=int(m.num_scales))
+  raise ConfigError(f"config.training.sde={name!r}: unknown SDE; known: {sorted(SDES)}")
+
+
+def get_dataset(config) -> data_lib.ToyDistribution:
+  """The toy distribution named by ``data.dataset``."""
+  d = config.data
+  if d.dataset == "gmm":
+    if d.dim == 2:
+      return data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)
+    # Higher dimensions: the ring in the first two coordinates, zero elsewhere.
+    ring = data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)
+    means = jnp.zeros((d.n_modes, d.dim)).at[:, :2].set(ring.means)
+    return data_lib.GaussianMixture(ring.weights, means, [d.mode_std] * d.n_modes)
+  if d.dataset == "swissroll":
+    return data_lib.SwissRoll(noise=d.noise)
+  if d.dataset == "moons":
+    return data_lib.TwoMoons(noise=d.noise)
+  if d.dataset == "checkerboard":
+    return data_lib.Checkerboard()
+  if d.dataset == "rings":
+    return data_lib.ConcentricRings(noise=d.noise)
+  raise ConfigError(f"config.data.dataset={d.dataset!r}: unknown dataset; known: {list(TOY_DATASETS)}")
+
+
+def get_model(config):
+  """The score network named by ``model.name`` with fields translated from the config."""
+  m = config.model
+  cls = models.get_model_class(m.name)
+  if m.name == "mlp":
+    return cls(dim=config.data.dim, hidden=m.hidden, num_layers=m.num_layers,
+               embedding_type=m.embedding_type, embedding_dim=m.embedding_dim,
+               fourier_scale=m.fourier_scale, activation=m.activation, dropout=m.dropout)
+  raise ConfigError(f"config.model.name={m.name!r}: no config translation")
+
+
+def data_shape(config):
+  """Shape of one example."""
+  return (config.data.dim,)
+
+
+def get_optimizer(config):
+  o = config.optim
+  return train.make_optimizer(o.lr, o.warmup, o.grad_clip, beta1=o.beta1, eps=o.eps,
+                              weight_decay=o.weight_decay)
+
+
+def get_lr_schedule(config):
+  return train.learning_rate_schedule(config.optim.lr, config.optim.warmup)
+
+
+def get_loss_fn(config, sde, model, *, train_mode: bool):
+  t = config.training
+  return losses.get_sde_loss_fn(sde, model, train=train_mode, reduce_mean=t.reduce_mean,
+                                continuous=t.continuous,
+                                likelihood_weighting=t.likelihood_weighting, eps=t.eps,
+                                scale_by_sigma=config.model.scale_by_sigma)
+
+
+# Fields that fix the parameter tree or what the network's output means: a
+# checkpoint written under other values cannot be resumed.
+COMPATIBILITY_FIELDS = ("training.sde", "training.continuous", "data.dim", "data.centered",
+                        "model")
+
+
+def compatibility_view(config_dict: dict) -> dict:
+  """The part of a config (as a plain dict) that a checkpoint must agree with."""
+  view = {}
+  for path in COMPATIBILITY_FIELDS:
+    node = config_dict
+    for part in path.split("."):
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      # EMA rate does not change the parameter tree or its meaning.
+      node = {k: v for k, v in node.items() if k != "ema_rate"}
+    view[path] = node
+  return view
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  """Raises :class:`ConfigError` naming the first field where a saved config differs."""
+  a, b = compatibility_view(saved), compatibility_view(current)
+  for path in COMPATIBILITY_FIELDS:
+    sa, sb = a[path], b[path]
+    if isinstance(sa, dict) and isinstance(sb, dict):
+      for k in sorted(set(sa) | set(sb)):
+        if sa.get(k) != sb.get(k):
+          raise ConfigError(
+              f"config.{path}.{k}={sb.get(k)!r}: the checkpoint in {where} was written with "
+              f"{path}.{k}={sa.get(k)!r}; use that value or a new workdir")
+    elif sa != sb:
+      raise ConfigError(f"config.{path}={sb!r}: the checkpoint in {where} was written with "
+                        f"{path}={sa!r}; use that value or a new workdir")

@@ -1,0 +1,271 @@
+"""Host-side loops: training with logging, checkpoints and figures.
+
+``train_and_evaluate(config, workdir)`` is what ``run.py --mode train`` calls.
+A workdir holds ``checkpoints/``, ``config.json``, ``metrics.jsonl``,
+``tensorboard/`` (event files) and ``figures/``. Started again with the same
+command after being killed, training resumes from the last complete
+checkpoint and reaches the same final state as an uninterrupted run: the
+PRNG key is part of the checkpointed state and batch ``i`` is a pure function
+of ``(seed, i)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from score_sde_jax import build, checkpoint, parallel, train, viz
+from score_sde_jax.sde import simulate_forward
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the parameters became NaN or infinite."""
+
+
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir; its parent folder must exist (a typo should not create a tree)."""
+  if not workdir:
+    raise build.ConfigError("--workdir: required")
+  workdir = os.path.abspath(workdir)
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(parent):
+    raise build.ConfigError(f"--workdir={workdir!r}: parent folder {parent!r} does not exist")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise build.ConfigError(f"--workdir={workdir!r}: exists and is not a folder")
+  return workdir
+
+
+def _write_json_atomic(path, obj):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _read_metrics(path):
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        break  # a line cut short by a kill
+  return rows
+
+
+def _truncate_metrics(path, last_step):
+  """Drops rows logged after ``last_step`` (they belong to steps that will be redone)."""
+  rows = [r for r in _read_metrics(path) if r.get("step", 0) <= last_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """Appends rows to ``metrics.jsonl`` and scalars to TensorBoard event files (tensorboardX)."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: dict):
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def setup(config, workdir: str | None = None):
+  """Validates the config and builds the objects shared by every mode."""
+  build.validate_config(config)
+  sde = build.get_sde(config)
+  model = build.get_model(config)
+  dataset = build.get_dataset(config)
+  return sde, model, dataset
+
+
+def _init_state(config, model, optimizer, mesh):
+  shape = build.data_shape(config)
+  example = jnp.zeros((1,) + shape)
+  labels = jnp.ones((1,))
+  key = jax.random.PRNGKey(config.seed)
+  init = jax.jit(lambda k: train.init_train_state(k, model, example, labels, optimizer),
+                 out_shardings=parallel.replicated(mesh))
+  return init(key)
+
+
+def restore_state(config, workdir, state, manager=None):
+  """Restores the newest checkpoint of ``workdir`` into ``state``'s structure, if any.
+
+  Returns ``(state, step)``; ``step`` is 0 when there is no checkpoint.
+  Refuses (``ConfigError``) a checkpoint written under an incompatible config.
+  """
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  manager = manager or checkpoint.make_manager(ckpt_dir)
+  step = manager.latest_step()
+  if step is None:
+    return state, 0
+  saved = checkpoint.read_config(manager, step)
+  build.check_compatible(saved, config.to_dict(), ckpt_dir)
+  return checkpoint.restore(manager, step, checkpoint.abstract_like(state)), int(step)
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state."""
+  workdir = check_workdir(workdir)
+  sde, model, dataset = setup(config)
+  t = config.training
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(t.batch_size, mesh)
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  config_dict = config.to_dict()
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
+                                    max_to_keep=t.max_to_keep, keep_period=t.snapshot_freq)
+
+  optimizer = build.get_optimizer(config)
+  state = _init_state(config, model, optimizer, mesh)
+  state, start_step = restore_state(config, workdir, state, manager)
+  if is_main:
+    _write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
+  if start_step and is_main:
+    print(f"resuming from step {start_step} in {workdir}")
+
+  train_step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True),
+                                     optimizer, ema_rate=config.model.ema_rate, mesh=mesh,
+                                     n_jitted_steps=t.n_jitted_steps,
+                                     lr_schedule=build.get_lr_schedule(config))
+  eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
+  k = t.n_jitted_steps
+  batches = dataset.batches(t.batch_size, config.seed, start_step,
+                            steps_per_batch=k if k > 1 else 0)
+  writer = MetricWriter(workdir, enabled=is_main)
+
+  def evaluate():
+    key = jax.random.PRNGKey(config.seed + 1)
+    eval_batches = dataset.batches(config.eval.batch_size, config.seed, split="eval")
+    losses = []
+    for i in range(config.eval.num_batches):
+      batch = parallel.shard_batch(next(eval_batches), mesh)
+      losses.append(eval_step(state, batch, jax.random.fold_in(key, i)))
+    return float(np.mean(jax.device_get(losses)))
+
+  def save(step):
+    if not bool(_all_finite(state.params)):
+      raise TrainingDiverged(f"parameters are not finite at step {step}; checkpoint not written, "
+                             f"the last good one in {manager.directory} is kept")
+    checkpoint.save(manager, step, state, config_dict)
+
+  step = start_step
+  bar = tqdm(total=t.n_iters, initial=start_step, unit="step", dynamic_ncols=True,
+             disable=not is_main, desc="train")
+  last_time, last_step = time.perf_counter(), start_step
+  pending = []  # device metrics of the calls since the last log, fetched together
+  try:
+    while step < t.n_iters:
+      batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
+      state, metrics = train_step(state, batch)
+      prev, step = step, step + k
+      pending.append(metrics)
+      bar.update(k)
+      if step // t.log_freq > prev // t.log_freq or step == t.n_iters:
+        # One row per log: the mean of every step since the previous one.
+        fetched = jax.device_get(pending)
+        pending = []
+        row = {name: float(np.mean([np.mean(m[name]) for m in fetched])) for name in fetched[0]}
+        if k > 1:
+          row["lr"] = float(fetched[-1]["lr"][-1])
+        now = time.perf_counter()
+        row["steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, step
+        if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
+          raise TrainingDiverged(
+              f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
+              f"The last good checkpoint (step {manager.latest_step()}) in {manager.directory} "
+              f"is kept")
+        writer.write(step, row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+      if config.eval.enable_loss and config.eval.num_batches and any(
+          s % t.eval_freq == 0 for s in range(prev + 1, step + 1)):
+        writer.write(step, {"eval_loss": evaluate()})
+      if step % t.snapshot_freq_for_preemption == 0 or step % t.snapshot_freq == 0 or step == t.n_iters:
+        save(step)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    writer.close()
+  if is_main:
+    paths = write_training_figures(config, workdir, state, sde, model, dataset)
+    print("figures:\n  " + "\n  ".join(paths))
+  return state
+
+
+def write_training_figures(config, workdir, state, sde, model, dataset):
+  """Loss curve, forward diffusion and (for Gaussian mixtures) learned vs exact score."""
+  fig_dir = os.path.join(workdir, "figures")
+  paths = []
+  rows = _read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  tr = [r for r in rows if "loss" in r]
+  ev = [r for r in rows if "eval_loss" in r]
+  if tr:
+    paths.append(viz.plot_loss([r["step"] for r in tr], [r["loss"] for r in tr],
+                               os.path.join(fig_dir, "loss.png"),
+                               eval_steps=[r["step"] for r in ev],
+                               eval_loss=[r["eval_loss"] for r in ev],
+                               title=f"DSM loss ({config.data.dataset}, {config.training.sde})"))
+  if config.data.dim >= 2:
+    x0 = jnp.asarray(dataset.sample(np.random.default_rng(config.seed), 2000), jnp.float32)
+    ts, xs = jax.jit(simulate_forward, static_argnums=(1, 3, 4), static_argnames="save_every")(
+        jax.random.PRNGKey(config.seed), sde, x0, sde.T, 1000, save_every=10)
+    paths.append(viz.plot_forward_diffusion(
+        ts, xs, os.path.join(fig_dir, "forward_diffusion.png"),
+        title=f"Forward {config.training.sde} diffusion of {config.data.dataset} data"))
+  if hasattr(dataset, "marginal_score") and config.data.dim == 2:
+    paths.append(score_field_figure(config, state, sde, model, dataset,
+                                    os.path.join(fig_dir, "score_field.png")))
+  return paths
+
+
+def score_field_figure(config, state, sde, model, dataset, path, times=(0.02, 0.1, 0.3, 0.7)):
+  from score_sde_jax.score import get_score_fn
+  lim = float(np.abs(dataset.means).max() + 3 * np.sqrt(dataset.covs.max()))
+  g = np.linspace(-lim, lim, 21)
+  grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
+  score_fn = jax.jit(get_score_fn(sde, model, state.ema_params, config.training.continuous,
+                                  scale_by_sigma=config.model.scale_by_sigma))
+  learned, exact = [], []
+  for t in times:
+    tt = jnp.full((grid.shape[0],), t)
+    learned.append(score_fn(grid, tt))
+    exact.append(dataset.marginal_score(sde, grid, tt))
+  data = dataset.sample(np.random.default_rng(0), 2000)
+  return viz.plot_score_fields(grid, times, jax.device_get(learned), jax.device_get(exact), path,
+                               data=data)

@@ -1,0 +1,64 @@
+"""Training objectives: continuous-time denoising score matching (eq. 7 of the paper)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from score_sde_jax.score import get_score_fn
+from score_sde_jax.sde import SDE, batch_mul
+
+TIME_EPS = 1e-5  # smallest training time, as in the paper (avoids the std -> 0 singularity)
+
+
+def _reduce(losses: jax.Array, reduce_mean: bool) -> jax.Array:
+  flat = losses.reshape(losses.shape[0], -1)
+  return jnp.mean(flat, axis=-1) if reduce_mean else 0.5 * jnp.sum(flat, axis=-1)
+
+
+def dsm_losses(sde: SDE, score_fn: Callable, x0: jax.Array, t: jax.Array, z: jax.Array, *,
+               reduce_mean: bool = False, likelihood_weighting: bool = False) -> jax.Array:
+  """Per-example DSM loss at given times ``t`` ``(B,)`` and noise ``z`` (shaped like ``x0``).
+
+  With ``x_t = mean(x0, t) + std(t) z``: ``|| std * score(x_t, t) + z ||^2``
+  (weighting ``lambda(t) = std^2``), or with ``likelihood_weighting``
+  ``g(t)^2 || score(x_t, t) + z / std ||^2`` (weighting ``lambda = g^2``,
+  whose integral bounds the negative log-likelihood, Song et al. 2021b).
+  The reduction over dimensions is a mean, or half a sum (the paper's default).
+  """
+  mean, std = sde.marginal_prob(x0, t)
+  x_t = mean + batch_mul(std, z)
+  score = score_fn(x_t, t)
+  if likelihood_weighting:
+    g2 = sde.sde(jnp.zeros_like(x0), t)[1] ** 2
+    return _reduce(jnp.square(score + batch_mul(1.0 / std, z)), reduce_mean) * g2
+  return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
+
+
+def denoising_score_matching(key: jax.Array, sde: SDE, score_fn: Callable, x0: jax.Array, *,
+                             reduce_mean: bool = False, likelihood_weighting: bool = False,
+                             eps: float = TIME_EPS) -> jax.Array:
+  """Monte-Carlo DSM loss of ``score_fn`` on the batch ``x0``: ``t ~ U(eps, T)``, ``z ~ N(0, I)``."""
+  key_t, key_z = jax.random.split(key)
+  t = jax.random.uniform(key_t, (x0.shape[0],), x0.dtype, minval=eps, maxval=sde.T)
+  z = jax.random.normal(key_z, x0.shape, x0.dtype)
+  return jnp.mean(dsm_losses(sde, score_fn, x0, t, z, reduce_mean=reduce_mean,
+                             likelihood_weighting=likelihood_weighting))
+
+
+def get_sde_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool = False,
+                    continuous: bool = True, likelihood_weighting: bool = False,
+                    eps: float = TIME_EPS, scale_by_sigma: bool = False):
+  """``loss_fn(key, params, batch) -> scalar``: DSM for a network, as the paper's ``get_sde_loss_fn``."""
+
+  def loss_fn(key, params, batch):
+    key_loss, key_dropout = jax.random.split(key)
+    score_fn = get_score_fn(sde, model, params, continuous, train=train,
+                            dropout_key=key_dropout if train else None,
+                            scale_by_sigma=scale_by_sigma)
+    return denoising_score_matching(key_loss, sde, score_fn, batch, reduce_mean=reduce_mean,
+                                    likelihood_weighting=likelihood_weighting, eps=eps)
+
+  return loss_fn

@@ -1,0 +1,28 @@
+"""Score networks: Flax linen modules with explicit typed fields.
+
+``MODELS`` maps a config's ``model.name`` to its module class.
+"""
+
+import jax
+import numpy as np
+
+from score_sde_jax.models.mlp import ScoreMLP
+
+MODELS = {"mlp": ScoreMLP}
+
+
+def get_model_class(name: str):
+  """Module class registered under ``name``; an unknown name lists the known ones."""
+  try:
+    return MODELS[name]
+  except KeyError:
+    raise ValueError(f"model.name={name!r}: unknown model; known: {sorted(MODELS)}") from None
+
+
+def param_count(model, *example_inputs) -> int:
+  """Number of parameters of ``model`` on these inputs, without allocating them."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *example_inputs))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+
+__all__ = ["MODELS", "ScoreMLP", "get_model_class", "param_count"]

@@ -1,0 +1,113 @@
+"""Figures (matplotlib, PNG). Functions take plain arrays and a path; nothing of the package is imported."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def plot_forward_diffusion(ts, xs, path, *, n_snapshots: int = 5, n_paths: int = 40,
+                           title: str = "Forward diffusion"):
+  """Particles pushed to noise by the forward SDE, as in Figure 1 of the paper.
+
+  Top row: scatter plots of the 2-D particles at ``n_snapshots`` times.
+  Bottom: the first coordinate of ``n_paths`` particles against ``t`` (jittery
+  SDE paths) over the histogram density of all particles at each time.
+
+  Args:
+    ts: ``(K,)`` increasing times from 0.
+    xs: ``(K, B, D)`` particle positions at those times (``D >= 2``).
+  """
+  ts, xs = np.asarray(ts), np.asarray(xs)
+  fig = plt.figure(figsize=(3.0 * n_snapshots, 6.4))
+  grid = fig.add_gridspec(2, n_snapshots, height_ratios=[1, 1.05])
+  idx = np.linspace(0, len(ts) - 1, n_snapshots).round().astype(int)
+  lim = float(np.quantile(np.abs(xs[idx[-1]]), 0.995)) * 1.1
+  lim = max(lim, float(np.abs(xs[0]).max()) * 1.1)
+  for j, k in enumerate(idx):
+    ax = fig.add_subplot(grid[0, j])
+    ax.scatter(xs[k, :, 0], xs[k, :, 1], s=1.5, alpha=0.4, color="C0", rasterized=True)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(f"t = {ts[k]:.2f}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+  ax = fig.add_subplot(grid[1, :])
+  bins = np.linspace(-lim, lim, 121)
+  density = np.stack([np.histogram(xs[k, :, 0], bins=bins, density=True)[0] for k in range(len(ts))])
+  ax.imshow(density.T, origin="lower", aspect="auto", cmap="Blues",
+            extent=(ts[0], ts[-1], -lim, lim), vmax=np.quantile(density, 0.99))
+  ax.plot(ts, xs[:, :n_paths, 0], color="k", lw=0.5, alpha=0.6)
+  ax.set_xlabel("t")
+  ax.set_ylabel("$x_1(t)$")
+  ax.set_ylim(-lim, lim)
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def plot_loss(train_steps, train_loss, path, *, eval_steps=None, eval_loss=None,
+              title: str = "Training loss"):
+  """Training loss (raw and a moving average) and evaluation loss against step."""
+  train_steps, train_loss = np.asarray(train_steps), np.asarray(train_loss)
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.plot(train_steps, train_loss, color="C0", alpha=0.3, lw=0.8, label="train (per log step)")
+  w = max(1, len(train_loss) // 20)
+  if len(train_loss) > w > 1:
+    smooth = np.convolve(train_loss, np.ones(w) / w, mode="valid")
+    ax.plot(train_steps[w - 1:], smooth, color="C0", lw=1.8, label=f"train (mean of {w})")
+  if eval_steps is not None and len(eval_steps):
+    ax.plot(eval_steps, eval_loss, "o-", color="C3", ms=3, lw=1.2, label="eval (EMA params)")
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss")
+  if np.all(train_loss > 0):
+    ax.set_yscale("log")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend()
+  ax.set_title(title)
+  return _save(fig, path)
+
+
+def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
+                      title: str = "Score field: learned (red) vs exact (black)"):
+  """Quiver plots of a learned and an exact 2-D score at several times.
+
+  Args:
+    grid_xy: ``(G, 2)`` points.
+    times: ``(T,)`` times.
+    learned, exact: ``(T, G, 2)`` scores at those points and times.
+    data: optional ``(N, 2)`` data points drawn underneath.
+  """
+  grid_xy = np.asarray(grid_xy)
+  learned, exact = np.asarray(learned), np.asarray(exact)
+  n = len(times)
+  fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.8))
+  axes = np.atleast_1d(axes)
+  for ax, t, sl, se in zip(axes, times, learned, exact):
+    if data is not None:
+      ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.2, color="C0", rasterized=True)
+    # Normalise arrows per panel: the score's scale grows like 1/std as t -> 0.
+    scale = np.quantile(np.linalg.norm(se, axis=-1), 0.9) + 1e-12
+    ax.quiver(grid_xy[:, 0], grid_xy[:, 1], se[:, 0] / scale, se[:, 1] / scale, color="k",
+              angles="xy", scale=25, width=0.004, alpha=0.8)
+    ax.quiver(grid_xy[:, 0], grid_xy[:, 1], sl[:, 0] / scale, sl[:, 1] / scale, color="C3",
+              angles="xy", scale=25, width=0.004, alpha=0.8)
+    rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
+    ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f})")
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title)
+  return _save(fig, path)
