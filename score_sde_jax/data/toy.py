@@ -167,6 +167,14 @@ class GaussianMixture(ToyDistribution):
     resp = jax.nn.softmax(log_terms, axis=-1)
     return jnp.einsum("bk,bkd->bd", resp, comp_scores)
 
+  def marginal_sample(self, sde, rng, n, t):
+    """Exact samples of the time-``t`` marginal (scalar ``t``): ``a x_0 + s z``, ``(n, D)``."""
+    x0 = self.sample(rng, n)
+    tt = jnp.full((n,), t, jnp.float32)
+    a, s = self._kernel(sde, tt)
+    z = rng.standard_normal(x0.shape)
+    return np.asarray(a)[:, None] * x0 + np.asarray(s)[:, None] * z
+
   def entropy_mc(self, rng, n=200_000):
     """Monte-Carlo estimate of the differential entropy (nats) and its standard error."""
     lp = np.asarray(self.log_prob(jnp.asarray(self.sample(rng, n))))

@@ -1,0 +1,30 @@
+# make demo: set up .venv, train the default toy model, write figures.
+# make test: set up .venv, run the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= workdirs/demo
+CONFIG ?= configs/default_toy.py
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(dir $(WORKDIR))
+	$(PY) run.py --config $(CONFIG) --workdir $(WORKDIR) --mode train
+	@echo "demo done: figures in $(WORKDIR)/figures, metrics in $(WORKDIR)/metrics.jsonl"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) workdirs

@@ -1,0 +1,90 @@
+"""Every config loads and builds; bad values stop with one clear message before compilation."""
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from configs.toy import gmm_vp
+from score_sde_jax import build, models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+                      if not p.endswith("__init__.py"))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_the_required_toy_configs_exist():
+  names = {os.path.relpath(p, ROOT) for p in CONFIG_FILES}
+  for name in ("default_toy.py", "toy/gmm_vp.py", "toy/gmm_subvp.py", "toy/gmm_ve.py",
+               "toy/swissroll_vp.py", "toy/moons_ve.py"):
+    assert os.path.join("configs", name) in names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_loads_and_builds(path):
+  config = _load(path)
+  for section in ("training", "sampling", "eval", "data", "model", "optim"):
+    assert section in config
+  build.validate_config(config)
+  sde = build.get_sde(config)
+  assert sde.N == config.model.num_scales
+  model = build.get_model(config)
+  dataset = build.get_dataset(config)
+  x = jnp.asarray(next(dataset.batches(4, 0)))
+  assert x.shape == (4,) + build.data_shape(config)
+  assert models.param_count(model, x, jnp.ones(4)) > 1000
+  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, jnp.ones(4)))["params"]
+  assert jax.eval_shape(loss_fn, jax.random.PRNGKey(0), params, x).shape == ()
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("training.sde", "vpsdee", "config.training.sde='vpsdee': expected one of ['subvpsde', 'vesde', 'vpsde']"),
+    ("model.name", "unet", "config.model.name='unet': expected one of ['mlp']"),
+    ("data.dataset", "mnist", "config.data.dataset='mnist': expected one of"),
+    ("training.batch_size", 12.5, "config.training.batch_size=12.5: expected a positive integer"),
+    ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),
+    ("model.ema_rate", 1.5, "config.model.ema_rate=1.5: expected a number in [0, 1)"),
+    ("training.snapshot_freq_for_preemption", 1001, "must be multiples of training.n_jitted_steps"),
+])
+def test_bad_values_name_field_value_and_allowed(path, value, message):
+  config = gmm_vp.get_config()
+  section, field = path.split(".")
+  with config.unlocked():
+    config[section].__dict__["_fields"][field] = value  # bypass ConfigDict's own type lock
+  with pytest.raises(build.ConfigError) as err:
+    build.validate_config(config)
+  assert message in str(err.value)
+
+
+def _cli(*args):
+  cmd = [sys.executable, os.path.join(ROOT, "run.py"),
+         "--config", os.path.join(ROOT, "configs", "toy", "gmm_vp.py"), *args]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_unknown_sde_and_missing_workdir_parent(tmp_path):
+  out = _cli(f"--workdir={tmp_path}/wd", "--config.training.sde=vesdee")
+  assert out.returncode == 2
+  assert "config.training.sde='vesdee'" in out.stderr and "vpsde" in out.stderr
+  assert not (tmp_path / "wd").exists()  # nothing written
+  out = _cli(f"--workdir={tmp_path}/no/such/wd")
+  assert out.returncode == 2 and "parent folder" in out.stderr and "does not exist" in out.stderr
+
+
+def test_cli_override_of_the_wrong_type(tmp_path):
+  out = _cli(f"--workdir={tmp_path}/wd", "--config.training.batch_size=abc")
+  assert out.returncode != 0
+  assert "training.batch_size" in out.stderr and "abc" in out.stderr
