@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, checkpoint, parallel, train, viz
+from score_sde_jax import build, checkpoint, losses, parallel, train, viz
 from score_sde_jax.sde import simulate_forward
 
 class TrainingDiverged(RuntimeError):
@@ -169,14 +169,22 @@ def train_and_evaluate(config, workdir: str):
                             steps_per_batch=k if k > 1 else 0)
   writer = MetricWriter(workdir, enabled=is_main)
 
-  def evaluate():
+  def evaluate(step_fn=eval_step):
     key = jax.random.PRNGKey(config.seed + 1)
     eval_batches = dataset.batches(config.eval.batch_size, config.seed, split="eval")
-    losses = []
+    values = []
     for i in range(config.eval.num_batches):
       batch = parallel.shard_batch(next(eval_batches), mesh)
-      losses.append(eval_step(state, batch, jax.random.fold_in(key, i)))
-    return float(np.mean(jax.device_get(losses)))
+      values.append(step_fn(state, batch, jax.random.fold_in(key, i)))
+    return float(np.mean(jax.device_get(values)))
+
+  if is_main and start_step == 0 and hasattr(dataset, "marginal_score") and config.eval.num_batches:
+    # The exact score's loss on the same eval batches and keys: the floor the eval loss approaches.
+    exact_fn = lambda x, tt: dataset.marginal_score(sde, x, tt)
+    exact_step = jax.jit(lambda _, batch, key: losses.denoising_score_matching(
+        jax.random.split(key)[0], sde, exact_fn, batch, reduce_mean=t.reduce_mean,
+        likelihood_weighting=t.likelihood_weighting, eps=t.eps))
+    writer.write(0, {"eval_loss_exact_score": evaluate(exact_step)})
 
   def save(step):
     if not bool(_all_finite(state.params)):
@@ -236,10 +244,12 @@ def write_training_figures(config, workdir, state, sde, model, dataset):
   tr = [r for r in rows if "loss" in r]
   ev = [r for r in rows if "eval_loss" in r]
   if tr:
+    floor = [r["eval_loss_exact_score"] for r in rows if "eval_loss_exact_score" in r]
     paths.append(viz.plot_loss([r["step"] for r in tr], [r["loss"] for r in tr],
                                os.path.join(fig_dir, "loss.png"),
                                eval_steps=[r["step"] for r in ev],
                                eval_loss=[r["eval_loss"] for r in ev],
+                               floor=floor[-1] if floor else None,
                                title=f"DSM loss ({config.data.dataset}, {config.training.sde})"))
   if config.data.dim >= 2:
     x0 = jnp.asarray(dataset.sample(np.random.default_rng(config.seed), 2000), jnp.float32)

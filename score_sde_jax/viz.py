@@ -58,18 +58,23 @@ def plot_forward_diffusion(ts, xs, path, *, n_snapshots: int = 5, n_paths: int =
   return _save(fig, path)
 
 
-def plot_loss(train_steps, train_loss, path, *, eval_steps=None, eval_loss=None,
+def plot_loss(train_steps, train_loss, path, *, eval_steps=None, eval_loss=None, floor=None,
               title: str = "Training loss"):
-  """Training loss (raw and a moving average) and evaluation loss against step."""
+  """Training loss (per log interval and a moving average) and evaluation loss against step.
+
+  ``floor``: the eval loss of the exact score, where known (the minimum of the DSM loss).
+  """
   train_steps, train_loss = np.asarray(train_steps), np.asarray(train_loss)
   fig, ax = plt.subplots(figsize=(7, 4))
-  ax.plot(train_steps, train_loss, color="C0", alpha=0.3, lw=0.8, label="train (per log step)")
+  ax.plot(train_steps, train_loss, color="C0", alpha=0.3, lw=0.8, label="train (mean of each log interval)")
   w = max(1, len(train_loss) // 20)
   if len(train_loss) > w > 1:
     smooth = np.convolve(train_loss, np.ones(w) / w, mode="valid")
     ax.plot(train_steps[w - 1:], smooth, color="C0", lw=1.8, label=f"train (mean of {w})")
   if eval_steps is not None and len(eval_steps):
     ax.plot(eval_steps, eval_loss, "o-", color="C3", ms=3, lw=1.2, label="eval (EMA params)")
+  if floor is not None:
+    ax.axhline(floor, color="k", ls="--", lw=1, label=f"eval, exact score ({floor:.4f})")
   ax.set_xlabel("step")
   ax.set_ylabel("loss")
   if np.all(train_loss > 0):
