@@ -20,6 +20,7 @@ labels (as in the paper's code).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -77,6 +78,26 @@ def get_model_fn(model, params: Any, *, train: bool = False,
   return model_fn
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkScore:
+  """Score of a network, as a hashable callable ``(params, dropout_key, x, t) -> score``.
+
+  Hashable by value (the SDE, the Flax module and the flags), so that a jitted
+  sampler given ``get_score_fn(...)`` for new parameters reuses its compiled code.
+  """
+
+  sde: SDE
+  model: Any
+  continuous: bool = True
+  train: bool = False
+  scale_by_sigma: bool = False
+
+  def __call__(self, params, dropout_key, x, t):
+    model_fn = get_model_fn(self.model, params, train=self.train, dropout_key=dropout_key)
+    output = model_fn(x, time_labels(self.sde, t, self.continuous))
+    return output_to_score(self.sde, output, t, self.continuous, self.scale_by_sigma)
+
+
 def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
                  train: bool = False, dropout_key: jax.Array | None = None,
                  scale_by_sigma: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -89,11 +110,11 @@ def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
     continuous: whether the network was trained with continuous time.
     train: network in training mode (dropout on; needs ``dropout_key``).
     scale_by_sigma: VE only: divide the output by the noise level.
+
+  Returns:
+    A ``jax.tree_util.Partial``: callable as ``score_fn(x, t)`` and a pytree
+    whose leaves are the parameters, so it can be passed into jitted samplers
+    as an ordinary argument (new parameters do not trigger recompilation).
   """
-  model_fn = get_model_fn(model, params, train=train, dropout_key=dropout_key)
-
-  def score_fn(x, t):
-    output = model_fn(x, time_labels(sde, t, continuous))
-    return output_to_score(sde, output, t, continuous, scale_by_sigma)
-
-  return score_fn
+  return jax.tree_util.Partial(NetworkScore(sde, model, continuous, train, scale_by_sigma),
+                               params, dropout_key)

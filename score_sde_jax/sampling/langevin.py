@@ -1,0 +1,81 @@
+"""Langevin dynamics driven only by a score.
+
+``langevin_sample`` targets one fixed density (``score_fn(x)``);
+``annealed_langevin_sample`` follows NCSN (Song & Ermon 2019): Langevin at
+each noise level of a decreasing schedule, with step ``step_lr sigma_i^2 /
+sigma_L^2``, using a time-indexed ``score_fn(x, t)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from score_sde_jax.sampling.pc import as_pytree_fn
+from score_sde_jax.sde import batch_mul
+
+
+@functools.partial(jax.jit, static_argnames=("n_steps",))
+def _langevin(key, score_fn, x0, step_size, *, n_steps):
+  def step(x, k):
+    z = jax.random.normal(k, x.shape, x.dtype)
+    return x + step_size * score_fn(x) + jnp.sqrt(2 * step_size) * z, None
+
+  x, _ = jax.lax.scan(step, x0, jax.random.split(key, n_steps))
+  return x
+
+
+def langevin_sample(key, score_fn, x0, *, step_size, n_steps):
+  """Unadjusted Langevin: ``x <- x + eps score(x) + sqrt(2 eps) z``, ``n_steps`` times from ``x0``.
+
+  ``score_fn(x)`` is the score of the target. Returns ``(x, nfe)``.
+  """
+  if not step_size > 0:
+    raise ValueError(f"step_size={step_size!r}: must be positive")
+  if not (isinstance(n_steps, int) and n_steps >= 1):
+    raise ValueError(f"n_steps={n_steps!r}: expected a positive integer")
+  return _langevin(key, as_pytree_fn(score_fn), jnp.asarray(x0), step_size, n_steps=n_steps), n_steps
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "n_steps_each", "num_scales"))
+def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales):
+  b = x0.shape[0]
+  ts = jnp.linspace(sde.T, eps, num_scales)
+  stds = sde.marginal_prob(jnp.zeros((num_scales, 1)), ts)[1]
+  step_sizes = step_lr * (stds / stds[-1]) ** 2
+
+  def level(carry, inputs):
+    x, key = carry
+    t, step_size = inputs
+
+    def step(x, k):
+      z = jax.random.normal(k, x.shape, x.dtype)
+      x_mean = x + step_size * score_fn(x, jnp.full((b,), t))
+      return x_mean + jnp.sqrt(2 * step_size) * z, x_mean
+
+    key, sub = jax.random.split(key)
+    x, x_means = jax.lax.scan(step, x, jax.random.split(sub, n_steps_each))
+    return (x, key), x_means[-1]
+
+  (x, _), x_means = jax.lax.scan(level, (x0, key), (ts, step_sizes))
+  return x, x_means[-1]
+
+
+def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, step_lr=2e-5,
+                             num_scales=None, eps=1e-3, denoise=True):
+  """Annealed Langevin dynamics (NCSN) over the noise levels of ``sde``.
+
+  Levels ``t_i = linspace(T, eps, num_scales)`` (default ``sde.N``) with
+  ``sigma_i`` the std of the perturbation kernel at ``t_i``; at each level
+  ``n_steps_each`` Langevin steps of size ``step_lr (sigma_i / sigma_L)^2``.
+  Starts from the prior. ``denoise`` returns the last step's mean.
+  Returns ``(x, nfe)``.
+  """
+  num_scales = sde.N if num_scales is None else num_scales
+  key_prior, key = jax.random.split(key)
+  x0 = sde.prior_sampling(key_prior, tuple(shape))
+  x, x_mean = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
+                        n_steps_each=n_steps_each, num_scales=num_scales)
+  return (x_mean if denoise else x), num_scales * n_steps_each
