@@ -1,0 +1,214 @@
+"""Samplers against the exact Gaussian-mixture score (the network is out of the loop)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from score_sde_jax.data import GaussianMixture
+from score_sde_jax.metrics import mmd, sliced_wasserstein
+from score_sde_jax.sampling import (annealed_langevin_sample, langevin_sample, ode_sample, pc_sample,
+                                    sde_sample)
+from score_sde_jax.sampling import pc as pc_module
+from score_sde_jax.sampling import diffeq
+from score_sde_jax.sde import VESDE, VPSDE, subVPSDE
+
+N = 2000
+SDES = {"vp": VPSDE(), "subvp": subVPSDE(), "ve": VESDE(sigma_max=5.0)}
+GMM = GaussianMixture.ring()
+
+
+@pytest.fixture(scope="module")
+def reference():
+  """Exact samples and the MMD noise level between two exact sets of size N."""
+  ref = GMM.sample(np.random.default_rng(1), N)
+  nulls = [mmd(GMM.sample(np.random.default_rng(100 + i), N), ref) for i in range(8)]
+  return ref, float(np.mean(nulls) + 5 * np.std(nulls))
+
+
+def _check_matches_mixture(x, reference):
+  ref, threshold = reference
+  x = np.asarray(x)
+  assert np.all(np.isfinite(x))
+  assert mmd(x, ref) < threshold, (mmd(x, ref), threshold)
+  nearest = np.argmin(((x[:, None, :] - GMM.means[None]) ** 2).sum(-1), axis=1)
+  counts = np.bincount(nearest, minlength=8)
+  sd = np.sqrt(N * (1 / 8) * (7 / 8))
+  assert np.all(np.abs(counts - N / 8) < 4.5 * sd), counts
+
+
+def _score(sde):
+  return lambda x, t: GMM.marginal_score(sde, x, t)
+
+
+PC_CASES = [(s, p, c) for s, p, c in itertools.product(SDES, ["euler_maruyama", "reverse_diffusion",
+                                                               "ancestral_sampling", "none"],
+                                                       ["langevin", "ald", "none"])
+            if not (p == "none" and c == "none") and not (p == "ancestral_sampling" and s == "subvp")]
+
+
+@pytest.mark.parametrize("sde_name,predictor,corrector", PC_CASES)
+def test_pc_samples_match_the_mixture(sde_name, predictor, corrector, reference):
+  sde = SDES[sde_name]
+  kw = dict(num_steps=200)
+  if predictor == "none":  # corrector-only sampling needs larger Langevin steps
+    kw.update(n_steps=2, snr=0.5 if corrector == "langevin" else 1.0)
+  x, nfe = pc_sample(jax.random.PRNGKey(0), sde, _score(sde), (N, 2), predictor=predictor,
+                     corrector=corrector, **kw)
+  _check_matches_mixture(x, reference)
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_ode_and_diffrax_sde_samples_match_the_mixture(sde_name, reference):
+  sde = SDES[sde_name]
+  x, _ = ode_sample(jax.random.PRNGKey(0), sde, _score(sde), (N, 2))
+  _check_matches_mixture(x, reference)
+  x, _ = sde_sample(jax.random.PRNGKey(0), sde, _score(sde), (N, 2), num_steps=200)
+  _check_matches_mixture(x, reference)
+
+
+def test_ancestral_sampling_refuses_subvp():
+  with pytest.raises(ValueError, match="VPSDE and VESDE only"):
+    pc_sample(jax.random.PRNGKey(0), subVPSDE(), _score(subVPSDE()), (4, 2),
+              predictor="ancestral_sampling")
+
+
+def test_unknown_predictor_or_corrector_lists_known():
+  with pytest.raises(ValueError, match="predictor='heun'.*known: \\['ancestral_sampling'"):
+    pc_sample(jax.random.PRNGKey(0), VPSDE(), _score(VPSDE()), (4, 2), predictor="heun")
+  with pytest.raises(ValueError, match="corrector='hmc'.*known: \\['ald', 'langevin', 'none'\\]"):
+    pc_sample(jax.random.PRNGKey(0), VPSDE(), _score(VPSDE()), (4, 2), corrector="hmc")
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_ode_maps_prior_latent_of_gaussian_data_in_closed_form(sde_name):
+  """Gaussian data N(mu, v0 I): the flow is x_t = a mu + sqrt(v(t) / v(T)) (x_T - a(T) mu)."""
+  sde = SDES[sde_name]
+  mu, v0, eps = np.array([1.0, -0.5]), 0.3, 1e-3
+  gauss = GaussianMixture([1.0], mu[None], [np.sqrt(v0)])
+  z = sde.prior_sampling(jax.random.PRNGKey(3), (64, 2))
+  x, _ = ode_sample(None, sde, lambda x, t: gauss.marginal_score(sde, x, t), (64, 2), z=z,
+                    denoise=False, eps=eps)
+
+  def a_v(t):
+    a, s = (float(v.ravel()[0]) for v in sde.marginal_prob(jnp.ones((1, 1)), jnp.array([t])))
+    return a, a**2 * v0 + s**2
+
+  a_t, v_t = a_v(sde.T)
+  a_e, v_e = a_v(eps)
+  expected = a_e * mu + np.sqrt(v_e / v_t) * (np.asarray(z) - a_t * mu)
+  np.testing.assert_allclose(x, expected, atol=2e-4 * max(1.0, np.abs(expected).max()))
+
+
+def test_ode_with_given_latent_is_deterministic_and_per_example():
+  sde = SDES["vp"]
+  z = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
+  x1, _ = ode_sample(jax.random.PRNGKey(1), sde, _score(sde), (16, 2), z=z)
+  x2, _ = ode_sample(jax.random.PRNGKey(2), sde, _score(sde), (16, 2), z=z)
+  np.testing.assert_array_equal(x1, x2)
+  # Per-example step sizes: the first 4 examples decode the same on their own.
+  x3, _ = ode_sample(None, sde, _score(sde), (4, 2), z=z[:4])
+  np.testing.assert_allclose(x3, x1[:4], rtol=1e-5, atol=1e-5)
+
+
+def _counting(score_fn):
+  """A score function that counts its (batched) evaluations at run time."""
+  count = {"n": 0}
+
+  def bump(x):  # under vmap (per-example ODE solves) x gains a leading axis
+    count["n"] += 1
+    return np.zeros(np.shape(x)[:-2], np.float32)
+
+  def counted(x, t):
+    tick = jax.pure_callback(bump, jax.ShapeDtypeStruct((), jnp.float32), x,
+                             vmap_method="broadcast_all")
+    return score_fn(x, t) + jnp.reshape(tick, (1,) * x.ndim)[..., :1] * 0
+
+  return counted, count
+
+
+@pytest.mark.parametrize("case", [
+    dict(kind="pc", predictor="reverse_diffusion", corrector="langevin", n_steps=2),
+    dict(kind="pc", predictor="none", corrector="ald", n_steps=3),
+    dict(kind="pc", predictor="euler_maruyama", corrector="none", n_steps=1),
+    dict(kind="ode", solver="tsit5"), dict(kind="ode", solver="dopri5", denoise=False),
+    dict(kind="ode", solver="euler", num_steps=17), dict(kind="ode", solver="heun", num_steps=9),
+    dict(kind="sde")], ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_reported_nfe_equals_score_calls(case):
+  case = dict(case)
+  sde = SDES["vp"]
+  counted, count = _counting(_score(sde))
+  key = jax.random.PRNGKey(0)
+  kind = case.pop("kind")
+  if kind == "pc":
+    x, nfe = pc_sample(key, sde, counted, (32, 2), num_steps=25, **case)
+  elif kind == "ode":
+    x, nfe = ode_sample(key, sde, counted, (32, 2), rtol=1e-3, atol=1e-3, **case)
+  else:
+    x, nfe = sde_sample(key, sde, counted, (32, 2), num_steps=30)
+  jax.block_until_ready(x)
+  assert count["n"] == nfe > 0
+
+
+def test_samplers_compile_once_per_shape():
+  sde = SDES["vp"]
+  score = _score(sde)
+  for fn, jitted in [(lambda k: pc_sample(k, sde, score, (8, 2), num_steps=10), pc_module._pc_sample),
+                     (lambda k: ode_sample(k, sde, score, (8, 2)), diffeq._ode_solve),
+                     (lambda k: sde_sample(k, sde, score, (8, 2), num_steps=10), diffeq._sde_solve)]:
+    fn(jax.random.PRNGKey(0))
+    size = jitted._cache_size()
+    fn(jax.random.PRNGKey(1))
+    fn(jax.random.PRNGKey(2))
+    assert jitted._cache_size() == size
+
+
+def test_network_score_with_new_parameters_reuses_compiled_sampler():
+  from score_sde_jax import get_score_fn
+  from score_sde_jax.models import ScoreMLP
+  sde = SDES["vp"]
+  model = ScoreMLP(dim=2, hidden=16, num_layers=1)
+  init = lambda k: model.init(k, jnp.zeros((1, 2)), jnp.ones(1))["params"]
+  x1, _ = pc_sample(jax.random.PRNGKey(0), sde, get_score_fn(sde, model, init(jax.random.PRNGKey(0))),
+                    (8, 2), num_steps=10)
+  size = pc_module._pc_sample._cache_size()
+  x2, _ = pc_sample(jax.random.PRNGKey(0), sde, get_score_fn(sde, model, init(jax.random.PRNGKey(1))),
+                    (8, 2), num_steps=10)
+  assert pc_module._pc_sample._cache_size() == size
+  assert not np.allclose(x1, x2)
+
+
+def test_langevin_sample_targets_a_fixed_gaussian():
+  """ULA on N(m, s^2): stationary law N(m, s^2 / (1 - eps / (2 s^2))) (exact for the Gaussian)."""
+  m, s2, step = 1.5, 0.5, 0.05
+  x, nfe = langevin_sample(jax.random.PRNGKey(0), lambda x: -(x - m) / s2, jnp.zeros((20000, 1)),
+                           step_size=step, n_steps=300)
+  assert nfe == 300
+  np.testing.assert_allclose(float(jnp.mean(x)), m, atol=0.02)
+  np.testing.assert_allclose(float(jnp.var(x)), s2 / (1 - step / (2 * s2)), rtol=0.03)
+
+
+def test_annealed_langevin_samples_the_mixture(reference):
+  sde = SDES["ve"]
+  x, nfe = annealed_langevin_sample(jax.random.PRNGKey(0), sde, _score(sde), (N, 2),
+                                    n_steps_each=5, step_lr=1e-4, num_scales=100)
+  assert nfe == 500
+  _check_matches_mixture(x, reference)
+
+
+def test_sliced_wasserstein_of_shifted_gaussians():
+  """Projections of N(0, I) and N(d, I) differ by a shift u.d: SW2^2 = |d|^2 / D."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((20000, 2))
+  d = np.array([0.6, -0.8])
+  sw = sliced_wasserstein(x, x + d, n_projections=2000)
+  np.testing.assert_allclose(sw, np.sqrt(1.0 / 2), rtol=0.03)
+  assert sliced_wasserstein(x, x) == 0.0
+
+
+def test_mmd_is_small_for_same_law_and_large_for_a_shift():
+  rng = np.random.default_rng(0)
+  x, y = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2))
+  assert abs(mmd(x, y)) < 0.01 < mmd(x, y + 0.5)
