@@ -37,12 +37,18 @@ def get_default_configs():
   sampling.noise_removal = True
   sampling.probability_flow = False
   sampling.snr = 0.16
+  sampling.ode_solver = "tsit5"         # ode: tsit5 | dopri5 (adaptive), euler | heun (fixed)
+  sampling.rtol = 1e-5                  # ode: tolerances of the adaptive solver
+  sampling.atol = 1e-5
+  sampling.ode_num_steps = 0            # ode: steps of a fixed-step solver (0: adaptive)
+  sampling.sde_num_steps = 1000         # sde: Euler-Maruyama steps of the diffrax solve
 
   # evaluation
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1024
   evaluate.num_batches = 4              # eval-loss batches per evaluation during training
   evaluate.enable_loss = True
+  evaluate.num_samples = 4000           # --mode sample: samples drawn, in batches of eval.batch_size
 
   # data
   config.data = data = ml_collections.ConfigDict()

@@ -66,6 +66,19 @@ _SPEC = {
     "training.max_to_keep": _POSITIVE_INT,
     "training.eps": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "eval.batch_size": _POSITIVE_INT,
+    "eval.num_samples": _POSITIVE_INT,
+    "sampling.method": _one_of(("pc", "ode", "sde")),
+    "sampling.predictor": _one_of(("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")),
+    "sampling.corrector": _one_of(("langevin", "ald", "none")),
+    "sampling.snr": _POSITIVE,
+    "sampling.n_steps_each": _POSITIVE_INT,
+    "sampling.noise_removal": _BOOL,
+    "sampling.probability_flow": _BOOL,
+    "sampling.ode_solver": _one_of(("tsit5", "dopri5", "euler", "heun")),
+    "sampling.rtol": _POSITIVE,
+    "sampling.atol": _POSITIVE,
+    "sampling.ode_num_steps": _NON_NEG_INT,
+    "sampling.sde_num_steps": _POSITIVE_INT,
     "eval.num_batches": _NON_NEG_INT,
     "data.dataset": _one_of(TOY_DATASETS),
     "data.dim": _POSITIVE_INT,
@@ -122,11 +135,34 @@ def validate_config(config) -> None:
     raise ConfigError(f"config.model.beta_max={m.beta_max}: must be >= model.beta_min={m.beta_min}")
   if m.sigma_max <= m.sigma_min:
     raise ConfigError(f"config.model.sigma_max={m.sigma_max}: must be > model.sigma_min={m.sigma_min}")
+  s = config.sampling
+  if s.method == "ode" and (s.ode_solver in ("euler", "heun")) != (s.ode_num_steps > 0):
+    raise ConfigError(f"config.sampling.ode_solver={s.ode_solver!r} with sampling.ode_num_steps="
+                      f"{s.ode_num_steps}: euler / heun need ode_num_steps > 0, tsit5 / dopri5 "
+                      f"need 0 (adaptive)")
+  if s.method == "pc" and s.predictor == "ancestral_sampling" and t.sde == "subvpsde":
+    raise ConfigError("config.sampling.predictor='ancestral_sampling': defined for vpsde and "
+                      "vesde only, not training.sde='subvpsde'")
   if m.scale_by_sigma and t.sde != "vesde":
     raise ConfigError(f"config.model.scale_by_sigma=True: only allowed with training.sde='vesde' "
                       f"(got {t.sde!r}); VP / sub-VP outputs are divided by the std already")
   if config.data.dataset != "gmm" and config.data.dim != 2:
     raise ConfigError(f"config.data.dim={config.data.dim}: dataset {config.data.dataset!r} is 2-D")
+
+
+def sampling_eps(config) -> float:
+  """Smallest sampling time: the paper's 1e-3 for VP / sub-VP and 1e-5 for VE."""
+  return 1e-5 if config.training.sde == "vesde" else 1e-3
+
+
+def sampling_tag(config) -> str:
+  """A short name of the configured sampler, for file names."""
+  s = config.sampling
+  if s.method == "pc":
+    return f"pc_{s.predictor}_{s.corrector}"
+  if s.method == "ode":
+    return f"ode_{s.ode_solver}" + (f"{s.ode_num_steps}" if s.ode_num_steps else "")
+  return f"sde_em{s.sde_num_steps}"
 
 
 def get_sde(config):

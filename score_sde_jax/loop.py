@@ -20,7 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, checkpoint, losses, parallel, train, viz
+from score_sde_jax import build, checkpoint, losses, metrics, parallel, sampling, train, viz
+from score_sde_jax.data import get_data_inverse_scaler
+from score_sde_jax.sampling.paths import ode_paths, reverse_sde_paths
+from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import simulate_forward
 
 class TrainingDiverged(RuntimeError):
@@ -265,7 +268,6 @@ def write_training_figures(config, workdir, state, sde, model, dataset):
 
 
 def score_field_figure(config, state, sde, model, dataset, path, times=(0.02, 0.1, 0.3, 0.7)):
-  from score_sde_jax.score import get_score_fn
   lim = float(np.abs(dataset.means).max() + 3 * np.sqrt(dataset.covs.max()))
   g = np.linspace(-lim, lim, 21)
   grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
@@ -279,3 +281,83 @@ def score_field_figure(config, state, sde, model, dataset, path, times=(0.02, 0.
   data = dataset.sample(np.random.default_rng(0), 2000)
   return viz.plot_score_fields(grid, times, jax.device_get(learned), jax.device_get(exact), path,
                                data=data)
+
+
+def _restore_for_inference(config, workdir):
+  """Validated objects and the newest checkpoint's state of a trained workdir."""
+  workdir = check_workdir(workdir)
+  sde, model, dataset = setup(config)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  manager = checkpoint.make_manager(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+  if manager is None or manager.latest_step() is None:
+    raise build.ConfigError(f"--workdir={workdir!r}: no checkpoint in {ckpt_dir}; "
+                            f"train first with --mode train")
+  mesh = parallel.make_mesh()
+  state = _init_state(config, model, build.get_optimizer(config), mesh)
+  state, step = restore_state(config, workdir, state, manager)
+  return workdir, sde, model, dataset, state, step, mesh
+
+
+def sample(config, workdir: str):
+  """``--mode sample``: draws ``eval.num_samples`` samples with the EMA parameters.
+
+  Writes ``samples/<sampler>_step<step>.npz``, sample-quality metrics against
+  held-out data in ``eval/samples_<sampler>_step<step>.json`` (MMD, sliced
+  Wasserstein, and the exact log-density of the samples for Gaussian
+  mixtures), and figures ``figures/samples.png`` and ``figures/trajectories.png``.
+  """
+  workdir, sde, model, dataset, state, step, mesh = _restore_for_inference(config, workdir)
+  e = config.eval
+  parallel.check_batch_size(e.batch_size, mesh, "eval.batch_size")
+  score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
+                          scale_by_sigma=config.model.scale_by_sigma)
+  shape = (e.batch_size,) + build.data_shape(config)
+  eps = build.sampling_eps(config)
+  inverse_scaler = get_data_inverse_scaler(config.data.centered)
+  sampling_fn = sampling.get_sampling_fn(config, sde, shape, inverse_scaler, eps)
+  key = jax.random.PRNGKey(config.seed + 2)
+  chunks, nfes = [], []
+  n_batches = -(-e.num_samples // e.batch_size)
+  start = time.perf_counter()
+  for i in tqdm(range(n_batches), desc=f"sample ({build.sampling_tag(config)})", unit="batch"):
+    x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
+    chunks.append(np.asarray(x))
+    nfes.append(nfe)
+  seconds = time.perf_counter() - start
+  samples = np.concatenate(chunks)[:e.num_samples]
+  tag = f"{build.sampling_tag(config)}_step{step}"
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  np.savez(os.path.join(workdir, "samples", f"{tag}.npz"), samples=samples, nfe=np.asarray(nfes))
+
+  held_out = next(dataset.batches(e.num_samples, config.seed, split="test"))
+  n_mmd = min(2000, e.num_samples)
+  result = {"step": step, "sampler": build.sampling_tag(config), "num_samples": int(len(samples)),
+            "nfe_per_batch": float(np.mean(nfes)), "seconds": round(seconds, 2),
+            "mmd": metrics.mmd(samples[:n_mmd], held_out[:n_mmd]),
+            "mmd_held_out_vs_train_data": metrics.mmd(
+                next(dataset.batches(n_mmd, config.seed + 7, split="train")), held_out[:n_mmd]),
+            "sliced_wasserstein": metrics.sliced_wasserstein(samples, held_out)}
+  log_prob = getattr(dataset, "log_prob", None)
+  if log_prob is not None:
+    lp = np.asarray(log_prob(jnp.asarray(samples)))
+    result["exact_log_prob_of_samples"] = float(np.mean(lp[np.isfinite(lp)]))
+    result["exact_log_prob_of_held_out"] = float(np.mean(np.asarray(log_prob(jnp.asarray(held_out)))))
+  os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+  _write_json_atomic(os.path.join(workdir, "eval", f"samples_{tag}.json"), result)
+  print(json.dumps(result))
+
+  if config.data.dim == 2 and jax.process_index() == 0:
+    fig_dir = os.path.join(workdir, "figures")
+    lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
+    paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
+                              log_prob_fn=lp_fn,
+                              title=f"{result['sampler']}, step {step}: MMD {result['mmd']:.4f}, "
+                                    f"NFE {result['nfe_per_batch']:.0f}")]
+    z = sde.prior_sampling(jax.random.PRNGKey(config.seed + 3), (60,) + build.data_shape(config))
+    sde_ts, sde_xs = reverse_sde_paths(jax.random.PRNGKey(config.seed + 4), sde, score_fn, z,
+                                       eps=eps)
+    ode_ts, ode_xs = ode_paths(sde, score_fn, z, eps=eps)
+    paths.append(viz.plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs,
+                                       os.path.join(fig_dir, "trajectories.png"), data=held_out))
+    print("figures:\n  " + "\n  ".join(paths))
+  return samples, result

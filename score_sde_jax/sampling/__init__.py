@@ -34,7 +34,7 @@ def get_sampling_fn(config, sde, shape, inverse_scaler, eps):
     def sampling_fn(key, score_fn):
       x, nfe = ode_sample(key, sde, score_fn, shape, rtol=s.get("rtol", 1e-5),
                           atol=s.get("atol", 1e-5), solver=s.get("ode_solver", "tsit5"), eps=eps,
-                          denoise=s.noise_removal, num_steps=s.get("ode_num_steps", None))
+                          denoise=s.noise_removal, num_steps=s.get("ode_num_steps", 0) or None)
       return inverse_scaler(x), nfe
   elif s.method == "sde":
     def sampling_fn(key, score_fn):
