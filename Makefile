@@ -1,4 +1,4 @@
-# make demo: set up .venv, train the default toy model, write figures.
+# make demo: set up .venv, train the default toy model, sample from it, write figures.
 # make test: set up .venv, run the test suite.
 PYTHON ?= python3
 VENV := .venv
@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	mkdir -p $(dir $(WORKDIR))
 	$(PY) run.py --config $(CONFIG) --workdir $(WORKDIR) --mode train
-	@echo "demo done: figures in $(WORKDIR)/figures, metrics in $(WORKDIR)/metrics.jsonl"
+	$(PY) run.py --config $(CONFIG) --workdir $(WORKDIR) --mode sample
+	@echo "demo done: figures in $(WORKDIR)/figures, samples in $(WORKDIR)/samples, metrics in $(WORKDIR)/eval"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/sampling.py
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -167,7 +167,7 @@ def plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs, path, *, data=None, n_path
     ax = axes[0, col]
     if data is not None:
       ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.15, color="C0", rasterized=True)
-    ax.plot(xs[:, :, 0], xs[:, :, 1], color="k", lw=0.5, alpha=0.45)
+    ax.plot(xs[:, :, 0], xs[:, :, 1], color="k", lw=0.5, alpha=0.45, rasterized=True)
     ax.scatter(xs[0, :, 0], xs[0, :, 1], s=6, color="0.6", zorder=3, label="start (t = T)")
     ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=8, color="C3", zorder=3, label="end (t = eps)")
     ax.set_xlim(-lim, lim)
@@ -176,7 +176,7 @@ def plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs, path, *, data=None, n_path
     ax.set_title(name)
     ax.legend(loc="upper right", fontsize=8)
     ax = axes[1, col]
-    ax.plot(ts, xs[:, :, 0], color="k", lw=0.6, alpha=0.5)
+    ax.plot(ts, xs[:, :, 0], color="k", lw=0.6, alpha=0.5, rasterized=True)
     ax.set_xlim(ts.max(), ts.min())
     ax.set_xlabel("t (running backwards)")
     ax.set_ylabel("$x_1(t)$")

@@ -102,6 +102,29 @@ def test_ode_maps_prior_latent_of_gaussian_data_in_closed_form(sde_name):
   np.testing.assert_allclose(x, expected, atol=2e-4 * max(1.0, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("sde_name", SDES)
+def test_reverse_sde_solvers_reach_the_exact_gaussian_marginal(sde_name):
+  """Gaussian data N(mu, v0 I): samples at eps have mean a(eps) mu and variance v(eps) exactly.
+
+  Checks the diffrax solve backwards in time (Brownian motion on [eps, T]) and
+  the scan predictors against the closed form, to Monte-Carlo error.
+  """
+  sde = SDES[sde_name]
+  mu, v0, eps, n = np.array([1.0, -0.5]), 0.3, 1e-3, 20000
+  gauss = GaussianMixture([1.0], mu[None], [np.sqrt(v0)])
+  score = lambda x, t: gauss.marginal_score(sde, x, t)
+  a, s = (float(v.ravel()[0]) for v in sde.marginal_prob(jnp.ones((1, 1)), jnp.array([eps])))
+  mean, var = a * mu, a**2 * v0 + s**2
+  key = jax.random.PRNGKey(4)
+  runs = {"diffrax": sde_sample(key, sde, score, (n, 2), num_steps=500, eps=eps, denoise=False)[0],
+          "em": pc_sample(key, sde, score, (n, 2), predictor="euler_maruyama", corrector="none",
+                          num_steps=500, eps=eps, denoise=False)[0]}
+  for name, x in runs.items():
+    x = np.asarray(x, np.float64)
+    np.testing.assert_allclose(x.mean(0), mean, atol=4 * np.sqrt(var / n) + 0.01, err_msg=name)
+    np.testing.assert_allclose(x.var(0), [var, var], rtol=4 * np.sqrt(2 / n) + 0.02, err_msg=name)
+
+
 def test_ode_with_given_latent_is_deterministic_and_per_example():
   sde = SDES["vp"]
   z = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
@@ -196,6 +219,12 @@ def test_annealed_langevin_samples_the_mixture(reference):
                                     n_steps_each=5, step_lr=1e-4, num_scales=100)
   assert nfe == 500
   _check_matches_mixture(x, reference)
+
+
+def test_annealed_langevin_refuses_divergent_steps():
+  with pytest.raises(ValueError, match="step_lr=0.0001: must be <= 2 sigma"):
+    annealed_langevin_sample(jax.random.PRNGKey(0), SDES["subvp"], _score(SDES["subvp"]), (4, 2),
+                             step_lr=1e-4, num_scales=10)
 
 
 def test_sliced_wasserstein_of_shifted_gaussians():

@@ -74,6 +74,12 @@ def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, ste
   Returns ``(x, nfe)``.
   """
   num_scales = sde.N if num_scales is None else num_scales
+  sigma_last = float(sde.marginal_prob(jnp.zeros((1, 1)), jnp.array([eps]))[1][0])
+  if step_lr > 2 * sigma_last**2:
+    # Step (step_lr / sigma_L^2) sigma_0^2 would exceed twice the top level's variance: divergent.
+    raise ValueError(f"step_lr={step_lr!r}: must be <= 2 sigma(eps)^2 = {2 * sigma_last**2:.3g} "
+                     f"for {type(sde).__name__} at eps={eps}, or the steps at the top noise level "
+                     f"diverge; lower step_lr or raise eps")
   key_prior, key = jax.random.split(key)
   x0 = sde.prior_sampling(key_prior, tuple(shape))
   x, x_mean = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
