@@ -14,10 +14,10 @@ from score_sde_jax import build, loop
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, figures and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-MODES = {"train": loop.train_and_evaluate, "sample": loop.sample}
+MODES = {"train": loop.train_and_evaluate, "sample": loop.sample, "eval": loop.evaluate}
 
 
 def main(argv):

@@ -49,6 +49,12 @@ def get_default_configs():
   evaluate.num_batches = 4              # eval-loss batches per evaluation during training
   evaluate.enable_loss = True
   evaluate.num_samples = 4000           # --mode sample: samples drawn, in batches of eval.batch_size
+  evaluate.enable_bpd = True            # --mode eval: negative log-likelihood on the test split
+  evaluate.num_eval_examples = 2000     # --mode eval: test examples for the loss and likelihood
+  evaluate.divergence = "exact"         # exact | gaussian | rademacher (Hutchinson)
+  evaluate.rtol = 1e-5
+  evaluate.atol = 1e-5
+  evaluate.likelihood_eps = 1e-5        # the paper's eps for likelihoods
 
   # data
   config.data = data = ml_collections.ConfigDict()

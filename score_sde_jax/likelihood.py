@@ -212,15 +212,23 @@ def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
 
 
 def slerp(z0, z1, alpha):
-  """Spherical interpolation: keeps the norm typical of Gaussian latents (linear does not)."""
+  """Spherical interpolation of directions with linearly interpolated norms.
+
+  Gaussian latents concentrate on a shell, so the straight line between two
+  of them passes through atypically small norms. Plain slerp keeps the norm
+  only when ``|z0| = |z1|`` (in high dimensions nearly so; in 2-D it can blow
+  up near antipodal pairs), so the direction is slerped and the norm
+  interpolated: ``((1 - a)|z0| + a|z1|) slerp(z0/|z0|, z1/|z1|, a)``.
+  """
   z0f, z1f = z0.reshape(-1), z1.reshape(-1)
-  cos = jnp.dot(z0f, z1f) / (jnp.linalg.norm(z0f) * jnp.linalg.norm(z1f))
-  omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
+  n0, n1 = jnp.linalg.norm(z0f), jnp.linalg.norm(z1f)
+  u0, u1 = z0 / n0, z1 / n1
+  omega = jnp.arccos(jnp.clip(jnp.dot(z0f / n0, z1f / n1), -1.0, 1.0))
   so = jnp.sin(omega)
   safe = so > 1e-6
   w0 = jnp.where(safe, jnp.sin((1 - alpha) * omega) / jnp.where(safe, so, 1.0), 1 - alpha)
   w1 = jnp.where(safe, jnp.sin(alpha * omega) / jnp.where(safe, so, 1.0), alpha)
-  return w0 * z0 + w1 * z1
+  return ((1 - alpha) * n0 + alpha * n1) * (w0 * u0 + w1 * u1)
 
 
 def interpolate(z0, z1, alphas):

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, checkpoint, losses, metrics, parallel, sampling, train, viz
+from score_sde_jax import (build, checkpoint, likelihood, losses, metrics, parallel, sampling, train,
+                           viz)
 from score_sde_jax.data import get_data_inverse_scaler
 from score_sde_jax.sampling.paths import ode_paths, reverse_sde_paths
 from score_sde_jax.score import get_score_fn
@@ -361,3 +362,92 @@ def sample(config, workdir: str):
                                        os.path.join(fig_dir, "trajectories.png"), data=held_out))
     print("figures:\n  " + "\n  ".join(paths))
   return samples, result
+
+
+def _mean_se(values):
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def evaluate(config, workdir: str):
+  """``--mode eval``: DSM loss and negative log-likelihood on the test split.
+
+  Vector data: NLL in nats per example (the probability-flow ODE at
+  ``eval.likelihood_eps``), with its standard error over examples and the NFE.
+  Gaussian mixtures also get the data's exact entropy and the gap (NLL minus
+  entropy: the KL divergence from data to model). Written to
+  ``eval/eval_step<step>.json`` and printed; 2-D data also gets figures.
+  """
+  workdir, sde, model, dataset, state, step, mesh = _restore_for_inference(config, workdir)
+  e = config.eval
+  parallel.check_batch_size(e.batch_size, mesh, "eval.batch_size")
+  n_batches = -(-e.num_eval_examples // e.batch_size)
+  test = next(dataset.batches(n_batches * e.batch_size, config.seed, split="test"))
+  test = test.reshape((n_batches, e.batch_size) + test.shape[1:])
+  result = {"step": step, "num_examples": int(e.num_eval_examples)}
+
+  loss_fn = build.get_loss_fn(config, sde, model, train_mode=False)
+  eval_step = train.make_eval_step(loss_fn, mesh)
+  key = jax.random.PRNGKey(config.seed + 5)
+  batch_losses = [float(eval_step(state, parallel.shard_batch(b, mesh), jax.random.fold_in(key, i)))
+                  for i, b in enumerate(test)]
+  result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)  # SE over batch means
+
+  score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
+                          scale_by_sigma=config.model.scale_by_sigma)
+  if e.enable_bpd:
+    logps, nfes = [], []
+    for i, b in enumerate(tqdm(test, desc=f"likelihood ({e.divergence})", unit="batch")):
+      logp, _, nfe = likelihood.log_likelihood(
+          jax.random.fold_in(key, 10_000 + i), sde, score_fn, jnp.asarray(b),
+          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+      logps.append(np.asarray(logp))
+      nfes.append(np.asarray(nfe))
+    logps = np.concatenate(logps)[:e.num_eval_examples]
+    result["nll_nats"], result["nll_nats_se"] = _mean_se(-logps)
+    result["nfe_mean"] = float(np.mean(np.concatenate(nfes)))
+    result["divergence"] = e.divergence
+    if hasattr(dataset, "log_prob"):
+      exact = np.asarray(dataset.log_prob(jnp.asarray(test.reshape((-1,) + test.shape[2:]))))
+      exact = exact[:e.num_eval_examples]
+      result["data_entropy_nats_on_test"], _ = _mean_se(-exact)
+      result["data_entropy_nats"], result["data_entropy_nats_se"] = dataset.entropy_mc(
+          np.random.default_rng(config.seed + 6))
+      # Paired difference on the same examples: the KL(data || model) estimate.
+      result["gap_nats"], result["gap_nats_se"] = _mean_se(-logps + exact)
+  os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+  _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
+  print(json.dumps(result))
+  if config.data.dim == 2 and jax.process_index() == 0:
+    paths = write_likelihood_figures(config, workdir, sde, score_fn, dataset,
+                                     test.reshape((-1, 2)))
+    print("figures:\n  " + "\n  ".join(paths))
+  return result
+
+
+def write_likelihood_figures(config, workdir, sde, score_fn, dataset, data):
+  """Model vs exact log-density on a grid, latent interpolations, encode-decode reconstructions."""
+  e = config.eval
+  fig_dir = os.path.join(workdir, "figures")
+  kw = dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+  lim = float(np.quantile(np.abs(data), 0.999)) * 1.2
+  g = np.linspace(-lim, lim, 64)
+  grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
+  model_lp = np.concatenate([np.asarray(likelihood.log_likelihood(
+      None, sde, score_fn, chunk, divergence="exact", **kw)[0])
+      for chunk in jnp.split(grid, 8)])
+  exact_lp = np.asarray(dataset.log_prob(grid)) if hasattr(dataset, "log_prob") else None
+  paths = [viz.plot_log_density(g, model_lp.reshape(64, 64), os.path.join(fig_dir, "log_density.png"),
+                                exact=None if exact_lp is None else exact_lp.reshape(64, 64))]
+  rng = np.random.default_rng(config.seed)
+  pairs = data[rng.choice(len(data), size=(6, 2), replace=False)]
+  z = likelihood.encode(sde, score_fn, jnp.asarray(pairs.reshape(-1, 2)), **kw).reshape(6, 2, 2)
+  alphas = np.linspace(0, 1, 9)
+  latents = jnp.concatenate([likelihood.interpolate(z[i, 0], z[i, 1], alphas) for i in range(6)])
+  decoded = np.asarray(likelihood.decode(sde, score_fn, latents, **kw)).reshape(6, len(alphas), 2)
+  paths.append(viz.plot_interpolations(decoded, alphas, data, os.path.join(fig_dir, "interpolation.png")))
+  x = jnp.asarray(data[:200])
+  recon = likelihood.decode(sde, score_fn, likelihood.encode(sde, score_fn, x, **kw), **kw)
+  paths.append(viz.plot_reconstructions(np.asarray(x), np.asarray(recon), data,
+                                        os.path.join(fig_dir, "reconstruction.png")))
+  return paths

@@ -183,3 +183,51 @@ def plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs, path, *, data=None, n_path
     ax.set_ylim(-lim, lim)
   fig.suptitle(title)
   return _save(fig, path)
+
+
+def plot_log_density(grid_1d, model_logp, path, *, exact=None, title="Log-density"):
+  """Model log-density on a square grid beside the exact one (same colour scale)."""
+  n = 2 if exact is not None else 1
+  fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.4))
+  axes = np.atleast_1d(axes)
+  lo = float(np.quantile(exact if exact is not None else model_logp, 0.02))
+  hi = float(np.max(exact if exact is not None else model_logp))
+  ext = (grid_1d[0], grid_1d[-1], grid_1d[0], grid_1d[-1])
+  panels = [(model_logp, "model (probability-flow ODE)")]
+  if exact is not None:
+    panels.append((exact, "exact"))
+  for ax, (img, name) in zip(axes, panels):
+    im = ax.imshow(np.clip(img, lo, hi), origin="lower", extent=ext, cmap="viridis", vmin=lo, vmax=hi)
+    ax.set_title(name)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.colorbar(im, ax=list(axes), shrink=0.8, label="log p")
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def plot_interpolations(decoded, alphas, data, path,
+                        title="Spherical interpolation in latent space, decoded"):
+  """``decoded`` ``(pairs, len(alphas), 2)``: each pair's decoded path, coloured by alpha."""
+  fig, ax = plt.subplots(figsize=(5.5, 5))
+  ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.15, color="0.5", rasterized=True)
+  cmap = plt.get_cmap("coolwarm")
+  for path_pts in np.asarray(decoded):
+    ax.plot(path_pts[:, 0], path_pts[:, 1], color="k", lw=0.6, alpha=0.5)
+    ax.scatter(path_pts[:, 0], path_pts[:, 1], c=cmap(np.asarray(alphas)), s=18, zorder=3)
+  ax.set_aspect("equal")
+  ax.set_title(title + "\n(blue: alpha = 0, red: alpha = 1)")
+  return _save(fig, path)
+
+
+def plot_reconstructions(x, recon, data, path, title="decode(encode(x))"):
+  """Points and their encode-decode reconstructions, with the largest error in the title."""
+  err = float(np.max(np.linalg.norm(np.asarray(x) - np.asarray(recon), axis=-1)))
+  fig, ax = plt.subplots(figsize=(5.5, 5))
+  ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.15, color="0.5", rasterized=True)
+  ax.scatter(x[:, 0], x[:, 1], s=30, facecolors="none", edgecolors="C0", label="x")
+  ax.scatter(recon[:, 0], recon[:, 1], s=6, color="C3", label="decode(encode(x))")
+  ax.set_aspect("equal")
+  ax.legend(loc="upper right")
+  ax.set_title(f"{title}: max error {err:.1e}")
+  return _save(fig, path)

@@ -177,5 +177,10 @@ def test_interpolation_is_spherical_between_endpoints():
   path = interpolate(z0, z1, jnp.linspace(0, 1, 5))
   np.testing.assert_allclose(path[0], z0, atol=1e-6)
   np.testing.assert_allclose(path[-1], z1, atol=1e-6)
-  # Midpoint of slerp between orthogonal vectors: (z0 + z1) sin(pi/4) / sin(pi/2).
-  np.testing.assert_allclose(path[2], (z0 + z1) * np.sin(np.pi / 4), rtol=1e-5)
+  # Midpoint between orthogonal vectors of norms 1 and 2: the bisecting direction, norm 1.5.
+  np.testing.assert_allclose(path[2], np.array([1.0, 1.0, 0.0]) * 1.5 / np.sqrt(2), rtol=1e-5)
+  norms = np.linalg.norm(np.asarray(path), axis=1)
+  np.testing.assert_allclose(norms, np.linspace(1, 2, 5), rtol=1e-5)
+  # Nearly antipodal 2-D latents of different norms stay between the endpoint norms.
+  path = interpolate(jnp.array([1.0, 0.0]), jnp.array([-3.0, 0.01]), jnp.linspace(0, 1, 11))
+  assert float(np.max(np.linalg.norm(np.asarray(path), axis=1))) <= 3.0 + 1e-4
