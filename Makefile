@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/likelihood.py
 
 clean:
 	rm -rf $(VENV) workdirs
