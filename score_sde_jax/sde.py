@@ -114,8 +114,34 @@ def _check_n(N):
     raise ValueError(f"N={N!r}: must be an integer >= 2 (the number of discretisation steps)")
 
 
+class _LinearBeta(SDE):
+  """Shared by VP and sub-VP: ``beta(t) = beta_min + t (beta_max - beta_min)``, N(0, I) prior."""
+
+  beta_min: float
+  beta_max: float
+
+  def __post_init__(self):
+    _check_positive("beta_min", self.beta_min)
+    _check_positive("beta_max", self.beta_max)
+    if self.beta_max < self.beta_min:
+      raise ValueError(f"beta_max={self.beta_max!r}: must be >= beta_min={self.beta_min!r}")
+    _check_n(self.N)
+
+  def beta(self, t):
+    return self.beta_min + t * (self.beta_max - self.beta_min)
+
+  def _log_mean_coeff(self, t):
+    return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+  def prior_sampling(self, key, shape):
+    return jax.random.normal(key, shape)
+
+  def prior_logp(self, z):
+    return _standard_normal_logp(z)
+
+
 @dataclasses.dataclass(frozen=True)
-class VPSDE(SDE):
+class VPSDE(_LinearBeta):
   """Variance-preserving SDE ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`` (DDPM).
 
   ``beta(t) = beta_min + t (beta_max - beta_min)``; the discrete chain uses
@@ -126,13 +152,6 @@ class VPSDE(SDE):
   beta_max: float = 20.0
   N: int = 1000
   T: float = 1.0
-
-  def __post_init__(self):
-    _check_positive("beta_min", self.beta_min)
-    _check_positive("beta_max", self.beta_max)
-    if self.beta_max < self.beta_min:
-      raise ValueError(f"beta_max={self.beta_max!r}: must be >= beta_min={self.beta_min!r}")
-    _check_n(self.N)
 
   # Discrete-time quantities of DDPM, computed on demand so the value stays a
   # tuple of scalars (hashable, a static argument under jit).
@@ -156,12 +175,6 @@ class VPSDE(SDE):
   def sqrt_1m_alphas_cumprod(self):
     return jnp.sqrt(1.0 - self.alphas_cumprod)
 
-  def beta(self, t):
-    return self.beta_min + t * (self.beta_max - self.beta_min)
-
-  def _log_mean_coeff(self, t):
-    return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
   def sde(self, x, t):
     beta_t = self.beta(t)
     return -0.5 * batch_mul(beta_t, x), jnp.sqrt(beta_t)
@@ -171,12 +184,6 @@ class VPSDE(SDE):
     mean = batch_mul(jnp.exp(log_mean_coeff), x)
     std = jnp.sqrt(1.0 - jnp.exp(2.0 * log_mean_coeff))
     return mean, std
-
-  def prior_sampling(self, key, shape):
-    return jax.random.normal(key, shape)
-
-  def prior_logp(self, z):
-    return _standard_normal_logp(z)
 
   def discretize(self, x, t):
     """DDPM's step: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``."""
@@ -188,7 +195,7 @@ class VPSDE(SDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class subVPSDE(SDE):
+class subVPSDE(_LinearBeta):
   """Sub-VP SDE ``dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - e^{-2 int_0^t beta})) dw``.
 
   Its marginal variance is bounded by the VP SDE's; ``discretize`` is the
@@ -200,18 +207,6 @@ class subVPSDE(SDE):
   N: int = 1000
   T: float = 1.0
 
-  def __post_init__(self):
-    _check_positive("beta_min", self.beta_min)
-    _check_positive("beta_max", self.beta_max)
-    if self.beta_max < self.beta_min:
-      raise ValueError(f"beta_max={self.beta_max!r}: must be >= beta_min={self.beta_min!r}")
-    _check_n(self.N)
-
-  def beta(self, t):
-    return self.beta_min + t * (self.beta_max - self.beta_min)
-
-  def _log_mean_coeff(self, t):
-    return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
   def sde(self, x, t):
     beta_t = self.beta(t)
@@ -224,11 +219,6 @@ class subVPSDE(SDE):
     std = 1.0 - jnp.exp(2.0 * log_mean_coeff)
     return mean, std
 
-  def prior_sampling(self, key, shape):
-    return jax.random.normal(key, shape)
-
-  def prior_logp(self, z):
-    return _standard_normal_logp(z)
 
 
 @dataclasses.dataclass(frozen=True)
