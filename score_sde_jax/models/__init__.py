@@ -6,9 +6,11 @@
 import jax
 import numpy as np
 
+from score_sde_jax.models.ddpm import DDPM
 from score_sde_jax.models.mlp import ScoreMLP
+from score_sde_jax.models.ncsnpp import NCSNpp
 
-MODELS = {"mlp": ScoreMLP}
+MODELS = {"mlp": ScoreMLP, "ncsnpp": NCSNpp, "ddpm": DDPM}
 
 
 def get_model_class(name: str):
@@ -21,8 +23,8 @@ def get_model_class(name: str):
 
 def param_count(model, *example_inputs) -> int:
   """Number of parameters of ``model`` on these inputs, without allocating them."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *example_inputs))
+  shapes = jax.eval_shape(lambda *a: model.init(jax.random.PRNGKey(0), *a), *example_inputs)
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
 
-__all__ = ["MODELS", "ScoreMLP", "get_model_class", "param_count"]
+__all__ = ["DDPM", "MODELS", "NCSNpp", "ScoreMLP", "get_model_class", "param_count"]

@@ -1,4 +1,4 @@
-"""Shared layers: time / noise-level embeddings."""
+"""Shared layers: time / noise-level embeddings, and the image blocks of DDPM / NCSN++."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from score_sde_jax.models import up_or_down_sampling as fir_lib
 
 
 def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int,
@@ -60,3 +63,191 @@ def get_act(name: str):
     return ACTIVATIONS[name]
   except KeyError:
     raise ValueError(f"model.activation={name!r}: unknown; known: {sorted(ACTIVATIONS)}") from None
+
+
+# --- Image layers of DDPM / NCSN++ (NHWC ports of the paper's layers.py and layerspp.py) ------
+# Submodule names are those of the paper's PyTorch modules (GroupNorm_0, Conv_0, Dense_0, NIN_0,
+# ...), so a released checkpoint maps onto the parameter tree by name.
+
+def default_init(scale: float = 1.0):
+  """The paper's initialiser: variance scaling, fan_avg, uniform (scale 0 becomes 1e-10)."""
+  return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
+
+
+def conv3x3(out_ch, *, stride=1, init_scale=1.0, padding=1, use_bias=True, name=None):
+  pad = padding if isinstance(padding, (tuple, list)) else ((padding, padding), (padding, padding))
+  return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding=pad, use_bias=use_bias,
+                 kernel_init=default_init(init_scale), name=name)
+
+
+def conv1x1(out_ch, *, init_scale=1.0, use_bias=True, name=None):
+  return nn.Conv(out_ch, (1, 1), padding=((0, 0), (0, 0)), use_bias=use_bias,
+                 kernel_init=default_init(init_scale), name=name)
+
+
+def group_norm(channels, num_groups=None, name=None):
+  """GroupNorm with eps 1e-6; NCSN++ uses ``min(C // 4, 32)`` groups, DDPM 32."""
+  groups = min(channels // 4, 32) if num_groups is None else num_groups
+  return nn.GroupNorm(num_groups=groups, epsilon=1e-6, use_fast_variance=False, name=name)
+
+
+class NIN(nn.Module):
+  """Per-pixel linear map over channels: parameters ``W`` (in, out) and ``b``."""
+
+  num_units: int
+  init_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, x):
+    in_dim = x.shape[-1]
+    W = self.param("W", default_init(self.init_scale), (in_dim, self.num_units))
+    b = self.param("b", nn.initializers.zeros, (self.num_units,))
+    return jnp.einsum("...c,cu->...u", x, W) + b
+
+
+class AttnBlock(nn.Module):
+  """Self-attention over pixels (DDPM's ``AttnBlock``; ``AttnBlockpp`` with ``skip_rescale``)."""
+
+  num_groups: int | None = None   # None: min(C // 4, 32) (NCSN++); DDPM uses 32
+  skip_rescale: bool = False
+  init_scale: float = 0.0
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    hn = group_norm(c, self.num_groups, name="GroupNorm_0")(x)
+    q = NIN(c, name="NIN_0")(hn)
+    k = NIN(c, name="NIN_1")(hn)
+    v = NIN(c, name="NIN_2")(hn)
+    weights = jnp.einsum("bhwc,bijc->bhwij", q, k) * (int(c) ** (-0.5))
+    weights = jax.nn.softmax(weights.reshape(b, h, w, h * w), axis=-1).reshape(b, h, w, h, w)
+    out = NIN(c, init_scale=self.init_scale, name="NIN_3")(
+        jnp.einsum("bhwij,bijc->bhwc", weights, v))
+    return (x + out) / np.sqrt(2.0) if self.skip_rescale else x + out
+
+
+class Upsample(nn.Module):
+  """2x upsampling: nearest (+ 3x3 conv), or FIR (+ fused transposed conv)."""
+
+  out_ch: int | None = None
+  with_conv: bool = False
+  fir: bool = False
+  fir_kernel: tuple = (1, 3, 3, 1)
+
+  @nn.compact
+  def __call__(self, x):
+    out_ch = self.out_ch or x.shape[-1]
+    if not self.fir:
+      h = fir_lib.naive_upsample_2d(x, 2)
+      return conv3x3(out_ch, name="Conv_0")(h) if self.with_conv else h
+    if not self.with_conv:
+      return fir_lib.upsample_2d(x, self.fir_kernel, factor=2)
+    return fir_lib.Conv2d(out_ch, 3, up=True, resample_kernel=self.fir_kernel,
+                          kernel_init=default_init(), name="Conv2d_0")(x)
+
+
+class Downsample(nn.Module):
+  """2x downsampling: average pool or stride-2 conv (padded bottom/right), or FIR (+ fused conv)."""
+
+  out_ch: int | None = None
+  with_conv: bool = False
+  fir: bool = False
+  fir_kernel: tuple = (1, 3, 3, 1)
+
+  @nn.compact
+  def __call__(self, x):
+    out_ch = self.out_ch or x.shape[-1]
+    if not self.fir:
+      if self.with_conv:
+        return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), name="Conv_0")(x)
+      return fir_lib.naive_downsample_2d(x, 2)
+    if not self.with_conv:
+      return fir_lib.downsample_2d(x, self.fir_kernel, factor=2)
+    return fir_lib.Conv2d(out_ch, 3, down=True, resample_kernel=self.fir_kernel,
+                          kernel_init=default_init(), name="Conv2d_0")(x)
+
+
+def _add_temb(h, temb, act, out_ch):
+  if temb is None:
+    return h
+  return h + nn.Dense(out_ch, kernel_init=default_init(), name="Dense_0")(act(temb))[:, None, None, :]
+
+
+class ResnetBlockDDPM(nn.Module):
+  """DDPM residual block (``ResnetBlockDDPM``, and ``ResnetBlockDDPMpp`` with NCSN++'s options)."""
+
+  act: object
+  out_ch: int | None = None
+  dropout: float = 0.1
+  num_groups: int | None = None   # None: min(C // 4, 32); DDPM uses 32
+  conv_shortcut: bool = False
+  skip_rescale: bool = False
+  init_scale: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, temb=None, train=False):
+    in_ch = x.shape[-1]
+    out_ch = self.out_ch or in_ch
+    h = self.act(group_norm(in_ch, self.num_groups, name="GroupNorm_0")(x))
+    h = conv3x3(out_ch, name="Conv_0")(h)
+    h = _add_temb(h, temb, self.act, out_ch)
+    h = self.act(group_norm(out_ch, self.num_groups, name="GroupNorm_1")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
+    if in_ch != out_ch:
+      x = (conv3x3(out_ch, name="Conv_2")(x) if self.conv_shortcut
+           else NIN(out_ch, name="NIN_0")(x))
+    return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+
+
+class ResnetBlockBigGAN(nn.Module):
+  """BigGAN-style residual block of NCSN++, resampling inside the block (``ResnetBlockBigGANpp``)."""
+
+  act: object
+  out_ch: int | None = None
+  up: bool = False
+  down: bool = False
+  dropout: float = 0.1
+  fir: bool = False
+  fir_kernel: tuple = (1, 3, 3, 1)
+  skip_rescale: bool = True
+  init_scale: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, temb=None, train=False):
+    in_ch = x.shape[-1]
+    out_ch = self.out_ch or in_ch
+    h = self.act(group_norm(in_ch, name="GroupNorm_0")(x))
+    if self.up:
+      if self.fir:
+        h, x = (fir_lib.upsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
+      else:
+        h, x = (fir_lib.naive_upsample_2d(v, 2) for v in (h, x))
+    elif self.down:
+      if self.fir:
+        h, x = (fir_lib.downsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
+      else:
+        h, x = (fir_lib.naive_downsample_2d(v, 2) for v in (h, x))
+    h = conv3x3(out_ch, name="Conv_0")(h)
+    h = _add_temb(h, temb, self.act, out_ch)
+    h = self.act(group_norm(out_ch, name="GroupNorm_1")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
+    if in_ch != out_ch or self.up or self.down:
+      x = conv1x1(out_ch, name="Conv_2")(x)
+    return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+
+
+class Combine(nn.Module):
+  """Combines a pyramid input with a feature map: 1x1 conv, then ``cat`` or ``sum``."""
+
+  method: str = "cat"
+
+  @nn.compact
+  def __call__(self, x, y):
+    h = conv1x1(y.shape[-1], name="Conv_0")(x)
+    if self.method == "cat":
+      return jnp.concatenate([h, y], axis=-1)
+    if self.method == "sum":
+      return h + y
+    raise ValueError(f"progressive_combine={self.method!r}: expected 'cat' or 'sum'")

@@ -1,0 +1,117 @@
+"""FIR up/down-sampling of StyleGAN2 (``upfirdn2d``), NHWC, as used by NCSN++.
+
+A port of the paper's ``up_or_down_sampling.py``: the filter is applied as a
+true convolution (flipped kernel), depthwise, after zero-insertion
+upsampling and padding, followed by strided downsampling.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def setup_kernel(k) -> np.ndarray:
+  """Separable 1-D taps -> normalised 2-D kernel (sums to 1)."""
+  k = np.asarray(k, dtype=np.float32)
+  if k.ndim == 1:
+    k = np.outer(k, k)
+  k /= np.sum(k)
+  return k
+
+
+def upfirdn2d(x, kernel, up: int = 1, down: int = 1, pad=(0, 0)):
+  """Upsample by zero insertion, pad, convolve with ``kernel`` (2-D), downsample. ``x`` is NHWC."""
+  kernel = jnp.asarray(kernel, x.dtype)
+  kh, kw = kernel.shape
+  c = x.shape[-1]
+  p0, p1 = pad
+  # Zero insertion (up - 1 zeros after every sample, trailing ones included) and padding in one lax.pad.
+  x = jax.lax.pad(x, jnp.array(0, x.dtype),
+                  [(0, 0, 0), (p0, p1 + up - 1, up - 1), (p0, p1 + up - 1, up - 1), (0, 0, 0)])
+  w = jnp.flip(kernel, (0, 1))[:, :, None, None] * jnp.ones((1, 1, 1, c), x.dtype)
+  return jax.lax.conv_general_dilated(x, w, window_strides=(down, down), padding="VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=c,
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def upsample_2d(x, k=(1, 3, 3, 1), factor: int = 2, gain: float = 1.0):
+  """FIR upsampling by ``factor`` (no learned weights)."""
+  k = setup_kernel(k) * (gain * factor**2)
+  p = k.shape[0] - factor
+  return upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
+
+
+def downsample_2d(x, k=(1, 3, 3, 1), factor: int = 2, gain: float = 1.0):
+  """FIR downsampling by ``factor`` (no learned weights)."""
+  k = setup_kernel(k) * gain
+  p = k.shape[0] - factor
+  return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))
+
+
+def naive_upsample_2d(x, factor: int = 2):
+  """Nearest-neighbour upsampling."""
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+  return x.reshape(n, h * factor, w * factor, c)
+
+
+def naive_downsample_2d(x, factor: int = 2):
+  """Average pooling."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def upsample_conv_2d(x, w, k=(1, 3, 3, 1), factor: int = 2, gain: float = 1.0):
+  """Transposed convolution with ``w`` (HWIO) fused with FIR upsampling."""
+  conv_h = w.shape[0]
+  k = setup_kernel(k) * (gain * factor**2)
+  p = (k.shape[0] - factor) - (conv_h - 1)
+  # conv_transpose2d(x, flipped w) = correlation of the zero-dilated input with w, padded by k - 1.
+  x = jax.lax.conv_general_dilated(x, w, window_strides=(1, 1),
+                                   padding=[(conv_h - 1, conv_h - 1)] * 2,
+                                   lhs_dilation=(factor, factor),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision=jax.lax.Precision.HIGHEST)
+  return upfirdn2d(x, k, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
+
+
+def conv_downsample_2d(x, w, k=(1, 3, 3, 1), factor: int = 2, gain: float = 1.0):
+  """FIR downsampling fused with a stride-``factor`` convolution with ``w`` (HWIO)."""
+  conv_h = w.shape[0]
+  k = setup_kernel(k) * gain
+  p = (k.shape[0] - factor) + (conv_h - 1)
+  x = upfirdn2d(x, k, pad=((p + 1) // 2, p // 2))
+  return jax.lax.conv_general_dilated(x, w, window_strides=(factor, factor), padding="VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+class Conv2d(nn.Module):
+  """Convolution with optional FIR up- or down-sampling (the paper's ``up_or_down_sampling.Conv2d``)."""
+
+  out_ch: int
+  kernel: int = 3
+  up: bool = False
+  down: bool = False
+  resample_kernel: tuple = (1, 3, 3, 1)
+  use_bias: bool = True
+  kernel_init: object = None
+
+  @nn.compact
+  def __call__(self, x):
+    init = self.kernel_init or nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+    w = self.param("kernel", init, (self.kernel, self.kernel, x.shape[-1], self.out_ch))
+    if self.up:
+      x = upsample_conv_2d(x, w, k=self.resample_kernel)
+    elif self.down:
+      x = conv_downsample_2d(x, w, k=self.resample_kernel)
+    else:
+      x = jax.lax.conv_general_dilated(x, w, (1, 1), [(self.kernel // 2, self.kernel // 2)] * 2,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      x = x + self.param("bias", nn.initializers.zeros, (self.out_ch,))
+    return x
