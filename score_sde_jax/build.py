@@ -118,15 +118,77 @@ _MLP_SPEC = {
 }
 
 
-def validate_config(config) -> None:
-  """Raises :class:`ConfigError` for the first field whose value is not allowed."""
-  spec = dict(_SPEC)
-  if _get(config, "model.name") == "mlp":
-    spec.update(_MLP_SPEC)
+_RESOLUTIONS = (lambda v: isinstance(v, (tuple, list)) and all(_is_int(r) and r > 0 for r in v),
+                "a sequence of positive integers")
+
+_IMAGE_SPEC = {
+    "data.image_size": _POSITIVE_INT,
+    "data.num_channels": _POSITIVE_INT,
+    "data.centered": _BOOL,
+    "model.nf": _POSITIVE_INT,
+    "model.ch_mult": _RESOLUTIONS,
+    "model.num_res_blocks": _POSITIVE_INT,
+    "model.attn_resolutions": (lambda v: isinstance(v, (tuple, list)) and all(
+        _is_int(r) and r > 0 for r in v), "a sequence of positive integers (may be empty)"),
+    "model.dropout": _RATE,
+    "model.resamp_with_conv": _BOOL,
+    "model.conditional": _BOOL,
+    "model.nonlinearity": _one_of(tuple(models.layers.ACTIVATIONS)),
+}
+
+_NCSNPP_SPEC = {
+    "model.fir": _BOOL,
+    "model.fir_kernel": _RESOLUTIONS,
+    "model.skip_rescale": _BOOL,
+    "model.resblock_type": _one_of(("ddpm", "biggan")),
+    "model.progressive": _one_of(("none", "output_skip", "residual")),
+    "model.progressive_input": _one_of(("none", "input_skip", "residual")),
+    "model.progressive_combine": _one_of(("sum", "cat")),
+    "model.embedding_type": _one_of(("fourier", "positional")),
+    "model.fourier_scale": _POSITIVE,
+    "model.init_scale": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+}
+
+
+def _check_spec(config, spec):
   for path, (ok, allowed) in spec.items():
     value = _get(config, path)
     if not ok(value):
       raise ConfigError(f"config.{path}={value!r}: expected {allowed}")
+
+
+def validate_model_config(config) -> None:
+  """Checks what building the SDE and the network needs (enough for ``convert`` and ``info``)."""
+  _check_spec(config, {"training.sde": _one_of(SDES), "training.continuous": _BOOL,
+                       "model.name": _one_of(models.MODELS), "model.scale_by_sigma": _BOOL,
+                       "model.num_scales": _SPEC["model.num_scales"]})
+  name = config.model.name
+  if name == "mlp":
+    _check_spec(config, {k: v for k, v in {**_SPEC, **_MLP_SPEC}.items()
+                         if k.startswith(("model.", "data.dim"))})
+  else:
+    _check_spec(config, _IMAGE_SPEC)
+    if name == "ncsnpp":
+      _check_spec(config, _NCSNPP_SPEC)
+      if config.model.embedding_type == "fourier" and not config.training.continuous:
+        raise ConfigError("config.model.embedding_type='fourier': needs training.continuous=True "
+                          "(it embeds log sigma(t))")
+    size = config.data.image_size
+    if size % 2 ** (len(config.model.ch_mult) - 1):
+      raise ConfigError(f"config.data.image_size={size}: must be divisible by "
+                        f"2^(len(model.ch_mult) - 1) = {2 ** (len(config.model.ch_mult) - 1)}")
+
+
+def validate_config(config) -> None:
+  """Raises :class:`ConfigError` for the first field whose value is not allowed."""
+  validate_model_config(config)
+  spec = dict(_SPEC)
+  if _get(config, "model.name") == "mlp":
+    spec.update(_MLP_SPEC)
+  else:
+    for k in ("data.dataset", "data.dim"):
+      spec.pop(k)
+  _check_spec(config, spec)
   t = config.training
   if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
     raise ConfigError(
@@ -152,7 +214,7 @@ def validate_config(config) -> None:
   if m.scale_by_sigma and t.sde != "vesde":
     raise ConfigError(f"config.model.scale_by_sigma=True: only allowed with training.sde='vesde' "
                       f"(got {t.sde!r}); VP / sub-VP outputs are divided by the std already")
-  if config.data.dataset != "gmm" and config.data.dim != 2:
+  if m.name == "mlp" and config.data.dataset != "gmm" and config.data.dim != 2:
     raise ConfigError(f"config.data.dim={config.data.dim}: dataset {config.data.dataset!r} is 2-D")
 
 
@@ -206,16 +268,32 @@ def get_model(config):
   """The score network named by ``model.name`` with fields translated from the config."""
   m = config.model
   cls = models.get_model_class(m.name)
+  d = config.data
   if m.name == "mlp":
-    return cls(dim=config.data.dim, hidden=m.hidden, num_layers=m.num_layers,
+    return cls(dim=d.dim, hidden=m.hidden, num_layers=m.num_layers,
                embedding_type=m.embedding_type, embedding_dim=m.embedding_dim,
                fourier_scale=m.fourier_scale, activation=m.activation, dropout=m.dropout)
+  common = dict(num_channels=d.num_channels, image_size=d.image_size, nf=m.nf,
+                ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
+                centered=d.centered, activation=m.nonlinearity)
+  if m.name == "ddpm":
+    return cls(**common)
+  if m.name == "ncsnpp":
+    return cls(**common, fir=m.fir, fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale,
+               resblock_type=m.resblock_type, progressive=m.progressive,
+               progressive_input=m.progressive_input, progressive_combine=m.progressive_combine,
+               embedding_type=m.embedding_type, fourier_scale=float(m.fourier_scale),
+               init_scale=float(m.init_scale))
   raise ConfigError(f"config.model.name={m.name!r}: no config translation")
 
 
 def data_shape(config):
-  """Shape of one example."""
-  return (config.data.dim,)
+  """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` for images."""
+  if config.model.name == "mlp":
+    return (config.data.dim,)
+  return (config.data.image_size, config.data.image_size, config.data.num_channels)
 
 
 def get_optimizer(config):

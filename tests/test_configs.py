@@ -52,7 +52,7 @@ def test_config_loads_and_builds(path):
 
 @pytest.mark.parametrize("path,value,message", [
     ("training.sde", "vpsdee", "config.training.sde='vpsdee': expected one of ['subvpsde', 'vesde', 'vpsde']"),
-    ("model.name", "unet", "config.model.name='unet': expected one of ['mlp']"),
+    ("model.name", "unet", "config.model.name='unet': expected one of ['ddpm', 'mlp', 'ncsnpp']"),
     ("data.dataset", "mnist", "config.data.dataset='mnist': expected one of"),
     ("training.batch_size", 12.5, "config.training.batch_size=12.5: expected a positive integer"),
     ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),

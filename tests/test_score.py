@@ -111,5 +111,5 @@ def test_mlp_dropout_only_in_training():
 
 
 def test_unknown_model_name_lists_known():
-  with pytest.raises(ValueError, match="known: \\['mlp'\\]"):
+  with pytest.raises(ValueError, match="known: \\[.ddpm., .mlp., .ncsnpp.\\]"):
     get_model_class("unet9000")

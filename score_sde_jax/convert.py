@@ -1,0 +1,189 @@
+"""Converts the paper's released PyTorch checkpoints into this library's workdirs.
+
+    python -m score_sde_jax.convert --checkpoint checkpoint_26.pth \\
+        --config configs/ve/cifar10_ncsnpp_continuous.py --workdir workdirs/ve_cifar10
+
+A released checkpoint (``score_sde_pytorch``'s ``utils.save_checkpoint``) is a
+dict with ``model`` (state dict, keys prefixed ``module.``), ``ema``
+(``shadow_params``: a list ordered like the trainable parameters), ``optimizer``
+and ``step``. Every tensor is mapped onto the Flax parameter tree of the
+network the config builds (``module.all_modules.<i>.<sub>.<name>`` ->
+``all_modules_<i>/<sub>/<name>``; OIHW -> HWIO, Linear (out, in) -> (in, out),
+GroupNorm ``weight`` -> ``scale``), and the conversion is strict: every
+tensor used exactly once with the right shape and every Flax parameter filled,
+or one error listing what did not match. The result is an orbax checkpoint
+(model weights as ``params``, EMA weights as ``ema_params``, a fresh optimizer
+state) that ``run.py`` restores like any trained workdir. The file is read
+without PyTorch (``score_sde_jax.torch_pickle``). Nothing is written unless
+the whole conversion succeeds, and an existing checkpoint is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from score_sde_jax import build, checkpoint, torch_pickle, train
+from score_sde_jax.torch_pickle import CheckpointFormatError
+
+_KEY = re.compile(r"^module\.all_modules\.(\d+)\.(.+)$")
+_BUFFERS = ("module.sigmas",)
+_FROZEN = ("module.all_modules.0.W",)  # the Gaussian Fourier projection: no gradient, not in the EMA
+
+
+class ConversionError(ValueError):
+  """The checkpoint does not fit the network the config builds."""
+
+
+def _flax_path_and_array(key: str, value: np.ndarray):
+  match = _KEY.match(key)
+  if match is None:
+    raise ConversionError(f"unexpected state-dict key {key!r} (expected 'module.all_modules.<i>....')")
+  index, rest = match.groups()
+  parts = [f"all_modules_{index}"] + rest.split(".")
+  name = parts[-1]
+  if name == "weight":
+    if value.ndim == 4:
+      parts[-1], value = "kernel", value.transpose(2, 3, 1, 0)   # OIHW -> HWIO
+    elif value.ndim == 2:
+      parts[-1], value = "kernel", value.T                      # Linear (out, in) -> (in, out)
+    elif value.ndim == 1:
+      parts[-1] = "scale"                                       # GroupNorm
+  return tuple(parts), np.ascontiguousarray(value, dtype=np.float32)
+
+
+def trainable_keys(state_dict) -> list[str]:
+  """State-dict keys in the order of ``ema['shadow_params']``: no buffers, no frozen tensors."""
+  return [k for k in state_dict if k not in _BUFFERS and k not in _FROZEN]
+
+
+def map_state_dict(state_dict: dict, expected: dict) -> dict:
+  """Flax ``params`` (nested dict) from a PyTorch state dict, strictly.
+
+  ``expected`` maps flattened Flax paths to shapes. Raises
+  :class:`ConversionError` listing unused tensors, shape mismatches and
+  unfilled parameters.
+  """
+  flat, problems = {}, []
+  for key, value in state_dict.items():
+    if key in _BUFFERS:
+      continue
+    path, array = _flax_path_and_array(key, np.asarray(value))
+    if path not in expected:
+      problems.append(f"  {key} {tuple(value.shape)}: no parameter {'/'.join(path)} in the network")
+    elif tuple(expected[path]) != array.shape:
+      problems.append(f"  {key}: shape {array.shape} after transposition, the network's "
+                      f"{'/'.join(path)} has {tuple(expected[path])}")
+    elif path in flat:
+      problems.append(f"  {key}: {'/'.join(path)} filled twice")
+    else:
+      flat[path] = array
+  missing = [p for p in expected if p not in flat]
+  problems += [f"  {'/'.join(p)} {tuple(expected[p])}: no tensor in the checkpoint" for p in missing]
+  if problems:
+    shown = problems[:25] + ([f"  ... and {len(problems) - 25} more"] if len(problems) > 25 else [])
+    raise ConversionError("checkpoint does not match the network built from the config "
+                          f"({len(problems)} problems):\n" + "\n".join(shown))
+  return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
+
+
+def _expected_shapes(config, model):
+  shape = build.data_shape(config)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
+                                                jnp.ones((1,))))
+  return {k: v.shape for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+
+
+def read_paper_checkpoint(path: str) -> dict:
+  """The released checkpoint dict, with its layout checked."""
+  ckpt = torch_pickle.load(path)
+  if not isinstance(ckpt, dict) or not {"model", "ema", "step"} <= set(ckpt):
+    keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise CheckpointFormatError(f"{path}: expected a dict with 'model', 'ema', 'step' (and "
+                                f"'optimizer'), found {keys}")
+  ema = ckpt["ema"]
+  if not isinstance(ema, dict) or "shadow_params" not in ema:
+    raise CheckpointFormatError(f"{path}: 'ema' has no 'shadow_params'")
+  return ckpt
+
+
+def convert_checkpoint(path: str, config):
+  """``(TrainState, step)`` from a released checkpoint, for the network ``config`` builds."""
+  build.validate_model_config(config)
+  model = build.get_model(config)
+  expected = _expected_shapes(config, model)
+  ckpt = read_paper_checkpoint(path)
+  state_dict = ckpt["model"]
+  params = map_state_dict(state_dict, expected)
+
+  keys = trainable_keys(state_dict)
+  shadow = list(ckpt["ema"]["shadow_params"])
+  if len(shadow) != len(keys):
+    raise ConversionError(f"ema.shadow_params has {len(shadow)} tensors, the model has {len(keys)} "
+                          f"trainable ones: checkpoint and config do not match")
+  ema_dict = dict(state_dict)
+  for key, value in zip(keys, shadow):
+    if tuple(np.shape(value)) != tuple(np.shape(state_dict[key])):
+      raise ConversionError(f"ema.shadow_params entry for {key}: shape {np.shape(value)}, the "
+                            f"model tensor has {np.shape(state_dict[key])}")
+    ema_dict[key] = value  # frozen tensors (the Fourier W) keep the model's value, as ema.copy_to
+  ema_params = map_state_dict(ema_dict, expected)
+
+  optimizer = build.get_optimizer(config)
+  step = int(ckpt["step"])
+  state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params,
+                           opt_state=optimizer.init(params), key=jax.random.PRNGKey(config.seed))
+  return state, step
+
+
+def convert(path: str, config, workdir: str) -> str:
+  """Converts ``path`` into an orbax checkpoint in ``workdir/checkpoints``; returns that folder.
+
+  Refuses a workdir that already holds a checkpoint; writes nothing on any error.
+  """
+  workdir = os.path.abspath(workdir)
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(parent):
+    raise build.ConfigError(f"--workdir={workdir!r}: parent folder {parent!r} does not exist")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise build.ConfigError(f"--workdir={workdir!r}: already holds checkpoints in {ckpt_dir}; "
+                            f"use a new workdir")
+  state, step = convert_checkpoint(path, config)
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpoint.make_manager(ckpt_dir)
+  checkpoint.save(manager, step, state, config.to_dict(), wait=True)
+  from score_sde_jax.loop import _write_json_atomic
+  _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  return ckpt_dir
+
+
+def main(argv):
+  from absl import flags
+  from ml_collections import config_flags  # noqa: F401  (flags defined below)
+  del argv
+  FLAGS = flags.FLAGS
+  try:
+    out = convert(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir)
+  except (CheckpointFormatError, ConversionError, build.ConfigError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"converted {FLAGS.checkpoint} -> {out}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from absl import logging as absl_logging
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config of the network the checkpoint holds.")
+  flags.DEFINE_string("checkpoint", None, "The released .pth file.")
+  flags.DEFINE_string("workdir", None, "New workdir for the converted checkpoint.")
+  flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  app.run(main)
