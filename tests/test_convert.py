@@ -1,0 +1,125 @@
+"""The paper's PyTorch checkpoints: torch-free reading, strict conversion, output parity."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from score_sde_jax import build, checkpoint, convert, torch_pickle
+from score_sde_jax.score import get_score_fn, time_labels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "pytorch_checkpoints")
+NAMES = ["ve_ncsnpp_tiny", "vp_ddpmpp_tiny", "vp_ddpm_tiny"]
+needs_fixtures = pytest.mark.skipif(not os.path.isdir(FIXTURES), reason="shared fixtures not present")
+
+
+def _config(name):
+  with open(os.path.join(FIXTURES, f"{name}.config.json")) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _rel_err(port, ref):
+  port, ref = np.asarray(port), np.asarray(ref)
+  return np.abs(port - ref).reshape(len(ref), -1).max(1) / np.abs(ref).reshape(len(ref), -1).max(1)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def converted(request):
+  name = request.param
+  config = _config(name)
+  state, step = convert.convert_checkpoint(os.path.join(FIXTURES, f"{name}.pth"), config)
+  expected = dict(np.load(os.path.join(FIXTURES, f"{name}.expected.npz")))
+  return name, config, state, step, expected
+
+
+@needs_fixtures
+def test_network_output_and_score_match_the_original(converted):
+  """Model weights -> network output, EMA weights -> score, within 2e-5 per sample (relative)."""
+  name, config, state, step, e = converted
+  assert step == 1234
+  model, sde = build.get_model(config), build.get_sde(config)
+  x = jnp.asarray(e["x"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
+  t = jnp.asarray(e["t"])
+  labels = time_labels(sde, t, continuous=True)
+  np.testing.assert_allclose(labels, e["labels"], rtol=1e-6)
+  out = model.apply({"params": state.params}, x, labels)
+  if config.model.scale_by_sigma:  # the original divides inside the network, this library in score.py
+    out = out / labels[:, None, None, None]
+  assert out.shape == x.shape and out.dtype == x.dtype
+  assert np.all(_rel_err(out, e["network_output"].transpose(0, 2, 3, 1)) < 2e-5)
+  score = get_score_fn(sde, model, state.ema_params, True,
+                       scale_by_sigma=config.model.scale_by_sigma)(x, t)
+  assert np.all(_rel_err(score, e["score"].transpose(0, 2, 3, 1)) < 2e-5)
+  # Model and EMA weights really differ (the fixture perturbs them apart).
+  out_ema = model.apply({"params": state.ema_params}, x, labels)
+  assert np.all(_rel_err(out_ema, model.apply({"params": state.params}, x, labels)) > 0.1)
+
+
+@needs_fixtures
+def test_reader_is_bit_exact_and_keeps_the_layout():
+  ckpt = torch_pickle.load(os.path.join(FIXTURES, "ve_ncsnpp_tiny.pth"))
+  assert sorted(ckpt) == ["ema", "model", "optimizer", "step"]
+  sd = ckpt["model"]
+  assert len(sd) == 158 and next(iter(sd)) == "module.sigmas"
+  np.testing.assert_allclose(sd["module.sigmas"], np.exp(np.linspace(np.log(50), np.log(0.01), 1000)),
+                             rtol=1e-12)
+  assert sd["module.sigmas"].dtype == np.float64
+  assert len(ckpt["ema"]["shadow_params"]) == 156 == len(convert.trainable_keys(sd))
+  assert ckpt["optimizer"]["param_groups"][0]["lr"] == 2e-4
+  assert sd["module.all_modules.3.weight"].shape == (16, 3, 3, 3)  # OIHW
+
+
+def _write_truncated(src, dst):
+  with open(src, "rb") as f:
+    data = f.read()
+  with open(dst, "wb") as f:
+    f.write(data[: len(data) // 2])
+
+
+@needs_fixtures
+def test_corrupt_or_mismatched_checkpoints_fail_clearly_and_write_nothing(tmp_path):
+  config = _config("ve_ncsnpp_tiny")
+  truncated = tmp_path / "truncated.pth"
+  _write_truncated(os.path.join(FIXTURES, "ve_ncsnpp_tiny.pth"), truncated)
+  with pytest.raises(torch_pickle.CheckpointFormatError, match="truncated.pth"):
+    convert.convert(str(truncated), config, str(tmp_path / "wd1"))
+  with pytest.raises(torch_pickle.CheckpointFormatError, match="no such file"):
+    convert.convert(str(tmp_path / "missing.pth"), config, str(tmp_path / "wd2"))
+  wrong = _config("ve_ncsnpp_tiny")
+  wrong.model.nf = 32
+  with pytest.raises(convert.ConversionError) as err:
+    convert.convert(os.path.join(FIXTURES, "ve_ncsnpp_tiny.pth"), wrong, str(tmp_path / "wd3"))
+  assert "all_modules_1/kernel" in str(err.value) and "problems" in str(err.value)
+  # A DDPM checkpoint for an NCSN++ config.
+  with pytest.raises(convert.ConversionError, match="does not match the network .* problems"):
+    convert.convert(os.path.join(FIXTURES, "vp_ddpm_tiny.pth"), _config("vp_ddpmpp_tiny"),
+                    str(tmp_path / "wd4"))
+  assert not any((tmp_path / f"wd{i}").exists() for i in range(1, 5))
+
+
+@needs_fixtures
+def test_cli_writes_a_workdir_that_restores_and_refuses_to_overwrite(tmp_path):
+  name = "vp_ddpmpp_tiny"
+  config_path = tmp_path / "config.py"
+  config_path.write_text(
+      "import json, ml_collections\n"
+      f"def get_config():\n  return ml_collections.ConfigDict(json.load(open({os.path.join(FIXTURES, name + '.config.json')!r})))\n")
+  cmd = [sys.executable, "-m", "score_sde_jax.convert", "--checkpoint",
+         os.path.join(FIXTURES, f"{name}.pth"), f"--config={config_path}", f"--workdir={tmp_path}/wd"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  state, _ = convert.convert_checkpoint(os.path.join(FIXTURES, f"{name}.pth"), _config(name))
+  manager = checkpoint.make_manager(str(tmp_path / "wd" / "checkpoints"))
+  assert manager.latest_step() == 1234
+  restored = checkpoint.restore(manager, 1234, checkpoint.abstract_like(state))
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 2 and "already holds checkpoints" in again.stderr
