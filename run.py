@@ -14,10 +14,11 @@ from score_sde_jax import build, loop
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, figures and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "info"], "What to run.")
+flags.mark_flags_as_required(["config"])
 
-MODES = {"train": loop.train_and_evaluate, "sample": loop.sample, "eval": loop.evaluate}
+MODES = {"train": loop.train_and_evaluate, "sample": loop.sample, "eval": loop.evaluate,
+         "info": loop.info}
 
 
 def main(argv):
@@ -25,6 +26,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   try:
+    if FLAGS.mode != "info" and not FLAGS.workdir:
+      raise build.ConfigError(f"--workdir: required for --mode {FLAGS.mode}")
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (build.ConfigError, loop.TrainingDiverged) as e:
     print(f"error: {e}", file=sys.stderr)

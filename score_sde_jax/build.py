@@ -211,6 +211,9 @@ def validate_config(config) -> None:
   if s.method == "pc" and s.predictor == "ancestral_sampling" and t.sde == "subvpsde":
     raise ConfigError("config.sampling.predictor='ancestral_sampling': defined for vpsde and "
                       "vesde only, not training.sde='subvpsde'")
+  if not t.continuous and t.sde == "subvpsde":
+    raise ConfigError("config.training.continuous=False: discrete-time training is defined for "
+                      "vesde (SMLD) and vpsde (DDPM), not training.sde='subvpsde'")
   if m.scale_by_sigma and t.sde != "vesde":
     raise ConfigError(f"config.model.scale_by_sigma=True: only allowed with training.sde='vesde' "
                       f"(got {t.sde!r}); VP / sub-VP outputs are divided by the std already")
@@ -308,6 +311,9 @@ def get_lr_schedule(config):
 
 def get_loss_fn(config, sde, model, *, train_mode: bool):
   t = config.training
+  if not t.continuous:
+    return losses.get_discrete_loss_fn(sde, model, train=train_mode, reduce_mean=t.reduce_mean,
+                                       scale_by_sigma=config.model.scale_by_sigma)
   return losses.get_sde_loss_fn(sde, model, train=train_mode, reduce_mean=t.reduce_mean,
                                 continuous=t.continuous,
                                 likelihood_weighting=t.likelihood_weighting, eps=t.eps,

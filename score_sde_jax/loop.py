@@ -451,3 +451,29 @@ def write_likelihood_figures(config, workdir, sde, score_fn, dataset, data):
   paths.append(viz.plot_reconstructions(np.asarray(x), np.asarray(recon), data,
                                         os.path.join(fig_dir, "reconstruction.png")))
   return paths
+
+
+def info(config, workdir=None):
+  """``--mode info``: the network and its parameter count, without allocating parameters.
+
+  The last printed line is one JSON object (``params``, ``model``, ``image_size``, ...).
+  """
+  build.validate_model_config(config)
+  model = build.get_model(config)
+  shape = build.data_shape(config)
+  example = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.float32)
+  variables = jax.eval_shape(lambda x, t: model.init(jax.random.PRNGKey(0), x, t), example, labels)
+  params = variables["params"]
+  n_params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(params)))
+  print(f"model: {type(model).__name__} ({config.model.name}), input {shape}, "
+        f"SDE {config.training.sde}, continuous={config.training.continuous}")
+  for name, sub in params.items():
+    count = int(sum(np.prod(v.shape) for v in jax.tree.leaves(sub)))
+    print(f"  {name:<20s} {count:>12,d}")
+  print(f"  {'total':<20s} {n_params:>12,d}")
+  summary = {"params": n_params, "model": config.model.name, "sde": config.training.sde,
+             "image_size": config.data.get("image_size"), "data_shape": list(shape),
+             "top_level_modules": len(params)}
+  print(json.dumps(summary))
+  return summary

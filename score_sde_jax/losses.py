@@ -1,4 +1,5 @@
-"""Training objectives: continuous-time denoising score matching (eq. 7 of the paper)."""
+"""Training objectives: continuous-time denoising score matching (eq. 7 of the paper), and the
+discrete-time SMLD (VE) and DDPM (VP) objectives of the paper's ``losses.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax.score import get_score_fn
-from score_sde_jax.sde import SDE, batch_mul
+from score_sde_jax.sde import SDE, VESDE, VPSDE, batch_mul
 
 TIME_EPS = 1e-5  # smallest training time, as in the paper (avoids the std -> 0 singularity)
 
@@ -60,5 +61,53 @@ def get_sde_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool = False,
                             scale_by_sigma=scale_by_sigma)
     return denoising_score_matching(key_loss, sde, score_fn, batch, reduce_mean=reduce_mean,
                                     likelihood_weighting=likelihood_weighting, eps=eps)
+
+  return loss_fn
+
+
+def smld_losses(sde: VESDE, score_fn: Callable, x0: jax.Array, index: jax.Array, z: jax.Array, *,
+                reduce_mean: bool = False) -> jax.Array:
+  """NCSN's loss at noise levels ``sigma_i`` (``index`` 0 = sigma_max): ``sigma_i^2 |score + n / sigma_i^2|^2``.
+
+  The network sees level ``i`` as the time ``t = T - i / (N - 1)`` (``score.py``'s discrete VE labels).
+  """
+  sigmas = sde.discrete_sigmas[::-1][index]
+  t = sde.T - index.astype(x0.dtype) / (sde.N - 1)
+  noise = batch_mul(sigmas, z)
+  score = score_fn(x0 + noise, t)
+  target = -batch_mul(1.0 / sigmas**2, noise)
+  return _reduce(jnp.square(score - target), reduce_mean) * sigmas**2
+
+
+def ddpm_losses(sde: VPSDE, score_fn: Callable, x0: jax.Array, index: jax.Array, z: jax.Array, *,
+                reduce_mean: bool = True) -> jax.Array:
+  """DDPM's noise-prediction loss at steps ``index``: ``|eps_hat - z|^2`` with
+  ``x_i = sqrt(alphabar_i) x0 + sqrt(1 - alphabar_i) z`` and ``eps_hat = -sqrt(1 - alphabar_i) score``."""
+  t = index.astype(x0.dtype) / (sde.N - 1)
+  std = sde.sqrt_1m_alphas_cumprod[index]
+  x = batch_mul(sde.sqrt_alphas_cumprod[index], x0) + batch_mul(std, z)
+  eps_hat = -batch_mul(std, score_fn(x, t))
+  return _reduce(jnp.square(eps_hat - z), reduce_mean)
+
+
+def get_discrete_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool,
+                         scale_by_sigma: bool = False):
+  """``loss_fn(key, params, batch)`` for discrete-time training: SMLD for VE, DDPM for VP."""
+  if isinstance(sde, VESDE):
+    per_example = smld_losses
+  elif isinstance(sde, VPSDE):
+    per_example = ddpm_losses
+  else:
+    raise ValueError(f"discrete-time training (training.continuous=False) is defined for VESDE "
+                     f"(SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
+
+  def loss_fn(key, params, batch):
+    key_i, key_z, key_dropout = jax.random.split(key, 3)
+    score_fn = get_score_fn(sde, model, params, continuous=False, train=train,
+                            dropout_key=key_dropout if train else None,
+                            scale_by_sigma=scale_by_sigma)
+    index = jax.random.randint(key_i, (batch.shape[0],), 0, sde.N)
+    z = jax.random.normal(key_z, batch.shape, batch.dtype)
+    return jnp.mean(per_example(sde, score_fn, batch, index, z, reduce_mean=reduce_mean))
 
   return loss_fn

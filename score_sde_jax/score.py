@@ -33,6 +33,20 @@ from score_sde_jax.sde import SDE, VESDE, VPSDE, batch_mul, subVPSDE
 VP_CONTINUOUS_LABEL_SCALE = 999.0
 
 
+def ddpm_index(sde: VPSDE, t: jax.Array) -> jax.Array:
+  """DDPM step index of ``t``: ``floor((N - 1) t)`` as the paper, guarded against round-off.
+
+  ``t = i / (N - 1)`` (the discrete losses) must give ``i``, not ``i - 1`` when
+  ``(N - 1) t`` lands a few ulps below ``i``.
+  """
+  return jnp.floor(t * (sde.N - 1) + 1e-4).astype(jnp.int32)
+
+
+def ncsn_index(sde: VESDE, t: jax.Array) -> jax.Array:
+  """NCSN noise-level index of ``t`` (0 = sigma_max): ``round((T - t)(N - 1))``."""
+  return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+
+
 def time_labels(sde: SDE, t: jax.Array, continuous: bool) -> jax.Array:
   """The label that the network receives for time ``t`` (``(B,)`` -> ``(B,)``)."""
   if isinstance(sde, subVPSDE) or (isinstance(sde, VPSDE) and continuous):
@@ -42,7 +56,7 @@ def time_labels(sde: SDE, t: jax.Array, continuous: bool) -> jax.Array:
   if isinstance(sde, VESDE):
     if continuous:
       return sde.marginal_prob(jnp.zeros((t.shape[0], 1), t.dtype), t)[1]
-    return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+    return ncsn_index(sde, t)
   raise TypeError(f"sde={sde!r}: expected VPSDE, subVPSDE or VESDE")
 
 
@@ -53,7 +67,7 @@ def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, continuous: bool,
     std = sde.marginal_prob(jnp.zeros_like(output), t)[1]
     return batch_mul(-1.0 / std, output)
   if isinstance(sde, VPSDE):
-    std = sde.sqrt_1m_alphas_cumprod[(t * (sde.N - 1)).astype(jnp.int32)]
+    std = sde.sqrt_1m_alphas_cumprod[ddpm_index(sde, t)]
     return batch_mul(-1.0 / std, output)
   if isinstance(sde, VESDE):
     if not scale_by_sigma:
@@ -61,8 +75,7 @@ def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, continuous: bool,
     if continuous:
       sigma = sde.marginal_prob(jnp.zeros_like(output), t)[1]
     else:
-      index = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
-      sigma = sde.discrete_sigmas[::-1][index]
+      sigma = sde.discrete_sigmas[::-1][ncsn_index(sde, t)]
     return batch_mul(1.0 / sigma, output)
   raise TypeError(f"sde={sde!r}: expected VPSDE, subVPSDE or VESDE")
 

@@ -123,3 +123,21 @@ def test_cli_writes_a_workdir_that_restores_and_refuses_to_overwrite(tmp_path):
     np.testing.assert_array_equal(a, b)
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert again.returncode == 2 and "already holds checkpoints" in again.stderr
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", NAMES)
+def test_info_mode_counts_the_fixture_parameters(name, tmp_path):
+  """run.py --mode info needs no workdir and allocates nothing; its last line is JSON."""
+  with open(os.path.join(FIXTURES, "manifest.json")) as f:
+    expected = json.load(f)["fixtures"][name]["params"]
+  config_path = tmp_path / "config.py"
+  config_path.write_text(
+      "import json, ml_collections\n"
+      f"def get_config():\n  return ml_collections.ConfigDict(json.load(open({os.path.join(FIXTURES, name + '.config.json')!r})))\n")
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), f"--config={config_path}",
+                        "--mode=info"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  assert summary["params"] == expected
+  assert summary["image_size"] == 16 and summary["model"] in ("ncsnpp", "ddpm")
