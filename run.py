@@ -10,6 +10,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from score_sde_jax import build, loop
+from score_sde_jax.data import DataError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -29,7 +30,7 @@ def main(argv):
     if FLAGS.mode != "info" and not FLAGS.workdir:
       raise build.ConfigError(f"--workdir: required for --mode {FLAGS.mode}")
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (build.ConfigError, loop.TrainingDiverged) as e:
+  except (build.ConfigError, DataError, loop.TrainingDiverged) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

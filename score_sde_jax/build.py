@@ -50,6 +50,7 @@ def _one_of(options):
 
 
 TOY_DATASETS = ("gmm", "swissroll", "moons", "checkerboard", "rings")
+IMAGE_DATASETS = ("npz",)
 
 _SPEC = {
     "training.sde": _one_of(SDES),
@@ -186,8 +187,8 @@ def validate_config(config) -> None:
   if _get(config, "model.name") == "mlp":
     spec.update(_MLP_SPEC)
   else:
-    for k in ("data.dataset", "data.dim"):
-      spec.pop(k)
+    spec.pop("data.dim")
+    spec["data.dataset"] = _one_of(IMAGE_DATASETS)
   _check_spec(config, spec)
   t = config.training
   if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
@@ -246,9 +247,15 @@ def get_sde(config):
   raise ConfigError(f"config.training.sde={name!r}: unknown SDE; known: {sorted(SDES)}")
 
 
-def get_dataset(config) -> data_lib.ToyDistribution:
-  """The toy distribution named by ``data.dataset``."""
+def get_dataset(config):
+  """The toy distribution or image data set named by ``data.dataset``."""
   d = config.data
+  if d.dataset == "npz":
+    return data_lib.ImageArrays.from_npz(
+        d.path, image_size=d.image_size, num_channels=d.num_channels, key=d.get("npz_key"),
+        num_levels=d.get("num_levels", 256), eval_fraction=d.get("eval_fraction", 0.1),
+        random_flip=d.get("random_flip", False),
+        uniform_dequantization=d.get("uniform_dequantization", False))
   if d.dataset == "gmm":
     if d.dim == 2:
       return data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from score_sde_jax import (build, checkpoint, likelihood, losses, metrics, parallel, sampling, train,
                            viz)
-from score_sde_jax.data import get_data_inverse_scaler
+from score_sde_jax.data import ImageArrays, get_data_inverse_scaler, get_data_scaler
 from score_sde_jax.sampling.paths import ode_paths, reverse_sde_paths
 from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import simulate_forward
@@ -169,13 +169,14 @@ def train_and_evaluate(config, workdir: str):
                                      lr_schedule=build.get_lr_schedule(config))
   eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
   k = t.n_jitted_steps
-  batches = dataset.batches(t.batch_size, config.seed, start_step,
-                            steps_per_batch=k if k > 1 else 0)
+  scaler = get_data_scaler(config.data.centered)  # loader output -> model space
+  batches = map(scaler, dataset.batches(t.batch_size, config.seed, start_step,
+                                        steps_per_batch=k if k > 1 else 0))
   writer = MetricWriter(workdir, enabled=is_main)
 
   def evaluate(step_fn=eval_step):
     key = jax.random.PRNGKey(config.seed + 1)
-    eval_batches = dataset.batches(config.eval.batch_size, config.seed, split="eval")
+    eval_batches = map(scaler, dataset.batches(config.eval.batch_size, config.seed, split="eval"))
     values = []
     for i in range(config.eval.num_batches):
       batch = parallel.shard_batch(next(eval_batches), mesh)
@@ -255,14 +256,14 @@ def write_training_figures(config, workdir, state, sde, model, dataset):
                                eval_loss=[r["eval_loss"] for r in ev],
                                floor=floor[-1] if floor else None,
                                title=f"DSM loss ({config.data.dataset}, {config.training.sde})"))
-  if config.data.dim >= 2:
+  if config.model.name == "mlp" and config.data.dim >= 2:
     x0 = jnp.asarray(dataset.sample(np.random.default_rng(config.seed), 2000), jnp.float32)
     ts, xs = jax.jit(simulate_forward, static_argnums=(1, 3, 4), static_argnames="save_every")(
         jax.random.PRNGKey(config.seed), sde, x0, sde.T, 1000, save_every=10)
     paths.append(viz.plot_forward_diffusion(
         ts, xs, os.path.join(fig_dir, "forward_diffusion.png"),
         title=f"Forward {config.training.sde} diffusion of {config.data.dataset} data"))
-  if hasattr(dataset, "marginal_score") and config.data.dim == 2:
+  if hasattr(dataset, "marginal_score") and config.model.name == "mlp" and config.data.dim == 2:
     paths.append(score_field_figure(config, state, sde, model, dataset,
                                     os.path.join(fig_dir, "score_field.png")))
   return paths
@@ -330,14 +331,25 @@ def sample(config, workdir: str):
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   np.savez(os.path.join(workdir, "samples", f"{tag}.npz"), samples=samples, nfe=np.asarray(nfes))
 
+  result = {"step": step, "sampler": build.sampling_tag(config), "num_samples": int(len(samples)),
+            "nfe_per_batch": float(np.mean(nfes)), "seconds": round(seconds, 2)}
+  if config.model.name != "mlp":
+    samples = np.clip(samples, 0.0, 1.0)
+    grid = viz.plot_image_grid(samples[:64], os.path.join(workdir, "figures", f"samples_{tag}.png"),
+                               title=f"{result['sampler']}, step {step}")
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    _write_json_atomic(os.path.join(workdir, "eval", f"samples_{tag}.json"), result)
+    print(json.dumps(result))
+    print(f"figures:\n  {grid}")
+    return samples, result
+
   held_out = next(dataset.batches(e.num_samples, config.seed, split="test"))
   n_mmd = min(2000, e.num_samples)
-  result = {"step": step, "sampler": build.sampling_tag(config), "num_samples": int(len(samples)),
-            "nfe_per_batch": float(np.mean(nfes)), "seconds": round(seconds, 2),
+  result.update({
             "mmd": metrics.mmd(samples[:n_mmd], held_out[:n_mmd]),
             "mmd_held_out_vs_train_data": metrics.mmd(
                 next(dataset.batches(n_mmd, config.seed + 7, split="train")), held_out[:n_mmd]),
-            "sliced_wasserstein": metrics.sliced_wasserstein(samples, held_out)}
+            "sliced_wasserstein": metrics.sliced_wasserstein(samples, held_out)})
   log_prob = getattr(dataset, "log_prob", None)
   if log_prob is not None:
     lp = np.asarray(log_prob(jnp.asarray(samples)))
@@ -381,6 +393,8 @@ def evaluate(config, workdir: str):
   workdir, sde, model, dataset, state, step, mesh = _restore_for_inference(config, workdir)
   e = config.eval
   parallel.check_batch_size(e.batch_size, mesh, "eval.batch_size")
+  if isinstance(dataset, ImageArrays):
+    return _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh)
   n_batches = -(-e.num_eval_examples // e.batch_size)
   test = next(dataset.batches(n_batches * e.batch_size, config.seed, split="test"))
   test = test.reshape((n_batches, e.batch_size) + test.shape[1:])
@@ -418,10 +432,49 @@ def evaluate(config, workdir: str):
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
   print(json.dumps(result))
-  if config.data.dim == 2 and jax.process_index() == 0:
+  if config.model.name == "mlp" and config.data.dim == 2 and jax.process_index() == 0:
     paths = write_likelihood_figures(config, workdir, sde, score_fn, dataset,
                                      test.reshape((-1, 2)))
     print("figures:\n  " + "\n  ".join(paths))
+  return result
+
+
+def _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh):
+  """Image data: DSM loss and bits/dim (dequantized, ``eval.bpd_repeats`` rounds) on held-out images."""
+  e = config.eval
+  scaler = get_data_scaler(config.data.centered)
+  levels = dataset.test_levels[:e.num_eval_examples]
+  n = len(levels)
+  n_batches = -(-n // e.batch_size)
+  # Pad the last batch by repeating images so every call has one shape (one compilation).
+  padded = np.concatenate([levels, levels[np.arange(n_batches * e.batch_size - n) % n]])
+  padded = padded.reshape((n_batches, e.batch_size) + levels.shape[1:])
+  result = {"step": step, "num_examples": int(n)}
+  loss_fn = build.get_loss_fn(config, sde, model, train_mode=False)
+  eval_step = train.make_eval_step(loss_fn, mesh)
+  key = jax.random.PRNGKey(config.seed + 5)
+  batch_losses = [float(eval_step(state, parallel.shard_batch(scaler(dataset.to_unit(b)), mesh),
+                                  jax.random.fold_in(key, i))) for i, b in enumerate(padded)]
+  result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)
+  if e.enable_bpd:
+    score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
+                            scale_by_sigma=config.model.scale_by_sigma)
+    bpds, nfes = [], []
+    for i, b in enumerate(tqdm(padded, desc=f"bits/dim ({e.divergence})", unit="batch")):
+      bpd, nfe = likelihood.bits_per_dim(
+          jax.random.fold_in(key, 10_000 + i), sde, score_fn, jnp.asarray(b),
+          num_levels=dataset.num_levels, scaler=scaler, n_repeats=e.get("bpd_repeats", 1),
+          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+      bpds.append(np.asarray(bpd))
+      nfes.append(np.asarray(nfe))
+    bpds = np.concatenate(bpds)[:n]
+    result["bits_per_dim"], result["bits_per_dim_se"] = _mean_se(bpds)
+    result["nfe_mean"] = float(np.mean(np.concatenate(nfes)[:n]))
+    result["divergence"] = e.divergence
+    result["bpd_repeats"] = int(e.get("bpd_repeats", 1))
+  os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+  _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
+  print(json.dumps(result))
   return result
 
 

@@ -231,3 +231,24 @@ def plot_reconstructions(x, recon, data, path, title="decode(encode(x))"):
   ax.legend(loc="upper right")
   ax.set_title(f"{title}: max error {err:.1e}")
   return _save(fig, path)
+
+
+def plot_image_grid(images, path, *, nrow=None, title=None):
+  """A grid of images ``(N, H, W, C)`` in [0, 1] (grey for one channel)."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  n, h, w, c = images.shape
+  nrow = nrow or int(np.ceil(np.sqrt(n)))
+  ncol = int(np.ceil(n / nrow))
+  pad = 1
+  canvas = np.ones((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), np.float32)
+  for i, img in enumerate(images):
+    r, col = divmod(i, nrow)
+    canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
+  scale = max(1.0, 256 / canvas.shape[1])
+  fig, ax = plt.subplots(figsize=(canvas.shape[1] * scale / 100 + 0.4, canvas.shape[0] * scale / 100 + 0.6))
+  ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
+            interpolation="nearest", vmin=0, vmax=1)
+  ax.axis("off")
+  if title:
+    ax.set_title(title, fontsize=8)
+  return _save(fig, path)
