@@ -50,7 +50,7 @@ def _one_of(options):
 
 
 TOY_DATASETS = ("gmm", "swissroll", "moons", "checkerboard", "rings")
-IMAGE_DATASETS = ("npz",)
+IMAGE_DATASETS = ("digits", "cifar10", "image_folder", "npz")  # case-insensitive ("CIFAR10")
 
 _SPEC = {
     "training.sde": _one_of(SDES),
@@ -188,7 +188,8 @@ def validate_config(config) -> None:
     spec.update(_MLP_SPEC)
   else:
     spec.pop("data.dim")
-    spec["data.dataset"] = _one_of(IMAGE_DATASETS)
+    spec["data.dataset"] = (lambda v: isinstance(v, str) and v.lower() in IMAGE_DATASETS,
+                            f"one of {list(IMAGE_DATASETS)}")
   _check_spec(config, spec)
   t = config.training
   if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
@@ -196,9 +197,6 @@ def validate_config(config) -> None:
         f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
         f"snapshot_freq={t.snapshot_freq}: must be multiples of training.n_jitted_steps="
         f"{t.n_jitted_steps} (checkpoints are taken between jitted calls)")
-  if t.n_iters % t.n_jitted_steps:
-    raise ConfigError(f"config.training.n_iters={t.n_iters}: must be a multiple of "
-                      f"training.n_jitted_steps={t.n_jitted_steps}")
   m = config.model
   if m.beta_max < m.beta_min:
     raise ConfigError(f"config.model.beta_max={m.beta_max}: must be >= model.beta_min={m.beta_min}")
@@ -250,12 +248,26 @@ def get_sde(config):
 def get_dataset(config):
   """The toy distribution or image data set named by ``data.dataset``."""
   d = config.data
-  if d.dataset == "npz":
+  name = d.dataset.lower() if isinstance(d.dataset, str) else d.dataset
+  if name in IMAGE_DATASETS:
+    from score_sde_jax.data import images
+    common = dict(random_flip=d.get("random_flip", False),
+                  uniform_dequantization=d.get("uniform_dequantization", False))
+    if name == "digits":
+      data = images.digits(eval_fraction=d.get("eval_fraction", 0.1), **common)
+      return images._checked_shape(data, "digits", d.image_size, d.num_channels)
+    if not d.get("path"):
+      raise ConfigError(f"config.data.path={d.get('path')!r}: data set {d.dataset!r} is read from "
+                        f"a path you give (nothing is downloaded)")
+    if name == "cifar10":
+      return images._checked_shape(images.cifar10(d.path, **common), d.path, d.image_size,
+                                   d.num_channels)
+    if name == "image_folder":
+      return images.image_folder(d.path, image_size=d.image_size, num_channels=d.num_channels,
+                                 num_levels=256, eval_fraction=d.get("eval_fraction", 0.1), **common)
     return data_lib.ImageArrays.from_npz(
-        d.path, image_size=d.image_size, num_channels=d.num_channels, key=d.get("npz_key"),
-        num_levels=d.get("num_levels", 256), eval_fraction=d.get("eval_fraction", 0.1),
-        random_flip=d.get("random_flip", False),
-        uniform_dequantization=d.get("uniform_dequantization", False))
+        d.path, image_size=d.image_size, num_channels=d.num_channels, key=d.get("npz_key") or None,
+        num_levels=d.get("num_levels", 256), eval_fraction=d.get("eval_fraction", 0.1), **common)
   if d.dataset == "gmm":
     if d.dim == 2:
       return data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)

@@ -191,6 +191,20 @@ def train_and_evaluate(config, workdir: str):
         likelihood_weighting=t.likelihood_weighting, eps=t.eps))
     writer.write(0, {"eval_loss_exact_score": evaluate(exact_step)})
 
+  snapshot_sampler = None
+  if t.snapshot_sampling and is_main and config.model.name != "mlp":
+    snapshot_sampler = sampling.get_sampling_fn(
+        config, sde, (min(64, config.eval.num_samples),) + build.data_shape(config),
+        get_data_inverse_scaler(config.data.centered), build.sampling_eps(config))
+
+  def snapshot_grid(step):
+    """A grid of EMA samples at a snapshot, as the paper's ``snapshot_sampling``."""
+    score_fn = get_score_fn(sde, model, state.ema_params, t.continuous,
+                            scale_by_sigma=config.model.scale_by_sigma)
+    x, _ = snapshot_sampler(jax.random.PRNGKey(config.seed + 9), score_fn)
+    viz.plot_image_grid(np.asarray(x), os.path.join(workdir, "samples", f"snapshot_{step}.png"),
+                        title=f"step {step} (EMA)")
+
   def save(step):
     if not bool(_all_finite(state.params)):
       raise TrainingDiverged(f"parameters are not finite at step {step}; checkpoint not written, "
@@ -209,7 +223,7 @@ def train_and_evaluate(config, workdir: str):
       prev, step = step, step + k
       pending.append(metrics)
       bar.update(k)
-      if step // t.log_freq > prev // t.log_freq or step == t.n_iters:
+      if step // t.log_freq > prev // t.log_freq or step >= t.n_iters:
         # One row per log: the mean of every step since the previous one.
         fetched = jax.device_get(pending)
         pending = []
@@ -229,8 +243,11 @@ def train_and_evaluate(config, workdir: str):
       if config.eval.enable_loss and config.eval.num_batches and any(
           s % t.eval_freq == 0 for s in range(prev + 1, step + 1)):
         writer.write(step, {"eval_loss": evaluate()})
-      if step % t.snapshot_freq_for_preemption == 0 or step % t.snapshot_freq == 0 or step == t.n_iters:
+      if (step % t.snapshot_freq_for_preemption == 0 or step % t.snapshot_freq == 0
+          or step >= t.n_iters):
         save(step)
+        if snapshot_sampler is not None and (step % t.snapshot_freq == 0 or step >= t.n_iters):
+          snapshot_grid(step)
   finally:
     bar.close()
     manager.wait_until_finished()

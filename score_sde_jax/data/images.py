@@ -18,6 +18,19 @@ class DataError(ValueError):
   """A data file is missing, unreadable or of the wrong shape."""
 
 
+def _check_levels(images, num_levels, name):
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4:
+    raise DataError(f"{name}: shape {images.shape}, expected (N, H, W, C) or (N, H, W)")
+  if not np.issubdtype(images.dtype, np.integer):
+    raise DataError(f"{name}: dtype {images.dtype}, expected integer levels 0..{num_levels - 1}")
+  if images.size and (images.min() < 0 or images.max() >= num_levels):
+    raise DataError(f"{name}: values in [{images.min()}, {images.max()}], expected 0..{num_levels - 1}")
+  return images
+
+
 class ImageArrays:
   """Integer images ``(N, H, W, C)`` with a deterministic held-out split.
 
@@ -30,22 +43,19 @@ class ImageArrays:
   """
 
   def __init__(self, images, *, num_levels: int = 256, eval_fraction: float = 0.1,
-               random_flip: bool = False, uniform_dequantization: bool = False, name: str = "images"):
-    images = np.asarray(images)
-    if images.ndim == 3:
-      images = images[..., None]
-    if images.ndim != 4:
-      raise DataError(f"{name}: shape {images.shape}, expected (N, H, W, C) or (N, H, W)")
-    if not np.issubdtype(images.dtype, np.integer):
-      raise DataError(f"{name}: dtype {images.dtype}, expected integer levels 0..{num_levels - 1}")
-    if images.min() < 0 or images.max() >= num_levels:
-      raise DataError(f"{name}: values in [{images.min()}, {images.max()}], expected 0..{num_levels - 1}")
-    n_eval = max(1, int(round(len(images) * eval_fraction)))
-    if n_eval >= len(images):
-      raise DataError(f"{name}: {len(images)} images are too few to hold out {n_eval}")
-    order = np.random.default_rng(0).permutation(len(images))  # fixed: the split never changes
-    self.test_levels = images[order[:n_eval]]
-    self.train_levels = images[order[n_eval:]]
+               random_flip: bool = False, uniform_dequantization: bool = False, name: str = "images",
+               test_images=None):
+    images = _check_levels(images, num_levels, name)
+    if test_images is not None:  # an official test split (CIFAR-10)
+      self.train_levels = images
+      self.test_levels = _check_levels(test_images, num_levels, name + " (test)")
+    else:
+      n_eval = max(1, int(round(len(images) * eval_fraction)))
+      if n_eval >= len(images):
+        raise DataError(f"{name}: {len(images)} images are too few to hold out {n_eval}")
+      order = np.random.default_rng(0).permutation(len(images))  # fixed: the split never changes
+      self.test_levels = images[order[:n_eval]]
+      self.train_levels = images[order[n_eval:]]
     self.num_levels = num_levels
     self.random_flip = random_flip
     self.uniform_dequantization = uniform_dequantization
@@ -67,12 +77,7 @@ class ImageArrays:
       raise
     except Exception as e:  # noqa: BLE001 - any failure to read is one clear error
       raise DataError(f"{path}: unreadable npz file ({e})") from None
-    data = cls(images, name=path, **kwargs)
-    expected = (image_size, image_size, num_channels)
-    if data.shape != expected:
-      raise DataError(f"{path}: images of shape {data.shape}, the config expects {expected} "
-                      f"(data.image_size, data.num_channels)")
-    return data
+    return _checked_shape(cls(images, name=path, **kwargs), path, image_size, num_channels)
 
   def to_unit(self, levels, rng=None):
     """Levels to floats in [0, 1]: ``k / (K - 1)``, or ``(k + U) / K`` when dequantizing."""
@@ -114,3 +119,124 @@ class ImageArrays:
         idx = (i + np.arange(batch_size)) % n
         yield self.to_unit(self.test_levels[idx])
         i = (i + batch_size) % n
+
+
+def _checked_shape(data, name, image_size, num_channels):
+  expected = (image_size, image_size, num_channels)
+  if data.shape != expected:
+    raise DataError(f"{name}: images of shape {data.shape}, the config expects {expected} "
+                    f"(data.image_size, data.num_channels)")
+  return data
+
+
+def digits(**kwargs) -> ImageArrays:
+  """scikit-learn's 8x8 handwritten digits (1797 images, 17 grey levels 0..16), shipped with it."""
+  from sklearn.datasets import load_digits  # imported here: only this data set needs scikit-learn
+  levels = load_digits().images.astype(np.uint8)[..., None]
+  kwargs.setdefault("num_levels", 17)
+  return ImageArrays(levels, name="digits", **kwargs)
+
+
+class _NumpyUnpickler(__import__("pickle").Unpickler):
+  """CIFAR-10 batches hold dicts of bytes, lists and numpy arrays: allow only those globals."""
+
+  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+              ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+  def find_class(self, module, name):
+    if (module, name) in self._ALLOWED:
+      return super().find_class(module, name)
+    raise DataError(f"refusing to load global {module}.{name} from a CIFAR-10 batch")
+
+
+def _cifar_batch(raw: bytes, name: str):
+  import io
+  try:
+    batch = _NumpyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+  except DataError:
+    raise
+  except Exception as e:  # noqa: BLE001
+    raise DataError(f"{name}: unreadable CIFAR-10 batch ({e})") from None
+  if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    raise DataError(f"{name}: data of shape {data.shape}, expected (N, 3072)")
+  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> NHWC
+
+
+CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR_TEST = "test_batch"
+
+
+def cifar10(path: str, **kwargs) -> ImageArrays:
+  """CIFAR-10 from the python-pickle archive ``cifar-10-python.tar.gz`` or its extracted folder.
+
+  ``path`` is the archive, the ``cifar-10-batches-py`` folder, or a folder holding either.
+  The official test batch is the held-out split. Nothing is downloaded.
+  """
+  import tarfile
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file or folder (data.path; give cifar-10-python.tar.gz "
+                    f"or its extracted cifar-10-batches-py folder)")
+  if os.path.isdir(path):
+    for candidate in (path, os.path.join(path, "cifar-10-batches-py")):
+      if os.path.isfile(os.path.join(candidate, CIFAR_TEST)):
+        def read(n, folder=candidate):
+          p = os.path.join(folder, n)
+          if not os.path.isfile(p):
+            raise DataError(f"{p}: missing CIFAR-10 batch")
+          with open(p, "rb") as f:
+            return _cifar_batch(f.read(), p)
+        break
+    else:
+      archive = os.path.join(path, "cifar-10-python.tar.gz")
+      if os.path.isfile(archive):
+        return cifar10(archive, **kwargs)
+      raise DataError(f"{path}: no {CIFAR_TEST} here or in cifar-10-batches-py/")
+    train = np.concatenate([read(n) for n in CIFAR_TRAIN])
+    test = read(CIFAR_TEST)
+  else:
+    try:
+      with tarfile.open(path) as tar:
+        members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+        def read(n):
+          if n not in members:
+            raise DataError(f"{path}: archive has no {n}")
+          return _cifar_batch(tar.extractfile(members[n]).read(), f"{path}:{n}")
+        train = np.concatenate([read(n) for n in CIFAR_TRAIN])
+        test = read(CIFAR_TEST)
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise DataError(f"{path}: unreadable archive ({e})") from None
+  return ImageArrays(train, test_images=test, name=path, **kwargs)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_folder(path: str, *, image_size: int, num_channels: int, **kwargs) -> ImageArrays:
+  """PNG / JPEG files under ``path`` (recursively, sorted), centre-cropped to a square and
+  resized to ``image_size`` (bicubic), as grey (1 channel) or RGB (3)."""
+  from PIL import Image
+  if not os.path.isdir(path):
+    raise DataError(f"{path}: no such folder (data.path)")
+  if num_channels not in (1, 3):
+    raise DataError(f"{path}: data.num_channels={num_channels}, image folders give 1 or 3")
+  files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                 if f.lower().endswith(IMAGE_SUFFIXES))
+  if not files:
+    raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files")
+  images = []
+  for f in files:
+    try:
+      with Image.open(f) as img:
+        img = img.convert("L" if num_channels == 1 else "RGB")
+        w, h = img.size
+        side = min(w, h)
+        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        if side != image_size:
+          img = img.resize((image_size, image_size), Image.BICUBIC)
+        images.append(np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, num_channels))
+    except (OSError, ValueError) as e:
+      raise DataError(f"{f}: unreadable image ({e})") from None
+  return _checked_shape(ImageArrays(np.stack(images), name=path, **kwargs), path, image_size,
+                        num_channels)

@@ -1,0 +1,146 @@
+"""Image data: digits, CIFAR-10 archives, image folders, npz files; clear errors for bad inputs."""
+
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs.digits import ddpmpp_vp
+from score_sde_jax import build
+from score_sde_jax.data import DataError, ImageArrays
+from score_sde_jax.data import images as image_data
+
+
+def test_digits_shapes_levels_and_splits():
+  data = image_data.digits()
+  assert data.shape == (8, 8, 1) and data.num_levels == 17
+  assert len(data.train_levels) + len(data.test_levels) == 1797 and len(data.test_levels) == 180
+  assert data.train_levels.min() == 0 and data.train_levels.max() == 16
+  assert len(np.unique(np.concatenate([data.train_levels.ravel(), data.test_levels.ravel()]))) == 17
+  # The split is fixed: no image is in both.
+  train = {x.tobytes() for x in data.train_levels}
+  assert sum(x.tobytes() in train for x in data.test_levels) <= 2  # sklearn's digits hold a few duplicates
+  batch = next(data.batches(32, seed=0))
+  assert batch.shape == (32, 8, 8, 1) and batch.dtype == np.float32
+  np.testing.assert_allclose(np.unique(batch * 16), np.round(np.unique(batch * 16)), atol=1e-5)
+  assert 0.0 <= batch.min() and batch.max() <= 1.0
+  test = next(data.batches(180, seed=0, split="test"))
+  np.testing.assert_allclose(test * 16, data.test_levels, atol=1e-5)
+
+
+def test_digits_through_the_config():
+  config = ddpmpp_vp.get_config()
+  data = build.get_dataset(config)
+  assert isinstance(data, ImageArrays) and data.shape == (8, 8, 1)
+
+
+def test_training_batches_resume_flip_and_dequantize():
+  levels = np.arange(10 * 4 * 4).reshape(10, 4, 4, 1) % 256
+  data = ImageArrays(levels.astype(np.uint8), random_flip=True, uniform_dequantization=True,
+                     eval_fraction=0.2)
+  first = [next(data.batches(6, seed=3, start_step=s)) for s in range(3)]
+  stream = data.batches(6, seed=3)
+  for expected in first:
+    np.testing.assert_array_equal(next(stream), expected)
+  # Dequantized: every value lies inside its level's bin [k, k + 1) / 256.
+  k = np.floor(first[0] * 256)
+  assert np.all((first[0] * 256 - k) >= 0) and np.all(k <= 255)
+  assert len(data.test_levels) == 2 and len(data.train_levels) == 8
+
+
+def _cifar_batch(n, seed):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+  data = images.transpose(0, 3, 1, 2).reshape(n, 3072)  # rows of CHW, as the real files
+  return images, pickle.dumps({b"batch_label": b"x", b"labels": list(rng.integers(0, 10, n)),
+                               b"data": data, b"filenames": [b"f"] * n}, protocol=2)
+
+
+def _write_cifar(folder):
+  os.makedirs(folder / "cifar-10-batches-py")
+  train, blobs = [], {}
+  for i in range(1, 6):
+    imgs, blob = _cifar_batch(4, i)
+    train.append(imgs)
+    blobs[f"data_batch_{i}"] = blob
+  test, blobs["test_batch"] = _cifar_batch(3, 99)
+  for name, blob in blobs.items():
+    (folder / "cifar-10-batches-py" / name).write_bytes(blob)
+  with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+    for name, blob in blobs.items():
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
+  return np.concatenate(train), test
+
+
+def test_cifar10_reads_the_archive_and_the_folder(tmp_path):
+  train, test = _write_cifar(tmp_path)
+  for path in (tmp_path / "cifar-10-python.tar.gz", tmp_path / "cifar-10-batches-py", tmp_path):
+    data = image_data.cifar10(str(path))
+    np.testing.assert_array_equal(data.train_levels, train)
+    np.testing.assert_array_equal(data.test_levels, test)
+    assert data.shape == (32, 32, 3)
+
+
+def test_cifar10_errors_name_the_file(tmp_path):
+  with pytest.raises(DataError, match="no such file"):
+    image_data.cifar10(str(tmp_path / "nope.tar.gz"))
+  bad = tmp_path / "bad.tar.gz"
+  bad.write_bytes(b"not an archive")
+  with pytest.raises(DataError, match="bad.tar.gz: unreadable archive"):
+    image_data.cifar10(str(bad))
+  os.makedirs(tmp_path / "cifar-10-batches-py")
+  (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": [1, 2]}))
+  with pytest.raises(DataError, match="data_batch_1: missing"):
+    image_data.cifar10(str(tmp_path))
+
+
+def test_image_folder_and_npz(tmp_path):
+  os.makedirs(tmp_path / "imgs" / "sub")
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+  Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / "b.jpg")
+  exact = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  Image.fromarray(exact).save(tmp_path / "imgs" / "c.png")
+  data = image_data.image_folder(str(tmp_path / "imgs"), image_size=8, num_channels=3,
+                                 eval_fraction=0.34)
+  assert data.shape == (8, 8, 3) and len(data.train_levels) + len(data.test_levels) == 3
+  everything = np.concatenate([data.train_levels, data.test_levels])
+  assert any(np.array_equal(x, exact) for x in everything)  # an 8x8 PNG is read losslessly
+  grey = image_data.image_folder(str(tmp_path / "imgs"), image_size=4, num_channels=1,
+                                 eval_fraction=0.34)
+  assert grey.shape == (4, 4, 1)
+
+  np.savez(tmp_path / "x.npz", images=exact[None].repeat(5, 0))
+  npz = ImageArrays.from_npz(str(tmp_path / "x.npz"), image_size=8, num_channels=3, eval_fraction=0.2)
+  np.testing.assert_array_equal(npz.test_levels[0], exact)
+
+
+def test_bad_image_inputs_give_one_clear_error(tmp_path):
+  with pytest.raises(DataError, match="no such folder"):
+    image_data.image_folder(str(tmp_path / "missing"), image_size=8, num_channels=3)
+  os.makedirs(tmp_path / "imgs")
+  (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG garbage")
+  with pytest.raises(DataError, match="broken.png: unreadable image"):
+    image_data.image_folder(str(tmp_path / "imgs"), image_size=8, num_channels=3)
+  np.savez(tmp_path / "small.npz", images=np.zeros((5, 10, 10, 3), np.uint8))
+  with pytest.raises(DataError, match=r"small.npz: images of shape \(10, 10, 3\), the config expects \(8, 8, 3\)"):
+    ImageArrays.from_npz(str(tmp_path / "small.npz"), image_size=8, num_channels=3)
+  np.savez(tmp_path / "grey.npz", images=np.zeros((5, 8, 8), np.uint8))
+  with pytest.raises(DataError, match=r"expects \(8, 8, 3\)"):
+    ImageArrays.from_npz(str(tmp_path / "grey.npz"), image_size=8, num_channels=3)
+  np.savez(tmp_path / "float.npz", images=np.zeros((5, 8, 8, 3), np.float32))
+  with pytest.raises(DataError, match="float.npz: dtype float32, expected integer levels"):
+    ImageArrays.from_npz(str(tmp_path / "float.npz"), image_size=8, num_channels=3)
+  (tmp_path / "junk.npz").write_bytes(b"junk")
+  with pytest.raises(DataError, match="junk.npz: unreadable npz"):
+    ImageArrays.from_npz(str(tmp_path / "junk.npz"), image_size=8, num_channels=3)
+  config = ddpmpp_vp.get_config()
+  config.data.dataset = "CIFAR10"
+  with pytest.raises(build.ConfigError, match="config.data.path=''"):
+    build.get_dataset(config)
