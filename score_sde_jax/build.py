@@ -345,8 +345,18 @@ COMPATIBILITY_FIELDS = ("training.sde", "training.continuous", "data.dim", "data
                         "model")
 
 
+def _plain(value):
+  """Tuples as lists, recursively: a config saved as JSON comes back with lists."""
+  if isinstance(value, (tuple, list)):
+    return [_plain(v) for v in value]
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  return value
+
+
 def compatibility_view(config_dict: dict) -> dict:
   """The part of a config (as a plain dict) that a checkpoint must agree with."""
+  config_dict = _plain(config_dict)
   view = {}
   for path in COMPATIBILITY_FIELDS:
     node = config_dict

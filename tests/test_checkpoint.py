@@ -124,3 +124,16 @@ def test_incompatible_checkpoint_and_nan_loss(tmp_path, root):
   after, step = _restore(config, str(wd))
   assert step == 200
   _assert_same_state(after, before)
+
+
+def test_a_config_with_tuples_resumes_from_its_json_copy():
+  """Configs hold tuples (ch_mult, attn_resolutions); the checkpoint's JSON copy holds lists."""
+  import json
+  from configs.digits import ddpmpp_vp
+  config = ddpmpp_vp.get_config()
+  saved = json.loads(json.dumps(config.to_dict()))
+  assert saved["model"]["ch_mult"] == [1, 2]
+  build.check_compatible(saved, config.to_dict(), "here")  # no error
+  config.model.ch_mult = (1, 2, 2)
+  with pytest.raises(build.ConfigError, match="model.ch_mult"):
+    build.check_compatible(saved, config.to_dict(), "here")
