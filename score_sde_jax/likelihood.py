@@ -22,18 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax.sampling.diffeq import probability_flow_drift
 from score_sde_jax.sampling.pc import as_pytree_fn
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
 DIVERGENCES = ("exact", "gaussian", "rademacher")
 _EVALS_PER_STEP = 6  # Tsit5 and Dopri5 are first-same-as-last: 6 new stages per step, 1 at start
 MAX_STEPS = 16384
-
-
-def _single_drift(sde, score_fn):
-  """Probability-flow drift of one example (``x`` without the batch axis)."""
-  rsde = sde.reverse(score_fn, probability_flow=True)
-  return lambda x, t: rsde.sde(x[None], jnp.reshape(t, (1,)))[0][0]
 
 
 def _divergence_fn(drift, kind):
@@ -75,7 +70,7 @@ def _check(divergence, solver, eps, sde, x):
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "max_steps"))
 def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, max_steps):
   probes = _draw_probes(key, x.shape, divergence, x.dtype)
-  field = _divergence_fn(_single_drift(sde, score_fn), divergence)
+  field = _divergence_fn(probability_flow_drift(sde, score_fn), divergence)
 
   def vector_field(t, state, probe):
     y, _ = state
@@ -180,7 +175,7 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
 
 @functools.partial(jax.jit, static_argnames=("sde", "forward", "solver", "max_steps"))
 def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps):
-  drift = _single_drift(sde, score_fn)
+  drift = probability_flow_drift(sde, score_fn)
   t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
 
   def solve_one(x0):

@@ -24,6 +24,15 @@ _FSAL_START = {"tsit5": 1, "dopri5": 1, "euler": 0, "heun": 0}
 DEFAULT_MAX_STEPS = 16384
 
 
+def probability_flow_drift(sde, score_fn):
+  """``drift(x, t)`` of the probability-flow ODE for one example (``x`` without batch axis).
+
+  The diffrax solves are per example (``vmap``-ped), so each sees a single ``x``.
+  """
+  rsde = sde.reverse(score_fn, probability_flow=True)
+  return lambda x, t: rsde.sde(x[None], jnp.reshape(t, (1,)))[0][0]
+
+
 def _denoise(sde, score_fn, x, eps):
   """The paper's noise removal: one reverse-diffusion step at ``eps`` without its noise."""
   _, x_mean = reverse_diffusion(jax.random.PRNGKey(0), sde, score_fn, x,
@@ -33,10 +42,10 @@ def _denoise(sde, score_fn, x, eps):
 
 @functools.partial(jax.jit, static_argnames=("sde", "solver", "num_steps", "max_steps", "denoise"))
 def _ode_solve(x, score_fn, rtol, atol, eps, *, sde, solver, num_steps, max_steps, denoise):
-  rsde = sde.reverse(score_fn, probability_flow=True)
+  drift = probability_flow_drift(sde, score_fn)
 
-  def vector_field(t, y, args):  # one example: y has the shape of x[0]
-    return rsde.sde(y[None], jnp.reshape(t, (1,)))[0][0]
+  def vector_field(t, y, args):
+    return drift(y, t)
 
   if num_steps is None:
     controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None

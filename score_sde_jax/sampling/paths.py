@@ -9,6 +9,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from score_sde_jax.sampling.diffeq import probability_flow_drift
 from score_sde_jax.sampling.pc import as_pytree_fn
 from score_sde_jax.sampling.predictors import euler_maruyama
 
@@ -44,11 +45,11 @@ def reverse_sde_paths(key, sde, score_fn, z, *, num_steps=1000, save_every=10, e
 
 @functools.partial(jax.jit, static_argnames=("sde", "n_save"))
 def _ode_paths(score_fn, z, eps, rtol, atol, *, sde, n_save):
-  rsde = sde.reverse(score_fn, probability_flow=True)
+  drift = probability_flow_drift(sde, score_fn)
   ts = jnp.linspace(sde.T, eps, n_save)
 
   def vector_field(t, y, args):
-    return rsde.sde(y[None], jnp.reshape(t, (1,)))[0][0]
+    return drift(y, t)
 
   def solve_one(y0):
     sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=sde.T, t1=eps,
