@@ -1,6 +1,10 @@
 """Command line: python run.py --config configs/<file>.py --workdir <dir> --mode train.
 
 Any config field can be overridden: --config.training.n_iters=2000.
+
+Several processes (hosts) run the same command with --coordinator_address,
+--num_processes and --process_id (or --distributed on a TPU pod or under
+SLURM / Open MPI, where JAX detects them); see the README's "Scaling out".
 """
 
 import sys
@@ -9,13 +13,22 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import build, loop
+from score_sde_jax import build, loop, parallel
 from score_sde_jax.data import DataError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, figures and samples.")
 flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "info"], "What to run.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 for a multi-process run (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_bool("distributed", False,
+                  "Initialise jax.distributed from the cluster's environment (TPU pod, SLURM, "
+                  "Open MPI, JAX_COORDINATOR_ADDRESS) without the three flags above.")
+flags.DEFINE_integer("distributed_timeout", 300,
+                     "Seconds to wait for the coordinator and the other processes.")
 flags.mark_flags_as_required(["config"])
 
 MODES = {"train": loop.train_and_evaluate, "sample": loop.sample, "eval": loop.evaluate,
@@ -29,8 +42,16 @@ def main(argv):
   try:
     if FLAGS.mode != "info" and not FLAGS.workdir:
       raise build.ConfigError(f"--workdir: required for --mode {FLAGS.mode}")
+    if FLAGS.distributed or any(v is not None for v in (
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
+      if FLAGS.mode != "info":
+        build.validate_config(FLAGS.config)  # a bad config fails before waiting for peers
+      # Before anything else touches JAX's backends.
+      parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          timeout=FLAGS.distributed_timeout,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (build.ConfigError, DataError, loop.TrainingDiverged) as e:
+  except (build.ConfigError, DataError, loop.TrainingDiverged, parallel.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

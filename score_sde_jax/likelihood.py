@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax import parallel
 from score_sde_jax.sampling.diffeq import probability_flow_drift
-from score_sde_jax.sampling.pc import as_pytree_fn
+from score_sde_jax.sampling.pc import as_pytree_fn, check_mesh, constrain_batch
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
 DIVERGENCES = ("exact", "gaussian", "rademacher")
@@ -67,9 +68,9 @@ def _check(divergence, solver, eps, sde, x):
     raise ValueError(f"x: shape {x.shape}, expected (batch, ...)")
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "max_steps"))
-def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, max_steps):
-  probes = _draw_probes(key, x.shape, divergence, x.dtype)
+def _solve_likelihoods(x, probes, score_fn, rtol, atol, eps, *, sde, divergence, solver,
+                       max_steps):
+  """Per-example augmented solves ``(x, delta_logp)`` from ``eps`` to ``T`` (``vmap``)."""
   field = _divergence_fn(probability_flow_drift(sde, score_fn), divergence)
 
   def vector_field(t, state, probe):
@@ -85,13 +86,24 @@ def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solve
     z, delta_logp = sol.ys[0][0], sol.ys[1][0]
     return z, delta_logp, sol.stats["num_steps"]
 
-  z, delta_logp, steps = jax.vmap(solve_one)(x, probes)
+  return jax.vmap(solve_one)(x, probes)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "max_steps", "mesh"))
+def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, max_steps, mesh):
+  x = constrain_batch(x, mesh)
+  # Probes are drawn for the global batch (partitionable threefry): the same on any mesh.
+  probes = constrain_batch(_draw_probes(key, x.shape, divergence, x.dtype), mesh)
+  solve = functools.partial(_solve_likelihoods, sde=sde, divergence=divergence, solver=solver,
+                            max_steps=max_steps)
+  z, delta_logp, steps = parallel.map_shards(solve, mesh, (x, probes),
+                                             (score_fn, rtol, atol, eps))
   logp = sde.prior_logp(z) + delta_logp
   return logp, z, 1 + _EVALS_PER_STEP * steps
 
 
 def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5, atol=1e-5,
-                   eps=1e-5, solver="tsit5", max_steps=MAX_STEPS):
+                   eps=1e-5, solver="tsit5", max_steps=MAX_STEPS, mesh=None):
   """Log-density of ``x`` under the model's probability-flow ODE (a CNF), in nats.
 
   Args:
@@ -102,16 +114,20 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5,
       ``"gaussian"`` / ``"rademacher"`` (Hutchinson-Skilling: one probe per
       example and solve, unbiased).
     rtol, atol, eps: the paper's 1e-5, 1e-5, 1e-5.
+    mesh: split the batch over its devices, each running its own solves
+      (``shard_map``); probes are drawn for the global batch, so the result
+      equals that of one device.
 
   Returns:
     ``(logp, z, nfe)``: ``logp`` ``(B,)`` nats, the latent ``z = x(T)`` shaped
     like ``x``, and ``nfe`` ``(B,)`` vector-field evaluations per example.
   """
-  x = jnp.asarray(x)
+  x = x if isinstance(x, jax.Array) else jnp.asarray(x)
   _check(divergence, solver, eps, sde, x)
+  check_mesh(x.shape, mesh)
   key = jax.random.PRNGKey(0) if key is None else key
   return _log_likelihood(key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde,
-                         divergence=divergence, solver=solver, max_steps=max_steps)
+                         divergence=divergence, solver=solver, max_steps=max_steps, mesh=mesh)
 
 
 def scaler_log2_jacobian(scaler) -> float:
@@ -137,9 +153,16 @@ def dequantize(key, x_int, num_levels: int):
   return (jnp.asarray(x_int, jnp.float32) + noise) / num_levels
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _dequantize_scaled(key, x_int, num_levels, scaler, noise):
+  # One jitted computation, so a sharded x_int stays sharded (and works across processes).
+  u = dequantize(key, x_int, num_levels) if noise else x_int / num_levels
+  return scaler(u)
+
+
 def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: u,
                  n_repeats=1, dequantize_data=True, divergence="rademacher", rtol=1e-5,
-                 atol=1e-5, eps=1e-5, solver="tsit5"):
+                 atol=1e-5, eps=1e-5, solver="tsit5", mesh=None):
   """Bits per dimension of discrete data, an upper bound on ``-log2 P(x) / D``.
 
   Args:
@@ -148,6 +171,7 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
       (``score_sde_jax.data.get_data_scaler(centered)``).
     n_repeats: dequantization draws, each with its own noise (and probe); the
       result is their mean.
+    mesh: split the batch over its devices, as :func:`log_likelihood`.
     dequantize_data: the default ``True`` is the right bound. ``False``
       reproduces the paper's standalone likelihood function, which feeds
       ``k / K`` without noise: the density of a continuous model at grid
@@ -157,7 +181,7 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
     ``(bpd, nfe)``: ``bpd`` ``(B,)`` per example (the data set's figure is the
     mean over examples), ``nfe`` ``(B,)`` vector-field evaluations summed over repeats.
   """
-  x_int = jnp.asarray(x_int)
+  x_int = x_int if isinstance(x_int, jax.Array) else jnp.asarray(x_int)
   if jnp.issubdtype(x_int.dtype, jnp.floating):
     raise ValueError(f"x_int: dtype {x_int.dtype}; expected integer levels 0..{num_levels - 1}")
   n_dims = int(np.prod(x_int.shape[1:]))
@@ -165,16 +189,15 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
   total, nfe = 0.0, 0
   for r in range(n_repeats):
     key, key_noise, key_probe = jax.random.split(key, 3)
-    u = dequantize(key_noise, x_int, num_levels) if dequantize_data else x_int / num_levels
-    logp, _, n = log_likelihood(key_probe, sde, score_fn, scaler(u), divergence=divergence,
-                                rtol=rtol, atol=atol, eps=eps, solver=solver)
+    y = _dequantize_scaled(key_noise, x_int, num_levels, scaler, dequantize_data)
+    logp, _, n = log_likelihood(key_probe, sde, score_fn, y, divergence=divergence,
+                                rtol=rtol, atol=atol, eps=eps, solver=solver, mesh=mesh)
     total = total + (-logp / (n_dims * math.log(2)) + offset)
     nfe = nfe + n
   return total / n_repeats, nfe
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "forward", "solver", "max_steps"))
-def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps):
+def _flow_examples(x, score_fn, rtol, atol, eps, *, sde, forward, solver, max_steps):
   drift = probability_flow_drift(sde, score_fn)
   t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
 
@@ -188,22 +211,31 @@ def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps):
   return jax.vmap(solve_one)(x)
 
 
+@functools.partial(jax.jit, static_argnames=("sde", "forward", "solver", "max_steps", "mesh"))
+def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps, mesh):
+  flow = functools.partial(_flow_examples, sde=sde, forward=forward, solver=solver,
+                           max_steps=max_steps)
+  return parallel.map_shards(flow, mesh, (constrain_batch(x, mesh),), (score_fn, rtol, atol, eps))
+
+
 def encode(sde, score_fn, x, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
-           max_steps=MAX_STEPS):
+           max_steps=MAX_STEPS, mesh=None):
   """Deterministic latent code ``z = x(T)`` of ``x = x(eps)`` under the probability-flow ODE."""
-  x = jnp.asarray(x)
+  x = x if isinstance(x, jax.Array) else jnp.asarray(x)
   _check("exact", solver, eps, sde, x)
+  check_mesh(x.shape, mesh)
   return _flow(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, forward=True, solver=solver,
-               max_steps=max_steps)
+               max_steps=max_steps, mesh=mesh)
 
 
 def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
-           max_steps=MAX_STEPS):
+           max_steps=MAX_STEPS, mesh=None):
   """``x(eps)`` from a latent ``z = x(T)``: the inverse of :func:`encode` (no denoising step)."""
-  z = jnp.asarray(z)
+  z = z if isinstance(z, jax.Array) else jnp.asarray(z)
   _check("exact", solver, eps, sde, z)
+  check_mesh(z.shape, mesh)
   return _flow(as_pytree_fn(score_fn), z, rtol, atol, eps, sde=sde, forward=False, solver=solver,
-               max_steps=max_steps)
+               max_steps=max_steps, mesh=mesh)
 
 
 def slerp(z0, z1, alpha):

@@ -7,6 +7,12 @@ command after being killed, training resumes from the last complete
 checkpoint and reaches the same final state as an uninterrupted run: the
 PRNG key is part of the checkpointed state and batch ``i`` is a pure function
 of ``(seed, i)``.
+
+Every process of a multi-process run executes these loops (one program,
+JAX's multi-controller model): each loads its own rows of every global batch
+and all take part in every compiled computation; only process 0 writes
+metrics, figures, sample files and JSON results (orbax coordinates the
+checkpoint writes itself).
 """
 
 from __future__ import annotations
@@ -104,6 +110,19 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _check_batch(batch_size, mesh, field):
+  """A global batch that does not split over the devices is a config error, before compiling."""
+  try:
+    parallel.check_batch_size(batch_size, mesh, field)
+  except ValueError as e:
+    raise build.ConfigError(str(e)) from None
+
+
+def _log(*args):
+  if parallel.is_main_process():
+    print(*args, flush=True)
+
+
 def setup(config, workdir: str | None = None):
   """Validates the config and builds the objects shared by every mode."""
   build.validate_config(config)
@@ -145,11 +164,11 @@ def train_and_evaluate(config, workdir: str):
   sde, model, dataset = setup(config)
   t = config.training
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(t.batch_size, mesh)
-  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  _check_batch(t.batch_size, mesh, "training.batch_size")
+  _check_batch(config.eval.batch_size, mesh, "eval.batch_size")
 
   os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
+  is_main = parallel.is_main_process()
   config_dict = config.to_dict()
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=t.max_to_keep, keep_period=t.snapshot_freq)
@@ -160,8 +179,8 @@ def train_and_evaluate(config, workdir: str):
   if is_main:
     _write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
     _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
-  if start_step and is_main:
-    print(f"resuming from step {start_step} in {workdir}")
+  if start_step:
+    _log(f"resuming from step {start_step} in {workdir}")
 
   train_step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True),
                                      optimizer, ema_rate=config.model.ema_rate, mesh=mesh,
@@ -170,40 +189,49 @@ def train_and_evaluate(config, workdir: str):
   eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
   k = t.n_jitted_steps
   scaler = get_data_scaler(config.data.centered)  # loader output -> model space
+  # Each process loads its rows of every global batch (all of them with one process).
   batches = map(scaler, dataset.batches(t.batch_size, config.seed, start_step,
-                                        steps_per_batch=k if k > 1 else 0))
+                                        steps_per_batch=k if k > 1 else 0,
+                                        rows=parallel.local_rows(mesh, t.batch_size)))
   writer = MetricWriter(workdir, enabled=is_main)
 
   def evaluate(step_fn=eval_step):
     key = jax.random.PRNGKey(config.seed + 1)
-    eval_batches = map(scaler, dataset.batches(config.eval.batch_size, config.seed, split="eval"))
+    eval_batches = map(scaler, dataset.batches(
+        config.eval.batch_size, config.seed, split="eval",
+        rows=parallel.local_rows(mesh, config.eval.batch_size)))
     values = []
     for i in range(config.eval.num_batches):
       batch = parallel.shard_batch(next(eval_batches), mesh)
       values.append(step_fn(state, batch, jax.random.fold_in(key, i)))
     return float(np.mean(jax.device_get(values)))
 
-  if is_main and start_step == 0 and hasattr(dataset, "marginal_score") and config.eval.num_batches:
+  if start_step == 0 and hasattr(dataset, "marginal_score") and config.eval.num_batches:
     # The exact score's loss on the same eval batches and keys: the floor the eval loss approaches.
     exact_fn = lambda x, tt: dataset.marginal_score(sde, x, tt)
     exact_step = jax.jit(lambda _, batch, key: losses.denoising_score_matching(
         jax.random.split(key)[0], sde, exact_fn, batch, reduce_mean=t.reduce_mean,
-        likelihood_weighting=t.likelihood_weighting, eps=t.eps))
+        likelihood_weighting=t.likelihood_weighting, eps=t.eps),
+        out_shardings=parallel.replicated(mesh))
     writer.write(0, {"eval_loss_exact_score": evaluate(exact_step)})
 
   snapshot_sampler = None
-  if t.snapshot_sampling and is_main and config.model.name != "mlp":
+  if t.snapshot_sampling and config.model.name != "mlp":
+    n_grid = min(64, config.eval.num_samples)
+    n_grid = max(parallel.num_shards(mesh), n_grid - n_grid % parallel.num_shards(mesh))
     snapshot_sampler = sampling.get_sampling_fn(
-        config, sde, (min(64, config.eval.num_samples),) + build.data_shape(config),
-        get_data_inverse_scaler(config.data.centered), build.sampling_eps(config))
+        config, sde, (n_grid,) + build.data_shape(config),
+        get_data_inverse_scaler(config.data.centered), build.sampling_eps(config), mesh=mesh)
 
   def snapshot_grid(step):
     """A grid of EMA samples at a snapshot, as the paper's ``snapshot_sampling``."""
     score_fn = get_score_fn(sde, model, state.ema_params, t.continuous,
                             scale_by_sigma=config.model.scale_by_sigma)
     x, _ = snapshot_sampler(jax.random.PRNGKey(config.seed + 9), score_fn)
-    viz.plot_image_grid(np.asarray(x), os.path.join(workdir, "samples", f"snapshot_{step}.png"),
-                        title=f"step {step} (EMA)")
+    x = parallel.to_host(x)
+    if is_main:
+      viz.plot_image_grid(x, os.path.join(workdir, "samples", f"snapshot_{step}.png"),
+                          title=f"step {step} (EMA)")
 
   def save(step):
     if not bool(_all_finite(state.params)):
@@ -253,9 +281,14 @@ def train_and_evaluate(config, workdir: str):
     manager.wait_until_finished()
     writer.close()
   if is_main:
-    paths = write_training_figures(config, workdir, state, sde, model, dataset)
+    paths = write_training_figures(config, workdir, _host_state(state), sde, model, dataset)
     print("figures:\n  " + "\n  ".join(paths))
   return state
+
+
+def _host_state(state):
+  """The state as host numpy arrays (replicated arrays need no communication)."""
+  return parallel.to_host(state)
 
 
 def write_training_figures(config, workdir, state, sde, model, dataset):
@@ -327,29 +360,33 @@ def sample(config, workdir: str):
   """
   workdir, sde, model, dataset, state, step, mesh = _restore_for_inference(config, workdir)
   e = config.eval
-  parallel.check_batch_size(e.batch_size, mesh, "eval.batch_size")
+  _check_batch(e.batch_size, mesh, "eval.batch_size")
+  is_main = parallel.is_main_process()
   score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
                           scale_by_sigma=config.model.scale_by_sigma)
   shape = (e.batch_size,) + build.data_shape(config)
   eps = build.sampling_eps(config)
   inverse_scaler = get_data_inverse_scaler(config.data.centered)
-  sampling_fn = sampling.get_sampling_fn(config, sde, shape, inverse_scaler, eps)
+  sampling_fn = sampling.get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=mesh)
   key = jax.random.PRNGKey(config.seed + 2)
   chunks, nfes = [], []
   n_batches = -(-e.num_samples // e.batch_size)
   start = time.perf_counter()
-  for i in tqdm(range(n_batches), desc=f"sample ({build.sampling_tag(config)})", unit="batch"):
+  for i in tqdm(range(n_batches), desc=f"sample ({build.sampling_tag(config)})", unit="batch",
+                disable=not is_main):
     x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
-    chunks.append(np.asarray(x))
+    chunks.append(parallel.to_host(x))  # gathered from every process
     nfes.append(nfe)
   seconds = time.perf_counter() - start
   samples = np.concatenate(chunks)[:e.num_samples]
   tag = f"{build.sampling_tag(config)}_step{step}"
+  result = {"step": step, "sampler": build.sampling_tag(config), "num_samples": int(len(samples)),
+            "nfe_per_batch": float(np.mean(nfes)), "seconds": round(seconds, 2),
+            "devices": parallel.num_shards(mesh)}
+  if not is_main:  # every process holds the samples; process 0 writes them
+    return samples, result
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   np.savez(os.path.join(workdir, "samples", f"{tag}.npz"), samples=samples, nfe=np.asarray(nfes))
-
-  result = {"step": step, "sampler": build.sampling_tag(config), "num_samples": int(len(samples)),
-            "nfe_per_batch": float(np.mean(nfes)), "seconds": round(seconds, 2)}
   if config.model.name != "mlp":
     samples = np.clip(samples, 0.0, 1.0)
     grid = viz.plot_image_grid(samples[:64], os.path.join(workdir, "figures", f"samples_{tag}.png"),
@@ -376,7 +413,10 @@ def sample(config, workdir: str):
   _write_json_atomic(os.path.join(workdir, "eval", f"samples_{tag}.json"), result)
   print(json.dumps(result))
 
-  if config.data.dim == 2 and jax.process_index() == 0:
+  if config.data.dim == 2:
+    # Figures on process 0 alone: a score function of host parameters (no collectives).
+    score_fn = get_score_fn(sde, model, parallel.to_host(state.ema_params),
+                            config.training.continuous, scale_by_sigma=config.model.scale_by_sigma)
     fig_dir = os.path.join(workdir, "figures")
     lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
     paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
@@ -409,9 +449,10 @@ def evaluate(config, workdir: str):
   """
   workdir, sde, model, dataset, state, step, mesh = _restore_for_inference(config, workdir)
   e = config.eval
-  parallel.check_batch_size(e.batch_size, mesh, "eval.batch_size")
+  _check_batch(e.batch_size, mesh, "eval.batch_size")
+  rows = parallel.local_rows(mesh, e.batch_size)  # this process's rows of every batch
   if isinstance(dataset, ImageArrays):
-    return _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh)
+    return _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh, rows)
   n_batches = -(-e.num_eval_examples // e.batch_size)
   test = next(dataset.batches(n_batches * e.batch_size, config.seed, split="test"))
   test = test.reshape((n_batches, e.batch_size) + test.shape[1:])
@@ -420,20 +461,21 @@ def evaluate(config, workdir: str):
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=False)
   eval_step = train.make_eval_step(loss_fn, mesh)
   key = jax.random.PRNGKey(config.seed + 5)
-  batch_losses = [float(eval_step(state, parallel.shard_batch(b, mesh), jax.random.fold_in(key, i)))
-                  for i, b in enumerate(test)]
+  batch_losses = [float(eval_step(state, parallel.shard_batch(b[rows], mesh),
+                                  jax.random.fold_in(key, i))) for i, b in enumerate(test)]
   result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)  # SE over batch means
 
   score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
                           scale_by_sigma=config.model.scale_by_sigma)
   if e.enable_bpd:
     logps, nfes = [], []
-    for i, b in enumerate(tqdm(test, desc=f"likelihood ({e.divergence})", unit="batch")):
+    for i, b in enumerate(tqdm(test, desc=f"likelihood ({e.divergence})", unit="batch",
+                               disable=not parallel.is_main_process())):
       logp, _, nfe = likelihood.log_likelihood(
-          jax.random.fold_in(key, 10_000 + i), sde, score_fn, jnp.asarray(b),
-          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
-      logps.append(np.asarray(logp))
-      nfes.append(np.asarray(nfe))
+          jax.random.fold_in(key, 10_000 + i), sde, score_fn, parallel.shard_batch(b[rows], mesh),
+          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps, mesh=mesh)
+      logps.append(parallel.to_host(logp))
+      nfes.append(parallel.to_host(nfe))
     logps = np.concatenate(logps)[:e.num_eval_examples]
     result["nll_nats"], result["nll_nats_se"] = _mean_se(-logps)
     result["nfe_mean"] = float(np.mean(np.concatenate(nfes)))
@@ -446,17 +488,21 @@ def evaluate(config, workdir: str):
           np.random.default_rng(config.seed + 6))
       # Paired difference on the same examples: the KL(data || model) estimate.
       result["gap_nats"], result["gap_nats_se"] = _mean_se(-logps + exact)
+  if not parallel.is_main_process():
+    return result
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
   print(json.dumps(result))
-  if config.model.name == "mlp" and config.data.dim == 2 and jax.process_index() == 0:
+  if config.model.name == "mlp" and config.data.dim == 2:
+    score_fn = get_score_fn(sde, model, parallel.to_host(state.ema_params),
+                            config.training.continuous, scale_by_sigma=config.model.scale_by_sigma)
     paths = write_likelihood_figures(config, workdir, sde, score_fn, dataset,
                                      test.reshape((-1, 2)))
     print("figures:\n  " + "\n  ".join(paths))
   return result
 
 
-def _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh):
+def _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh, rows):
   """Image data: DSM loss and bits/dim (dequantized, ``eval.bpd_repeats`` rounds) on held-out images."""
   e = config.eval
   scaler = get_data_scaler(config.data.centered)
@@ -470,25 +516,28 @@ def _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh):
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=False)
   eval_step = train.make_eval_step(loss_fn, mesh)
   key = jax.random.PRNGKey(config.seed + 5)
-  batch_losses = [float(eval_step(state, parallel.shard_batch(scaler(dataset.to_unit(b)), mesh),
+  batch_losses = [float(eval_step(state, parallel.shard_batch(scaler(dataset.to_unit(b[rows])), mesh),
                                   jax.random.fold_in(key, i))) for i, b in enumerate(padded)]
   result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)
   if e.enable_bpd:
     score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
                             scale_by_sigma=config.model.scale_by_sigma)
     bpds, nfes = [], []
-    for i, b in enumerate(tqdm(padded, desc=f"bits/dim ({e.divergence})", unit="batch")):
+    for i, b in enumerate(tqdm(padded, desc=f"bits/dim ({e.divergence})", unit="batch",
+                               disable=not parallel.is_main_process())):
       bpd, nfe = likelihood.bits_per_dim(
-          jax.random.fold_in(key, 10_000 + i), sde, score_fn, jnp.asarray(b),
+          jax.random.fold_in(key, 10_000 + i), sde, score_fn, parallel.shard_batch(b[rows], mesh),
           num_levels=dataset.num_levels, scaler=scaler, n_repeats=e.get("bpd_repeats", 1),
-          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
-      bpds.append(np.asarray(bpd))
-      nfes.append(np.asarray(nfe))
+          divergence=e.divergence, rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps, mesh=mesh)
+      bpds.append(parallel.to_host(bpd))
+      nfes.append(parallel.to_host(nfe))
     bpds = np.concatenate(bpds)[:n]
     result["bits_per_dim"], result["bits_per_dim_se"] = _mean_se(bpds)
     result["nfe_mean"] = float(np.mean(np.concatenate(nfes)[:n]))
     result["divergence"] = e.divergence
     result["bpd_repeats"] = int(e.get("bpd_repeats", 1))
+  if not parallel.is_main_process():
+    return result
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
   print(json.dumps(result))

@@ -1,16 +1,137 @@
-"""Device mesh and shardings over a 1-D ``data`` axis.
+"""Device mesh, batch sharding and multi-host start-up over a 1-D ``data`` axis.
 
-Other modules ask this one for shardings so none of them touches device lists.
-A single device is the mesh of size 1.
+Other modules ask this one for meshes, shardings and host copies so none of
+them touches device lists. One program runs on every process (JAX's
+multi-controller model): each process loads its own rows of every global
+batch (:func:`local_rows`), :func:`shard_batch` assembles them into one global
+array split over the ``data`` axis, and the train state is replicated. A
+single device is the mesh of size 1; a single process is the usual case of
+everything here.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import threading
+import time
+
 import jax
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
+
+class DistributedError(RuntimeError):
+  """Multi-process start-up failed (unreachable coordinator, bad process id, ...)."""
+
+
+# --- Multi-process start-up ---------------------------------------------------------------------
+
+def _wait_for_port(host: str, port: int, timeout: float) -> bool:
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=min(2.0, max(timeout, 0.1))):
+        return True
+    except OSError:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.25)
+
+
+def _port_free(port: int) -> bool:
+  """Whether the coordinator service could listen on ``port`` (it binds every address)."""
+  for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+      return True
+    except OSError as e:
+      if e.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+        return False
+  return True
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, timeout: int = 300,
+               log=print) -> None:
+  """Starts JAX's distributed runtime (``jax.distributed.initialize``) with clear errors.
+
+  With all three arguments, a process group of ``num_processes`` on any
+  machines: process 0 runs the coordinator at ``coordinator_address``
+  (``host:port``) and every process connects to it. With none of them, JAX
+  detects the cluster (Cloud TPU pods, SLURM, Open MPI, Kubernetes) or reads
+  ``JAX_COORDINATOR_ADDRESS``. Must run before any other JAX call.
+
+  XLA's runtime aborts the process (no Python exception, a C++ stack trace)
+  when the processes do not all connect in time. So processes other than 0
+  first wait at most ``timeout`` seconds for the coordinator's port to accept
+  connections and raise :class:`DistributedError` naming the address if it
+  never does; and while the processes gather, a watchdog ends the process
+  after ``timeout`` seconds with one line naming the address and the
+  missing processes (exit status 2) before XLA's own, later deadline.
+  """
+  given = [coordinator_address is not None, num_processes is not None, process_id is not None]
+  if any(given) and not all(given):
+    raise DistributedError(
+        f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+        f"process_id={process_id!r}: give all three, or none to let JAX detect the cluster")
+  if jax.distributed.is_initialized():
+    raise DistributedError("jax.distributed is already initialized in this process")
+  if timeout <= 0:
+    raise DistributedError(f"timeout={timeout!r}: must be a positive number of seconds")
+  if coordinator_address is not None:
+    if not (isinstance(num_processes, int) and num_processes >= 1):
+      raise DistributedError(f"num_processes={num_processes!r}: must be a positive integer")
+    if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
+      raise DistributedError(f"process_id={process_id!r}: must be in [0, {num_processes - 1}] "
+                             f"for num_processes={num_processes}")
+    host, sep, port = coordinator_address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+      raise DistributedError(f"coordinator_address={coordinator_address!r}: expected host:port")
+    host = host.strip("[]")
+    if process_id == 0 and not _port_free(int(port)):
+      raise DistributedError(f"coordinator_address={coordinator_address!r}: port {port} is "
+                             f"already in use on this machine; choose another port")
+    if process_id != 0 and not _wait_for_port(host, int(port), timeout):
+      raise DistributedError(
+          f"coordinator_address={coordinator_address!r}: nothing accepted a connection within "
+          f"{timeout} s; start process 0 (the coordinator) there, or fix the address")
+    log(f"process {process_id}/{num_processes}: connecting to {coordinator_address} "
+        f"(waiting up to {timeout} s for all processes)")
+  else:
+    log(f"jax.distributed: detecting the cluster (waiting up to {timeout} s)")
+  done = threading.Event()
+
+  def watchdog():
+    if not done.wait(timeout):
+      where = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "(detected)")
+      print(f"error: not all {num_processes or ''} processes connected to the coordinator "
+            f"{where} within {timeout} s (--distributed_timeout); start every process with the "
+            f"same --coordinator_address and --num_processes, and distinct --process_id",
+            file=sys.stderr, flush=True)
+      os._exit(2)
+
+  threading.Thread(target=watchdog, name="jax-distributed-watchdog", daemon=True).start()
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=int(timeout) + 60)
+  except (ValueError, TypeError, RuntimeError) as e:
+    raise DistributedError(f"jax.distributed.initialize failed: {e}") from None
+  finally:
+    done.set()
+
+
+def is_main_process() -> bool:
+  """Process 0 writes logs, metrics, figures and sample files."""
+  return jax.process_index() == 0
+
+
+# --- Meshes and shardings -----------------------------------------------------------------------
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all processes)."""
@@ -29,13 +150,83 @@ def batch_sharding(mesh, batch_axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
+def num_shards(mesh) -> int:
+  return mesh.shape[DATA_AXIS]
+
+
 def check_batch_size(batch_size: int, mesh, field: str = "training.batch_size") -> None:
   """A global batch must split evenly over the devices of the mesh."""
-  n = mesh.shape[DATA_AXIS]
+  n = num_shards(mesh)
   if batch_size % n:
-    raise ValueError(f"{field}={batch_size}: must be divisible by the number of devices ({n})")
+    raise ValueError(f"{field}={batch_size}: must be divisible by the number of devices ({n}"
+                     f"{f' over {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
 
 
-def shard_batch(batch, mesh, batch_axis: int = 0):
-  """Places a host batch on the mesh, split along ``batch_axis``."""
-  return jax.device_put(batch, batch_sharding(mesh, batch_axis))
+def local_rows(mesh, global_batch: int) -> slice:
+  """The rows of a global batch that this process's devices hold, as one contiguous slice.
+
+  Each process loads only these rows (disjoint across processes, together the
+  whole batch), derived from the mesh so device order never has to be assumed.
+  """
+  check_batch_size(global_batch, mesh, "batch")
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+  starts = sorted({idx[0].start or 0 for idx in index_map.values()})
+  stops = sorted({global_batch if idx[0].stop is None else idx[0].stop
+                  for idx in index_map.values()})
+  rows = slice(starts[0], stops[-1])
+  if (rows.stop - rows.start) * jax.process_count() != global_batch:
+    raise ValueError(f"this process's devices do not hold one contiguous block of the batch "
+                     f"({sorted(index_map.values(), key=str)}); use parallel.make_mesh()")
+  return rows
+
+
+def shard_batch(local_batch, mesh, batch_axis: int = 0):
+  """A global array split along ``batch_axis`` from this process's rows of it.
+
+  ``local_batch`` holds the rows :func:`local_rows` names (with one process:
+  the whole batch). Built with ``jax.make_array_from_process_local_data``.
+  """
+  sharding = batch_sharding(mesh, batch_axis)
+
+  def put(x):
+    x = np.asarray(x)
+    global_shape = list(x.shape)
+    global_shape[batch_axis] *= jax.process_count()
+    return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
+
+  return jax.tree.map(put, local_batch)
+
+
+def replicate(tree, mesh):
+  """Places host values (the same on every process) on every device of the mesh."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_callback(
+      np.shape(x), sharding, lambda idx, x=np.asarray(x): x[idx]), tree)
+
+
+def to_host(tree):
+  """Numpy copies on every process: replicated arrays from a local shard, sharded ones gathered."""
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils  # only needed with several processes
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree.map(get, tree)
+
+
+def map_shards(fn, mesh, batched: tuple, shared: tuple = ()):
+  """``fn(*batched, *shared)`` run by each device on its own rows of ``batched``.
+
+  For per-example work with data-dependent control flow (adaptive ODE
+  solves): under ``jax.shard_map`` each device runs its own loops, so no
+  collective makes a device wait for another's step count. ``shared``
+  arguments (parameters, tolerances; any pytrees) are replicated; every
+  output is split along its first axis. Without a mesh, ``fn`` is called directly.
+  """
+  if mesh is None:
+    return fn(*batched, *shared)
+  in_specs = (P(DATA_AXIS),) * len(batched) + (P(),) * len(shared)
+  return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(DATA_AXIS),
+                       check_vma=False)(*batched, *shared)

@@ -85,39 +85,49 @@ class ImageArrays:
       return ((levels + rng.random(levels.shape)) / self.num_levels).astype(np.float32)
     return (levels / (self.num_levels - 1)).astype(np.float32)
 
-  def _train_batch(self, batch_size, seed, step):
+  def _train_batch(self, batch_size, seed, step, rows=None):
     rng = np.random.default_rng([seed, 0, step])
     idx = rng.choice(len(self.train_levels), size=batch_size,
                      replace=batch_size > len(self.train_levels))
+    flip = rng.random(batch_size) < 0.5 if self.random_flip else None
+    noise = (rng.random((batch_size,) + self.shape) if self.uniform_dequantization else None)
+    if rows is not None:
+      idx = idx[rows]
+      flip = None if flip is None else flip[rows]
+      noise = None if noise is None else noise[rows]
     levels = self.train_levels[idx]
-    if self.random_flip:
-      flip = rng.random(batch_size) < 0.5
+    if flip is not None:
       levels = np.where(flip[:, None, None, None], levels[:, :, ::-1], levels)
-    return self.to_unit(levels, rng)
+    if noise is not None:
+      return ((levels + noise) / self.num_levels).astype(np.float32)
+    return self.to_unit(levels)
 
   def batches(self, batch_size: int, seed: int, start_step: int = 0, *, split: str = "train",
-              steps_per_batch: int = 0) -> Iterator[np.ndarray]:
+              steps_per_batch: int = 0, rows: slice | None = None) -> Iterator[np.ndarray]:
     """Infinite iterator of ``(batch_size, H, W, C)`` float32 batches.
 
     ``train``: random images (and flips) drawn from ``default_rng([seed, 0, step])``.
     ``eval`` / ``test``: the held-out images in order, cycling, without noise.
+    ``rows`` keeps only those rows of each global batch (a process's share);
+    the choice of images is made for the whole batch first, so it does not
+    depend on the number of processes, and only the kept rows are gathered.
     """
     if split == "train":
       step = start_step
       while True:
         if steps_per_batch:
-          yield np.stack([self._train_batch(batch_size, seed, step + j)
+          yield np.stack([self._train_batch(batch_size, seed, step + j, rows)
                           for j in range(steps_per_batch)])
           step += steps_per_batch
         else:
-          yield self._train_batch(batch_size, seed, step)
+          yield self._train_batch(batch_size, seed, step, rows)
           step += 1
     else:
       n = len(self.test_levels)
       i = 0
       while True:
         idx = (i + np.arange(batch_size)) % n
-        yield self.to_unit(self.test_levels[idx])
+        yield self.to_unit(self.test_levels[idx if rows is None else idx[rows]])
         i = (i + batch_size) % n
 
 

@@ -30,28 +30,33 @@ class ToyDistribution:
     raise NotImplementedError
 
   def batches(self, batch_size: int, seed: int, start_step: int = 0, *,
-              split: str = "train", steps_per_batch: int = 0) -> Iterator[np.ndarray]:
+              split: str = "train", steps_per_batch: int = 0,
+              rows: slice | None = None) -> Iterator[np.ndarray]:
     """Infinite iterator of float32 batches, a pure function of ``(seed, split, step)``.
 
     Batch ``i`` (counting from 0) is drawn from ``default_rng([seed, split_id,
     start_step + i])``, so a run resumed at step ``s`` sees the batches an
     uninterrupted run would have seen. With ``steps_per_batch = k > 0`` each
     item stacks the batches of ``k`` consecutive steps into ``(k, batch_size, dim)``.
+    ``rows`` keeps only those rows of each (global) batch: a process's share
+    under data parallelism, so the global batch does not depend on the
+    number of processes.
     """
     split_id = {"train": 0, "eval": 1, "test": 2}[split]
     step = start_step
     while True:
       if steps_per_batch:
-        yield np.stack([self._batch(batch_size, seed, split_id, step + j)
+        yield np.stack([self._batch(batch_size, seed, split_id, step + j, rows)
                         for j in range(steps_per_batch)])
         step += steps_per_batch
       else:
-        yield self._batch(batch_size, seed, split_id, step)
+        yield self._batch(batch_size, seed, split_id, step, rows)
         step += 1
 
-  def _batch(self, batch_size, seed, split_id, step):
+  def _batch(self, batch_size, seed, split_id, step, rows=None):
     rng = np.random.default_rng([seed, split_id, step])
-    return self.sample(rng, batch_size).astype(np.float32)
+    batch = self.sample(rng, batch_size).astype(np.float32)
+    return batch if rows is None else batch[rows]
 
 
 def _ring(n_modes: int, radius: float) -> np.ndarray:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import lineax
 
-from score_sde_jax.sampling.pc import as_pytree_fn, check_common
+from score_sde_jax import parallel
+from score_sde_jax.sampling.pc import as_pytree_fn, check_common, check_mesh, constrain_batch
 from score_sde_jax.sampling.predictors import reverse_diffusion
 
 ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
@@ -40,8 +41,8 @@ def _denoise(sde, score_fn, x, eps):
   return x_mean
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "solver", "num_steps", "max_steps", "denoise"))
-def _ode_solve(x, score_fn, rtol, atol, eps, *, sde, solver, num_steps, max_steps, denoise):
+def _solve_examples(x, score_fn, rtol, atol, eps, *, sde, solver, num_steps, max_steps):
+  """One diffrax solve per example of ``x`` (``vmap``): steps do not depend on the batch."""
   drift = probability_flow_drift(sde, score_fn)
 
   def vector_field(t, y, args):
@@ -60,15 +61,26 @@ def _ode_solve(x, score_fn, rtol, atol, eps, *, sde, solver, num_steps, max_step
                               max_steps=max_steps, saveat=diffrax.SaveAt(t1=True))
     return sol.ys[0], sol.stats["num_steps"]
 
-  # One solve per example: step sizes and results do not depend on the rest of the batch.
-  x, steps = jax.vmap(solve_one)(x)
+  return jax.vmap(solve_one)(x)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "solver", "num_steps", "max_steps",
+                                             "denoise", "mesh"))
+def _ode_solve(key, z, score_fn, rtol, atol, eps, *, sde, shape, solver, num_steps, max_steps,
+               denoise, mesh):
+  x = sde.prior_sampling(key, shape) if z is None else z
+  x = constrain_batch(x, mesh)
+  solve = functools.partial(_solve_examples, sde=sde, solver=solver, num_steps=num_steps,
+                            max_steps=max_steps)
+  # Each device solves its own rows (shard_map): no device waits for another's step count.
+  x, steps = parallel.map_shards(solve, mesh, (x,), (score_fn, rtol, atol, eps))
   if denoise:
     x = _denoise(sde, score_fn, x, eps)
   return x, steps
 
 
 def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5", eps=1e-3,
-               denoise=True, z=None, num_steps=None, max_steps=DEFAULT_MAX_STEPS):
+               denoise=True, z=None, num_steps=None, max_steps=DEFAULT_MAX_STEPS, mesh=None):
   """Samples by solving the probability-flow ODE (eq. 13) from ``T`` to ``eps`` with diffrax.
 
   Adaptive (``solver`` ``tsit5`` or ``dopri5`` with ``PIDController(rtol, atol)``),
@@ -76,7 +88,9 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
   example is solved on its own step sizes (the solve is ``vmap``-ped), so a
   sample does not depend on the rest of the batch. ``z`` (shape ``shape``) is
   a latent to decode instead of a prior draw; ``denoise`` adds the paper's
-  final noise-free reverse-diffusion step.
+  final noise-free reverse-diffusion step. ``mesh`` splits the batch over its
+  devices; each device runs its own solves (``shard_map``), and the samples
+  equal those of one device.
 
   Returns ``(x, nfe)``: ``nfe`` is the number of (batched) score evaluations,
   the largest over the batch: ``1 + 6 steps`` for Tsit5/Dopri5 (first same as
@@ -93,55 +107,66 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
                        f"{sorted(FIXED_SOLVERS)}")
     if not (isinstance(num_steps, int) and num_steps >= 1):
       raise ValueError(f"num_steps={num_steps!r}: expected a positive integer")
-  if z is None:
-    x = sde.prior_sampling(key, shape)
-  else:
-    x = jnp.asarray(z)
-    if x.shape != shape:
-      raise ValueError(f"z: shape {x.shape}, expected {shape}")
-  x, steps = _ode_solve(x, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde, solver=solver,
-                        num_steps=num_steps, max_steps=max_steps, denoise=denoise)
+  check_mesh(shape, mesh)
+  if z is not None:
+    z = z if isinstance(z, jax.Array) else jnp.asarray(z)
+    if z.shape != shape:
+      raise ValueError(f"z: shape {z.shape}, expected {shape}")
+  x, steps = _ode_solve(key, z, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde, shape=shape,
+                        solver=solver, num_steps=num_steps, max_steps=max_steps, denoise=denoise,
+                        mesh=mesh)
   nfe = _FSAL_START[solver] + _EVALS_PER_STEP[solver] * int(jnp.max(steps)) + int(denoise)
   return x, nfe
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "num_steps", "denoise"))
-def _sde_solve(key, score_fn, eps, *, sde, shape, num_steps, denoise):
-  key_prior, key_bm = jax.random.split(key)
-  x = sde.prior_sampling(key_prior, shape)
+def _sde_solve_examples(x, keys, score_fn, eps, *, sde, num_steps):
+  """Per-example Euler-Maruyama solves, each driven by its own Brownian motion (``vmap``)."""
   rsde = sde.reverse(score_fn)
-  b = shape[0]
 
-  def drift(t, y, args):
-    return rsde.sde(y.reshape(shape), jnp.full((b,), t))[0].reshape(-1)
+  def solve_one(y0, key):
+    def drift(t, y, args):  # y is the flattened example
+      return rsde.sde(y.reshape((1,) + y0.shape), jnp.reshape(t, (1,)))[0].reshape(-1)
 
-  def diffusion(t, y, args):
-    g = sde.sde(jnp.zeros((b, 1)), jnp.full((b,), t))[1]
-    per_coord = jnp.broadcast_to(g.reshape((b,) + (1,) * (len(shape) - 1)), shape)
-    return lineax.DiagonalLinearOperator(per_coord.reshape(-1))
+    def diffusion(t, y, args):
+      g = sde.sde(jnp.zeros((1, 1)), jnp.reshape(t, (1,)))[1][0]
+      return lineax.DiagonalLinearOperator(jnp.full((y0.size,), g))
 
-  # Brownian motion lives on the increasing interval [eps, T]; diffrax walks it backwards.
-  brownian = diffrax.VirtualBrownianTree(eps, sde.T, tol=(sde.T - eps) / num_steps / 8,
-                                         shape=(x.size,), key=key_bm)
-  terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
-  sol = diffrax.diffeqsolve(terms, diffrax.Euler(), t0=sde.T, t1=eps,
-                            dt0=-(sde.T - eps) / num_steps, y0=x.reshape(-1),
-                            stepsize_controller=diffrax.ConstantStepSize(),
-                            max_steps=num_steps + 1, saveat=diffrax.SaveAt(t1=True))
-  x = sol.ys[0].reshape(shape)
+    # Brownian motion lives on the increasing interval [eps, T]; diffrax walks it backwards.
+    brownian = diffrax.VirtualBrownianTree(eps, sde.T, tol=(sde.T - eps) / num_steps / 8,
+                                           shape=(y0.size,), key=key)
+    terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
+    sol = diffrax.diffeqsolve(terms, diffrax.Euler(), t0=sde.T, t1=eps,
+                              dt0=-(sde.T - eps) / num_steps, y0=y0.reshape(-1),
+                              stepsize_controller=diffrax.ConstantStepSize(),
+                              max_steps=num_steps + 1, saveat=diffrax.SaveAt(t1=True))
+    return sol.ys[0].reshape(y0.shape)
+
+  return jax.vmap(solve_one)(x, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "num_steps", "denoise", "mesh"))
+def _sde_solve(key, score_fn, eps, *, sde, shape, num_steps, denoise, mesh):
+  key_prior, key_bm = jax.random.split(key)
+  x = constrain_batch(sde.prior_sampling(key_prior, shape), mesh)
+  keys = constrain_batch(jax.random.split(key_bm, shape[0]), mesh)
+  solve = functools.partial(_sde_solve_examples, sde=sde, num_steps=num_steps)
+  x = parallel.map_shards(solve, mesh, (x, keys), (score_fn, eps))
   if denoise:
     x = _denoise(sde, score_fn, x, eps)
   return x
 
 
-def sde_sample(key, sde, score_fn, shape, *, num_steps=1000, eps=1e-3, denoise=True):
+def sde_sample(key, sde, score_fn, shape, *, num_steps=1000, eps=1e-3, denoise=True, mesh=None):
   """Samples by solving the reverse-time SDE (eq. 6) with diffrax's Euler-Maruyama.
 
   The drift is an ``ODETerm``; the diffusion a ``ControlTerm`` with a diagonal
-  (lineax) operator driven by a ``VirtualBrownianTree`` on ``[eps, T]``. Only
+  (lineax) operator driven by a ``VirtualBrownianTree`` on ``[eps, T]``, one
+  per example (``vmap``, with keys split from ``key``), so a sample does not
+  depend on the size or the split of its batch. Only
   Euler-Maruyama is exposed: stochastic Runge-Kutta solvers have been reported
   wrong backwards in time (diffrax issue 598), and this one is checked against
-  the exact mixture in ``tests/test_sampling.py``.
+  the exact mixture in ``tests/test_sampling.py``. ``mesh`` splits the batch
+  over its devices, each solving its own rows (``shard_map``).
 
   Returns ``(x, nfe)`` with ``nfe = num_steps (+ 1 with denoise)``.
   """
@@ -149,6 +174,7 @@ def sde_sample(key, sde, score_fn, shape, *, num_steps=1000, eps=1e-3, denoise=T
   check_common(shape, eps, sde)
   if not (isinstance(num_steps, int) and num_steps >= 1):
     raise ValueError(f"num_steps={num_steps!r}: expected a positive integer")
+  check_mesh(shape, mesh)
   x = _sde_solve(key, as_pytree_fn(score_fn), eps, sde=sde, shape=shape, num_steps=num_steps,
-                 denoise=denoise)
+                 denoise=denoise, mesh=mesh)
   return x, num_steps + int(denoise)

@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from score_sde_jax import parallel
 from score_sde_jax.sampling.correctors import get_corrector
 from score_sde_jax.sampling.predictors import get_predictor
 from score_sde_jax.sde import VESDE, VPSDE
@@ -25,6 +26,18 @@ def as_pytree_fn(score_fn):
   return jax.tree_util.Partial(score_fn)
 
 
+def constrain_batch(x, mesh):
+  """Splits the batch axis of ``x`` over the mesh's ``data`` axis (no-op without a mesh)."""
+  if mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
+
+
+def check_mesh(shape, mesh):
+  if mesh is not None:
+    parallel.check_batch_size(shape[0], mesh, "shape[0]")
+
+
 def check_common(shape, eps, sde):
   if not (isinstance(shape, (tuple, list)) and len(shape) >= 2 and all(
       isinstance(d, int) and d > 0 for d in shape)):
@@ -39,12 +52,13 @@ def pc_nfe(predictor: str, corrector: str, n_steps: int, num_steps: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "predictor", "corrector", "n_steps",
-                                             "denoise", "probability_flow"))
+                                             "denoise", "probability_flow", "mesh"))
 def _pc_sample(key, score_fn, snr, eps, *, sde, shape, predictor, corrector, n_steps, denoise,
-               probability_flow):
+               probability_flow, mesh):
   predictor_fn, corrector_fn = get_predictor(predictor), get_corrector(corrector)
   key, prior_key = jax.random.split(key)
-  x = sde.prior_sampling(prior_key, shape)
+  # Threefry keys are partitionable: the draws do not depend on how the batch is split.
+  x = constrain_batch(sde.prior_sampling(prior_key, shape), mesh)
   timesteps = jnp.linspace(sde.T, eps, sde.N)
 
   def step(carry, t):
@@ -61,7 +75,7 @@ def _pc_sample(key, score_fn, snr, eps, *, sde, shape, predictor, corrector, n_s
 
 def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corrector="langevin",
               snr=0.16, n_steps=1, num_steps=None, eps=1e-3, denoise=True,
-              probability_flow=False):
+              probability_flow=False, mesh=None):
   """Predictor-corrector samples from the reverse-time SDE.
 
   Over the grid ``t_i = linspace(T, eps, N)``, each step applies ``n_steps``
@@ -70,6 +84,10 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   ``N`` for the sampler (the discrete chains are rebuilt on the new grid).
   ``denoise=True`` returns the last predictor step without its noise.
   ``probability_flow=True`` makes the predictor follow the probability-flow ODE.
+  ``mesh`` (from :func:`score_sde_jax.parallel.make_mesh`) splits the batch
+  over its devices (and processes); the result is the same as on one device:
+  the Langevin step size uses norms averaged over the global batch, as the
+  paper's ``pmean``.
 
   Returns ``(x, nfe)``: samples of ``shape`` and the number of score
   evaluations per sample.
@@ -87,7 +105,8 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
                      f"{type(sde).__name__}")
   shape = tuple(shape)
   check_common(shape, eps, sde)
+  check_mesh(shape, mesh)
   x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, sde=sde, shape=shape, predictor=predictor,
                  corrector=corrector, n_steps=n_steps, denoise=denoise,
-                 probability_flow=probability_flow)
+                 probability_flow=probability_flow, mesh=mesh)
   return x, pc_nfe(predictor, corrector, n_steps, sde.N)
