@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/likelihood.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) workdirs

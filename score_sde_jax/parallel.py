@@ -121,7 +121,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=int(timeout) + 60)
   except (ValueError, TypeError, RuntimeError) as e:
-    raise DistributedError(f"jax.distributed.initialize failed: {e}") from None
+    hint = ("" if coordinator_address is not None else
+            "; no cluster was detected (Cloud TPU, SLURM, Open MPI, Kubernetes, "
+            "JAX_COORDINATOR_ADDRESS): give --coordinator_address, --num_processes and --process_id")
+    raise DistributedError(f"jax.distributed.initialize failed: {str(e).rstrip('.')}{hint}") from None
   finally:
     done.set()
 

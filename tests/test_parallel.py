@@ -275,6 +275,14 @@ def test_bad_distributed_flags(root, tmp_path, flags, field):
   assert field in msg
 
 
+def test_distributed_without_a_cluster(root, tmp_path, monkeypatch):
+  for name in list(os.environ):
+    if name.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR", "TPU_", "KUBERNETES_")):
+      monkeypatch.delenv(name)
+  msg, _ = _run_expect_error(root, tmp_path, "--distributed", "--distributed_timeout=5")
+  assert "no cluster was detected" in msg and "--coordinator_address" in msg
+
+
 def test_coordinator_port_in_use(root, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
