@@ -122,7 +122,7 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5,
     ``(logp, z, nfe)``: ``logp`` ``(B,)`` nats, the latent ``z = x(T)`` shaped
     like ``x``, and ``nfe`` ``(B,)`` vector-field evaluations per example.
   """
-  x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+  x = jnp.asarray(x)
   _check(divergence, solver, eps, sde, x)
   check_mesh(x.shape, mesh)
   key = jax.random.PRNGKey(0) if key is None else key
@@ -181,7 +181,7 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
     ``(bpd, nfe)``: ``bpd`` ``(B,)`` per example (the data set's figure is the
     mean over examples), ``nfe`` ``(B,)`` vector-field evaluations summed over repeats.
   """
-  x_int = x_int if isinstance(x_int, jax.Array) else jnp.asarray(x_int)
+  x_int = jnp.asarray(x_int)
   if jnp.issubdtype(x_int.dtype, jnp.floating):
     raise ValueError(f"x_int: dtype {x_int.dtype}; expected integer levels 0..{num_levels - 1}")
   n_dims = int(np.prod(x_int.shape[1:]))
@@ -218,24 +218,24 @@ def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps, mesh
   return parallel.map_shards(flow, mesh, (constrain_batch(x, mesh),), (score_fn, rtol, atol, eps))
 
 
+def _checked_flow(sde, score_fn, x, forward, rtol, atol, eps, solver, max_steps, mesh):
+  x = jnp.asarray(x)
+  _check("exact", solver, eps, sde, x)
+  check_mesh(x.shape, mesh)
+  return _flow(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, forward=forward,
+               solver=solver, max_steps=max_steps, mesh=mesh)
+
+
 def encode(sde, score_fn, x, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
            max_steps=MAX_STEPS, mesh=None):
   """Deterministic latent code ``z = x(T)`` of ``x = x(eps)`` under the probability-flow ODE."""
-  x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-  _check("exact", solver, eps, sde, x)
-  check_mesh(x.shape, mesh)
-  return _flow(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, forward=True, solver=solver,
-               max_steps=max_steps, mesh=mesh)
+  return _checked_flow(sde, score_fn, x, True, rtol, atol, eps, solver, max_steps, mesh)
 
 
 def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
            max_steps=MAX_STEPS, mesh=None):
   """``x(eps)`` from a latent ``z = x(T)``: the inverse of :func:`encode` (no denoising step)."""
-  z = z if isinstance(z, jax.Array) else jnp.asarray(z)
-  _check("exact", solver, eps, sde, z)
-  check_mesh(z.shape, mesh)
-  return _flow(as_pytree_fn(score_fn), z, rtol, atol, eps, sde=sde, forward=False, solver=solver,
-               max_steps=max_steps, mesh=mesh)
+  return _checked_flow(sde, score_fn, z, False, rtol, atol, eps, solver, max_steps, mesh)
 
 
 def slerp(z0, z1, alpha):

@@ -123,6 +123,12 @@ def _log(*args):
     print(*args, flush=True)
 
 
+def _score_fn(config, sde, model, params):
+  """The score function of ``params`` under the config's time labels and scaling."""
+  return get_score_fn(sde, model, params, config.training.continuous,
+                      scale_by_sigma=config.model.scale_by_sigma)
+
+
 def setup(config, workdir: str | None = None):
   """Validates the config and builds the objects shared by every mode."""
   build.validate_config(config)
@@ -225,8 +231,7 @@ def train_and_evaluate(config, workdir: str):
 
   def snapshot_grid(step):
     """A grid of EMA samples at a snapshot, as the paper's ``snapshot_sampling``."""
-    score_fn = get_score_fn(sde, model, state.ema_params, t.continuous,
-                            scale_by_sigma=config.model.scale_by_sigma)
+    score_fn = _score_fn(config, sde, model, state.ema_params)
     x, _ = snapshot_sampler(jax.random.PRNGKey(config.seed + 9), score_fn)
     x = parallel.to_host(x)
     if is_main:
@@ -281,14 +286,9 @@ def train_and_evaluate(config, workdir: str):
     manager.wait_until_finished()
     writer.close()
   if is_main:
-    paths = write_training_figures(config, workdir, _host_state(state), sde, model, dataset)
+    paths = write_training_figures(config, workdir, parallel.to_host(state), sde, model, dataset)
     print("figures:\n  " + "\n  ".join(paths))
   return state
-
-
-def _host_state(state):
-  """The state as host numpy arrays (replicated arrays need no communication)."""
-  return parallel.to_host(state)
 
 
 def write_training_figures(config, workdir, state, sde, model, dataset):
@@ -323,8 +323,7 @@ def score_field_figure(config, state, sde, model, dataset, path, times=(0.02, 0.
   lim = float(np.abs(dataset.means).max() + 3 * np.sqrt(dataset.covs.max()))
   g = np.linspace(-lim, lim, 21)
   grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
-  score_fn = jax.jit(get_score_fn(sde, model, state.ema_params, config.training.continuous,
-                                  scale_by_sigma=config.model.scale_by_sigma))
+  score_fn = jax.jit(_score_fn(config, sde, model, state.ema_params))
   learned, exact = [], []
   for t in times:
     tt = jnp.full((grid.shape[0],), t)
@@ -362,8 +361,7 @@ def sample(config, workdir: str):
   e = config.eval
   _check_batch(e.batch_size, mesh, "eval.batch_size")
   is_main = parallel.is_main_process()
-  score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
-                          scale_by_sigma=config.model.scale_by_sigma)
+  score_fn = _score_fn(config, sde, model, state.ema_params)
   shape = (e.batch_size,) + build.data_shape(config)
   eps = build.sampling_eps(config)
   inverse_scaler = get_data_inverse_scaler(config.data.centered)
@@ -415,8 +413,7 @@ def sample(config, workdir: str):
 
   if config.data.dim == 2:
     # Figures on process 0 alone: a score function of host parameters (no collectives).
-    score_fn = get_score_fn(sde, model, parallel.to_host(state.ema_params),
-                            config.training.continuous, scale_by_sigma=config.model.scale_by_sigma)
+    score_fn = _score_fn(config, sde, model, parallel.to_host(state.ema_params))
     fig_dir = os.path.join(workdir, "figures")
     lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
     paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
@@ -465,8 +462,7 @@ def evaluate(config, workdir: str):
                                   jax.random.fold_in(key, i))) for i, b in enumerate(test)]
   result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)  # SE over batch means
 
-  score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
-                          scale_by_sigma=config.model.scale_by_sigma)
+  score_fn = _score_fn(config, sde, model, state.ema_params)
   if e.enable_bpd:
     logps, nfes = [], []
     for i, b in enumerate(tqdm(test, desc=f"likelihood ({e.divergence})", unit="batch",
@@ -494,8 +490,7 @@ def evaluate(config, workdir: str):
   _write_json_atomic(os.path.join(workdir, "eval", f"eval_step{step}.json"), result)
   print(json.dumps(result))
   if config.model.name == "mlp" and config.data.dim == 2:
-    score_fn = get_score_fn(sde, model, parallel.to_host(state.ema_params),
-                            config.training.continuous, scale_by_sigma=config.model.scale_by_sigma)
+    score_fn = _score_fn(config, sde, model, parallel.to_host(state.ema_params))
     paths = write_likelihood_figures(config, workdir, sde, score_fn, dataset,
                                      test.reshape((-1, 2)))
     print("figures:\n  " + "\n  ".join(paths))
@@ -520,8 +515,7 @@ def _evaluate_images(config, workdir, sde, model, dataset, state, step, mesh, ro
                                   jax.random.fold_in(key, i))) for i, b in enumerate(padded)]
   result["dsm_loss"], result["dsm_loss_se"] = _mean_se(batch_losses)
   if e.enable_bpd:
-    score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
-                            scale_by_sigma=config.model.scale_by_sigma)
+    score_fn = _score_fn(config, sde, model, state.ema_params)
     bpds, nfes = [], []
     for i, b in enumerate(tqdm(padded, desc=f"bits/dim ({e.divergence})", unit="batch",
                                disable=not parallel.is_main_process())):

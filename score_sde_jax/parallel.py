@@ -11,6 +11,7 @@ everything here.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -51,7 +52,7 @@ def _port_free(port: int) -> bool:
         sock.bind((address, port))
       return True
     except OSError as e:
-      if e.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+      if e.errno == errno.EADDRINUSE:
         return False
   return True
 

@@ -25,12 +25,13 @@ _FSAL_START = {"tsit5": 1, "dopri5": 1, "euler": 0, "heun": 0}
 DEFAULT_MAX_STEPS = 16384
 
 
-def probability_flow_drift(sde, score_fn):
+def probability_flow_drift(sde, score_fn, probability_flow=True):
   """``drift(x, t)`` of the probability-flow ODE for one example (``x`` without batch axis).
 
   The diffrax solves are per example (``vmap``-ped), so each sees a single ``x``.
+  ``probability_flow=False`` gives the drift of the reverse-time SDE instead.
   """
-  rsde = sde.reverse(score_fn, probability_flow=True)
+  rsde = sde.reverse(score_fn, probability_flow=probability_flow)
   return lambda x, t: rsde.sde(x[None], jnp.reshape(t, (1,)))[0][0]
 
 
@@ -109,7 +110,7 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
       raise ValueError(f"num_steps={num_steps!r}: expected a positive integer")
   check_mesh(shape, mesh)
   if z is not None:
-    z = z if isinstance(z, jax.Array) else jnp.asarray(z)
+    z = jnp.asarray(z)
     if z.shape != shape:
       raise ValueError(f"z: shape {z.shape}, expected {shape}")
   x, steps = _ode_solve(key, z, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde, shape=shape,
@@ -121,11 +122,11 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
 
 def _sde_solve_examples(x, keys, score_fn, eps, *, sde, num_steps):
   """Per-example Euler-Maruyama solves, each driven by its own Brownian motion (``vmap``)."""
-  rsde = sde.reverse(score_fn)
+  reverse_drift = probability_flow_drift(sde, score_fn, probability_flow=False)
 
   def solve_one(y0, key):
     def drift(t, y, args):  # y is the flattened example
-      return rsde.sde(y.reshape((1,) + y0.shape), jnp.reshape(t, (1,)))[0].reshape(-1)
+      return reverse_drift(y.reshape(y0.shape), t).reshape(-1)
 
     def diffusion(t, y, args):
       g = sde.sde(jnp.zeros((1, 1)), jnp.reshape(t, (1,)))[1][0]
