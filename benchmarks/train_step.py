@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default_toy  # noqa: E402
-from score_sde_jax import build, loop, parallel, train  # noqa: E402
+from score_sde_jax import build, loop, models, parallel, train  # noqa: E402
 
 
 def flops_of(compiled):
@@ -58,7 +58,7 @@ def bench(config, repeats):
   return {
       "bench": "train_step", "model": f"mlp{config.model.num_layers}x{config.model.hidden}",
       "sde": config.training.sde, "batch_size": b, "n_jitted_steps": k,
-      "params": sum(x.size for x in jax.tree.leaves(state.params)),
+      "params": models.param_count(state.params),
       "ms_per_step": round(sec_per_step * 1e3, 4), "steps_per_sec": round(1 / sec_per_step, 1),
       "gflop_per_step": round(flops / 1e9, 5),
       "achieved_gflops": round(flops / 1e9 / sec_per_step, 2),

@@ -1,6 +1,9 @@
 """score_sde_jax: score-based generative modeling with SDEs in JAX/Flax."""
 
+from score_sde_jax import data, likelihood, sampling
+from score_sde_jax.likelihood import BitsPerDimResult, LikelihoodResult
 from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn
+from score_sde_jax.sampling import SampleResult
 from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
 from score_sde_jax.train import TrainState, make_optimizer, make_train_step
@@ -8,6 +11,7 @@ from score_sde_jax.train import TrainState, make_optimizer, make_train_step
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "VESDE", "VPSDE", "ReverseSDE", "TrainState", "denoising_score_matching",
-    "get_score_fn", "get_sde_loss_fn", "make_optimizer", "make_train_step", "subVPSDE",
+    "BitsPerDimResult", "LikelihoodResult", "SDE", "SampleResult", "VESDE", "VPSDE", "ReverseSDE",
+    "TrainState", "data", "denoising_score_matching", "get_score_fn", "get_sde_loss_fn",
+    "likelihood", "make_optimizer", "make_train_step", "sampling", "subVPSDE",
 ]

@@ -221,8 +221,8 @@ def validate_config(config) -> None:
 
 
 def sampling_eps(config) -> float:
-  """Smallest sampling time: the paper's 1e-3 for VP / sub-VP and 1e-5 for VE."""
-  return 1e-5 if config.training.sde == "vesde" else 1e-3
+  """Smallest sampling time: the SDE's own (the paper's 1e-3 for VP / sub-VP, 1e-5 for VE)."""
+  return get_sde(config).sampling_eps
 
 
 def sampling_tag(config) -> str:
@@ -295,7 +295,7 @@ def get_model(config):
     return cls(dim=d.dim, hidden=m.hidden, num_layers=m.num_layers,
                embedding_type=m.embedding_type, embedding_dim=m.embedding_dim,
                fourier_scale=m.fourier_scale, activation=m.activation, dropout=m.dropout)
-  common = dict(num_channels=d.num_channels, image_size=d.image_size, nf=m.nf,
+  common = dict(num_channels=d.num_channels, nf=m.nf,
                 ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                 resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,

@@ -16,37 +16,32 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import parallel
-from score_sde_jax.sampling.diffeq import probability_flow_drift
-from score_sde_jax.sampling.pc import as_pytree_fn, check_mesh, constrain_batch
+from score_sde_jax import checks, parallel
+from score_sde_jax.sampling.flow import MAX_STEPS, check_flow_args, flow_nfe, ode_sample, solve_flow
+from score_sde_jax.score import as_pytree_fn
 
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
 DIVERGENCES = ("exact", "gaussian", "rademacher")
-_EVALS_PER_STEP = 6  # Tsit5 and Dopri5 are first-same-as-last: 6 new stages per step, 1 at start
-MAX_STEPS = 16384
 
 
-def _divergence_fn(drift, kind):
-  """``(x, t, probe) -> (f, div f)`` with the exact trace or a Hutchinson estimate."""
-  if kind == "exact":
-    def fn(x, t, probe):
-      f_x = lambda y: drift(y, t)
-      value = f_x(x)
-      # Trace of the Jacobian from one forward-mode product per basis vector.
-      basis = jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
-      columns = jax.vmap(lambda e: jax.jvp(f_x, (x,), (e,))[1])(basis)
-      return value, jnp.sum(columns.reshape(x.size, x.size).diagonal())
-  else:
-    def fn(x, t, probe):
-      value, jv = jax.jvp(lambda y: drift(y, t), (x,), (probe,))
-      return value, jnp.sum(probe * jv)  # E[v^T J v] = tr J for E[v v^T] = I
-  return fn
+class LikelihoodResult(NamedTuple):
+  """``logp`` ``(B,)`` nats, the latent ``z = x(T)`` shaped like ``x``, and ``nfe`` ``(B,)``."""
+
+  logp: jax.Array
+  z: jax.Array
+  nfe: jax.Array
+
+
+class BitsPerDimResult(NamedTuple):
+  """``bpd`` ``(B,)`` per example and ``nfe`` ``(B,)`` summed over dequantization rounds."""
+
+  bpd: jax.Array
+  nfe: jax.Array
 
 
 def _draw_probes(key, shape, kind, dtype):
@@ -54,80 +49,65 @@ def _draw_probes(key, shape, kind, dtype):
     return jax.random.normal(key, shape, dtype)
   if kind == "rademacher":
     return jax.random.rademacher(key, shape, dtype)
-  return jnp.zeros(shape, dtype)
+  return None
 
 
-def _check(divergence, solver, eps, sde, x):
+def _check_divergence(key, divergence):
   if divergence not in DIVERGENCES:
     raise ValueError(f"divergence={divergence!r}: expected one of {list(DIVERGENCES)}")
-  if solver not in SOLVERS:
-    raise ValueError(f"solver={solver!r}: expected one of {sorted(SOLVERS)}")
-  if not 0 < eps < sde.T:
-    raise ValueError(f"eps={eps!r}: must be in (0, T={sde.T})")
-  if x.ndim < 2:
-    raise ValueError(f"x: shape {x.shape}, expected (batch, ...)")
+  if divergence != "exact":
+    checks.check_key(key, f"the Hutchinson estimator (divergence={divergence!r})")
 
 
-def _solve_likelihoods(x, probes, score_fn, rtol, atol, eps, *, sde, divergence, solver,
-                       max_steps):
-  """Per-example augmented solves ``(x, delta_logp)`` from ``eps`` to ``T`` (``vmap``)."""
-  field = _divergence_fn(probability_flow_drift(sde, score_fn), divergence)
-
-  def vector_field(t, state, probe):
-    y, _ = state
-    return field(y, t, probe)
-
-  def solve_one(x0, probe):
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), SOLVERS[solver](), t0=eps, t1=sde.T, dt0=None,
-        y0=(x0, jnp.zeros((), x0.dtype)), args=probe,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
-        saveat=diffrax.SaveAt(t1=True))
-    z, delta_logp = sol.ys[0][0], sol.ys[1][0]
-    return z, delta_logp, sol.stats["num_steps"]
-
-  return jax.vmap(solve_one)(x, probes)
+def _check_likelihood_eps(eps, sde):
+  return checks.check_eps(checks.check_number("eps", eps), sde)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "max_steps", "mesh"))
-def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, max_steps, mesh):
-  x = constrain_batch(x, mesh)
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "controller",
+                                             "max_steps", "mesh"))
+def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, controller,
+                    max_steps, mesh):
   # Probes are drawn for the global batch (partitionable threefry): the same on any mesh.
-  probes = constrain_batch(_draw_probes(key, x.shape, divergence, x.dtype), mesh)
-  solve = functools.partial(_solve_likelihoods, sde=sde, divergence=divergence, solver=solver,
-                            max_steps=max_steps)
-  z, delta_logp, steps = parallel.map_shards(solve, mesh, (x, probes),
-                                             (score_fn, rtol, atol, eps))
-  logp = sde.prior_logp(z) + delta_logp
-  return logp, z, 1 + _EVALS_PER_STEP * steps
+  probes = _draw_probes(key, x.shape, divergence, x.dtype)
+  sol = solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
+                   controller=controller, max_steps=max_steps, divergence=divergence,
+                   probes=probes, mesh=mesh)
+  return sde.prior_logp(sol.ys) + sol.delta_logp, sol.ys, sol.num_steps
 
 
 def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5, atol=1e-5,
-                   eps=1e-5, solver="tsit5", max_steps=MAX_STEPS, mesh=None):
+                   eps=1e-5, solver="tsit5", stepsize_controller=None, max_steps=MAX_STEPS,
+                   mesh=None) -> LikelihoodResult:
   """Log-density of ``x`` under the model's probability-flow ODE (a CNF), in nats.
 
   Args:
-    key: PRNG key for the Hutchinson probes (unused with ``divergence="exact"``).
+    key: PRNG key for the Hutchinson probes; ``None`` only with ``divergence="exact"``.
     x: ``(B, ...)`` points in model space, read as samples of ``p_eps``.
     divergence: ``"exact"`` (trace of the Jacobian, ``D`` forward-mode products
       per evaluation: for low-dimensional data and small images) or
       ``"gaussian"`` / ``"rademacher"`` (Hutchinson-Skilling: one probe per
       example and solve, unbiased).
     rtol, atol, eps: the paper's 1e-5, 1e-5, 1e-5.
+    solver, stepsize_controller: an adaptive solver (name or diffrax object)
+      and optionally a diffrax step-size controller instead of ``PIDController(rtol, atol)``.
     mesh: split the batch over its devices, each running its own solves
       (``shard_map``); probes are drawn for the global batch, so the result
       equals that of one device.
 
   Returns:
-    ``(logp, z, nfe)``: ``logp`` ``(B,)`` nats, the latent ``z = x(T)`` shaped
-    like ``x``, and ``nfe`` ``(B,)`` vector-field evaluations per example.
+    ``LikelihoodResult(logp, z, nfe)``: ``logp`` ``(B,)`` nats, the latent
+    ``z = x(T)`` shaped like ``x``, and ``nfe`` ``(B,)`` score evaluations per
+    example (the flow's NFE rule, :func:`score_sde_jax.sampling.flow_nfe`).
   """
-  x = jnp.asarray(x)
-  _check(divergence, solver, eps, sde, x)
-  check_mesh(x.shape, mesh)
-  key = jax.random.PRNGKey(0) if key is None else key
-  return _log_likelihood(key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde,
-                         divergence=divergence, solver=solver, max_steps=max_steps, mesh=mesh)
+  x = checks.check_batch("x", x)
+  _check_divergence(key, divergence)
+  eps = _check_likelihood_eps(eps, sde)
+  solver, _ = check_flow_args(solver, stepsize_controller, None)
+  parallel.check_mesh(x.shape[0], mesh, "x.shape[0]")
+  logp, z, steps = _log_likelihood(key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde,
+                                   divergence=divergence, solver=solver,
+                                   controller=stepsize_controller, max_steps=max_steps, mesh=mesh)
+  return LikelihoodResult(logp, z, flow_nfe(solver, steps))
 
 
 def scaler_log2_jacobian(scaler) -> float:
@@ -162,10 +142,12 @@ def _dequantize_scaled(key, x_int, num_levels, scaler, noise):
 
 def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: u,
                  n_repeats=1, dequantize_data=True, divergence="rademacher", rtol=1e-5,
-                 atol=1e-5, eps=1e-5, solver="tsit5", mesh=None):
+                 atol=1e-5, eps=1e-5, solver="tsit5", mesh=None) -> BitsPerDimResult:
   """Bits per dimension of discrete data, an upper bound on ``-log2 P(x) / D``.
 
   Args:
+    key: PRNG key for the dequantization noise and the probes; ``None`` only
+      with ``dequantize_data=False`` and ``divergence="exact"``.
     x_int: ``(B, ...)`` integer levels in ``{0, ..., num_levels - 1}``.
     scaler: the affine map from ``[0, 1]`` to model space that training used
       (``score_sde_jax.data.get_data_scaler(centered)``).
@@ -178,64 +160,66 @@ def bits_per_dim(key, sde, score_fn, x_int, *, num_levels=256, scaler=lambda u: 
       points is not a probability, and users reported negative bits/dim.
 
   Returns:
-    ``(bpd, nfe)``: ``bpd`` ``(B,)`` per example (the data set's figure is the
-    mean over examples), ``nfe`` ``(B,)`` vector-field evaluations summed over repeats.
+    ``BitsPerDimResult(bpd, nfe)``: ``bpd`` ``(B,)`` per example (the data
+    set's figure is the mean over examples), ``nfe`` ``(B,)`` score evaluations
+    summed over repeats.
   """
-  x_int = jnp.asarray(x_int)
+  x_int = checks.check_batch("x_int", x_int)
+  num_levels = checks.check_int("num_levels", num_levels, 2)
   if jnp.issubdtype(x_int.dtype, jnp.floating):
     raise ValueError(f"x_int: dtype {x_int.dtype}; expected integer levels 0..{num_levels - 1}")
+  low, high = int(jnp.min(x_int)), int(jnp.max(x_int))
+  if low < 0 or high >= num_levels:
+    raise ValueError(f"x_int: levels from {low} to {high}; expected 0..{num_levels - 1} "
+                     f"(num_levels={num_levels})")
+  n_repeats = checks.check_int("n_repeats", n_repeats, 1)
+  if dequantize_data or divergence != "exact":
+    checks.check_key(key, "bits_per_dim with dequantize_data=True or a Hutchinson divergence")
   n_dims = int(np.prod(x_int.shape[1:]))
   offset = bits_offset(num_levels, scaler)
   total, nfe = 0.0, 0
-  for r in range(n_repeats):
-    key, key_noise, key_probe = jax.random.split(key, 3)
+  for _ in range(n_repeats):
+    if key is not None:
+      key, key_noise, key_probe = jax.random.split(key, 3)
+    else:
+      key_noise = key_probe = None
     y = _dequantize_scaled(key_noise, x_int, num_levels, scaler, dequantize_data)
     logp, _, n = log_likelihood(key_probe, sde, score_fn, y, divergence=divergence,
                                 rtol=rtol, atol=atol, eps=eps, solver=solver, mesh=mesh)
     total = total + (-logp / (n_dims * math.log(2)) + offset)
     nfe = nfe + n
-  return total / n_repeats, nfe
+  return BitsPerDimResult(total / n_repeats, nfe)
 
 
-def _flow_examples(x, score_fn, rtol, atol, eps, *, sde, forward, solver, max_steps):
-  drift = probability_flow_drift(sde, score_fn)
-  t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
-
-  def solve_one(x0):
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: drift(y, t)), SOLVERS[solver](), t0=t0, t1=t1,
-        dt0=None, y0=x0, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, saveat=diffrax.SaveAt(t1=True))
-    return sol.ys[0]
-
-  return jax.vmap(solve_one)(x)
-
-
-@functools.partial(jax.jit, static_argnames=("sde", "forward", "solver", "max_steps", "mesh"))
-def _flow(score_fn, x, rtol, atol, eps, *, sde, forward, solver, max_steps, mesh):
-  flow = functools.partial(_flow_examples, sde=sde, forward=forward, solver=solver,
-                           max_steps=max_steps)
-  return parallel.map_shards(flow, mesh, (constrain_batch(x, mesh),), (score_fn, rtol, atol, eps))
-
-
-def _checked_flow(sde, score_fn, x, forward, rtol, atol, eps, solver, max_steps, mesh):
-  x = jnp.asarray(x)
-  _check("exact", solver, eps, sde, x)
-  check_mesh(x.shape, mesh)
-  return _flow(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, forward=forward,
-               solver=solver, max_steps=max_steps, mesh=mesh)
+@functools.partial(jax.jit, static_argnames=("sde", "solver", "controller", "max_steps", "mesh"))
+def _encode(score_fn, x, rtol, atol, eps, *, sde, solver, controller, max_steps, mesh):
+  return solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
+                    controller=controller, max_steps=max_steps, mesh=mesh).ys
 
 
 def encode(sde, score_fn, x, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
-           max_steps=MAX_STEPS, mesh=None):
+           stepsize_controller=None, max_steps=MAX_STEPS, mesh=None):
   """Deterministic latent code ``z = x(T)`` of ``x = x(eps)`` under the probability-flow ODE."""
-  return _checked_flow(sde, score_fn, x, True, rtol, atol, eps, solver, max_steps, mesh)
+  x = checks.check_batch("x", x)
+  eps = _check_likelihood_eps(eps, sde)
+  solver, _ = check_flow_args(solver, stepsize_controller, None)
+  parallel.check_mesh(x.shape[0], mesh, "x.shape[0]")
+  return _encode(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, solver=solver,
+                 controller=stepsize_controller, max_steps=max_steps, mesh=mesh)
 
 
 def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
-           max_steps=MAX_STEPS, mesh=None):
-  """``x(eps)`` from a latent ``z = x(T)``: the inverse of :func:`encode` (no denoising step)."""
-  return _checked_flow(sde, score_fn, z, False, rtol, atol, eps, solver, max_steps, mesh)
+           stepsize_controller=None, max_steps=MAX_STEPS, mesh=None):
+  """``x(eps)`` from a latent ``z = x(T)``: the inverse of :func:`encode`.
+
+  This is :func:`score_sde_jax.sampling.ode_sample` from the given latent,
+  without the final denoising step and with the likelihood's ``eps``.
+  """
+  z = checks.check_batch("z", z)
+  return ode_sample(None, sde, score_fn, z.shape, z=z, rtol=rtol, atol=atol, solver=solver,
+                    eps=_check_likelihood_eps(eps, sde), denoise=False,
+                    stepsize_controller=stepsize_controller, max_steps=max_steps,
+                    mesh=mesh).samples
 
 
 def slerp(z0, z1, alpha):
@@ -259,6 +243,17 @@ def slerp(z0, z1, alpha):
 
 
 def interpolate(z0, z1, alphas):
-  """Latents between ``z0`` and ``z1`` (each without batch axis) at ``alphas``: ``(len(alphas), ...)``."""
-  alphas = jnp.asarray(alphas, jnp.float32)
-  return jax.vmap(lambda a: slerp(jnp.asarray(z0), jnp.asarray(z1), a))(alphas)
+  """Latents between ``z0`` and ``z1`` at ``alphas`` (:func:`slerp` of each pair).
+
+  ``z0``, ``z1``: batches ``(B, ...)`` of latents, as :func:`encode` returns
+  them, interpolated pair by pair into ``(B, len(alphas), ...)``; or one
+  latent vector each ``(D,)``, giving ``(len(alphas), D)``.
+  """
+  z0, z1 = jnp.asarray(z0), jnp.asarray(z1)
+  if z0.shape != z1.shape:
+    raise ValueError(f"z0, z1: shapes {z0.shape} and {z1.shape} differ")
+  alphas = jnp.asarray(alphas, jnp.result_type(float))
+  if alphas.ndim != 1:
+    raise ValueError(f"alphas: shape {alphas.shape}, expected (K,)")
+  path = jax.vmap(lambda a, b: jax.vmap(lambda t: slerp(a, b, t))(alphas))
+  return path(z0[None], z1[None])[0] if z0.ndim == 1 else path(z0, z1)

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import (build, checkpoint, likelihood, losses, metrics, parallel, sampling, train,
-                           viz)
+from score_sde_jax import (build, checkpoint, likelihood, losses, metrics, models, parallel,
+                           sampling, train, viz)
 from score_sde_jax.data import ImageArrays, get_data_inverse_scaler, get_data_scaler
 from score_sde_jax.sampling.paths import ode_paths, reverse_sde_paths
 from score_sde_jax.score import get_score_fn
@@ -556,7 +556,7 @@ def write_likelihood_figures(config, workdir, sde, score_fn, dataset, data):
   pairs = data[rng.choice(len(data), size=(6, 2), replace=False)]
   z = likelihood.encode(sde, score_fn, jnp.asarray(pairs.reshape(-1, 2)), **kw).reshape(6, 2, 2)
   alphas = np.linspace(0, 1, 9)
-  latents = jnp.concatenate([likelihood.interpolate(z[i, 0], z[i, 1], alphas) for i in range(6)])
+  latents = likelihood.interpolate(z[:, 0], z[:, 1], alphas).reshape(-1, 2)
   decoded = np.asarray(likelihood.decode(sde, score_fn, latents, **kw)).reshape(6, len(alphas), 2)
   paths.append(viz.plot_interpolations(decoded, alphas, data, os.path.join(fig_dir, "interpolation.png")))
   x = jnp.asarray(data[:200])
@@ -576,14 +576,12 @@ def info(config, workdir=None):
   shape = build.data_shape(config)
   example = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
   labels = jax.ShapeDtypeStruct((1,), jnp.float32)
-  variables = jax.eval_shape(lambda x, t: model.init(jax.random.PRNGKey(0), x, t), example, labels)
-  params = variables["params"]
-  n_params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(params)))
+  params = models.param_shapes(model, example, labels)
+  n_params = models.param_count(params)
   print(f"model: {type(model).__name__} ({config.model.name}), input {shape}, "
         f"SDE {config.training.sde}, continuous={config.training.continuous}")
   for name, sub in params.items():
-    count = int(sum(np.prod(v.shape) for v in jax.tree.leaves(sub)))
-    print(f"  {name:<20s} {count:>12,d}")
+    print(f"  {name:<20s} {models.param_count(sub):>12,d}")
   print(f"  {'total':<20s} {n_params:>12,d}")
   summary = {"params": n_params, "model": config.model.name, "sde": config.training.sde,
              "image_size": config.data.get("image_size"), "data_shape": list(shape),

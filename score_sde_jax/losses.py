@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax.score import get_score_fn
-from score_sde_jax.sde import SDE, VESDE, VPSDE, batch_mul
+from score_sde_jax.sde import SDE, batch_mul
 
 TIME_EPS = 1e-5  # smallest training time, as in the paper (avoids the std -> 0 singularity)
 
@@ -65,41 +65,27 @@ def get_sde_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool = False,
   return loss_fn
 
 
-def smld_losses(sde: VESDE, score_fn: Callable, x0: jax.Array, index: jax.Array, z: jax.Array, *,
-                reduce_mean: bool = False) -> jax.Array:
-  """NCSN's loss at noise levels ``sigma_i`` (``index`` 0 = sigma_max): ``sigma_i^2 |score + n / sigma_i^2|^2``.
+def discrete_losses(sde: SDE, score_fn: Callable, x0: jax.Array, index: jax.Array, z: jax.Array, *,
+                    reduce_mean: bool = True) -> jax.Array:
+  """Per-example loss of a discrete-time chain at levels ``index`` ``(B,)``: SMLD (VE) or DDPM (VP).
 
-  The network sees level ``i`` as the time ``t = T - i / (N - 1)`` (``score.py``'s discrete VE labels).
+  With the chain's kernel ``x_i = a_i x0 + s_i z`` (``sde.discrete_marginal``)
+  and the score at the level's time ``t_i``: ``|s_i score(x_i, t_i) + z|^2``.
+  For VP this is DDPM's ``|eps_hat - z|^2`` with ``eps_hat = -s_i score``; for VE
+  it is NCSN's ``sigma_i^2 |score + n / sigma_i^2|^2`` with ``n = sigma_i z``.
   """
-  sigmas = sde.discrete_sigmas[::-1][index]
-  t = sde.T - index.astype(x0.dtype) / (sde.N - 1)
-  noise = batch_mul(sigmas, z)
-  score = score_fn(x0 + noise, t)
-  target = -batch_mul(1.0 / sigmas**2, noise)
-  return _reduce(jnp.square(score - target), reduce_mean) * sigmas**2
-
-
-def ddpm_losses(sde: VPSDE, score_fn: Callable, x0: jax.Array, index: jax.Array, z: jax.Array, *,
-                reduce_mean: bool = True) -> jax.Array:
-  """DDPM's noise-prediction loss at steps ``index``: ``|eps_hat - z|^2`` with
-  ``x_i = sqrt(alphabar_i) x0 + sqrt(1 - alphabar_i) z`` and ``eps_hat = -sqrt(1 - alphabar_i) score``."""
-  t = index.astype(x0.dtype) / (sde.N - 1)
-  std = sde.sqrt_1m_alphas_cumprod[index]
-  x = batch_mul(sde.sqrt_alphas_cumprod[index], x0) + batch_mul(std, z)
-  eps_hat = -batch_mul(std, score_fn(x, t))
-  return _reduce(jnp.square(eps_hat - z), reduce_mean)
+  mean, std = sde.discrete_marginal(x0, index)
+  score = score_fn(mean + batch_mul(std, z), sde.chain_time(index))
+  return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
 
 
 def get_discrete_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool,
                          scale_by_sigma: bool = False):
-  """``loss_fn(key, params, batch)`` for discrete-time training: SMLD for VE, DDPM for VP."""
-  if isinstance(sde, VESDE):
-    per_example = smld_losses
-  elif isinstance(sde, VPSDE):
-    per_example = ddpm_losses
-  else:
-    raise ValueError(f"discrete-time training (training.continuous=False) is defined for VESDE "
-                     f"(SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
+  """``loss_fn(key, params, batch)`` for discrete-time training on the SDE's own chain
+  (SMLD for VE, DDPM for VP; levels drawn uniformly)."""
+  if not sde.has_discrete_chain:
+    raise ValueError(f"discrete-time training (continuous=False): defined for SDEs with a discrete "
+                     f"chain, VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
 
   def loss_fn(key, params, batch):
     key_i, key_z, key_dropout = jax.random.split(key, 3)
@@ -108,6 +94,6 @@ def get_discrete_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool,
                             scale_by_sigma=scale_by_sigma)
     index = jax.random.randint(key_i, (batch.shape[0],), 0, sde.N)
     z = jax.random.normal(key_z, batch.shape, batch.dtype)
-    return jnp.mean(per_example(sde, score_fn, batch, index, z, reduce_mean=reduce_mean))
+    return jnp.mean(discrete_losses(sde, score_fn, batch, index, z, reduce_mean=reduce_mean))
 
   return loss_fn

@@ -166,6 +166,19 @@ def check_batch_size(batch_size: int, mesh, field: str = "training.batch_size") 
                      f"{f' over {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
 
 
+def check_mesh(batch_size: int, mesh, name: str = "batch") -> None:
+  """``mesh=None`` is one device; otherwise the batch must split evenly over the mesh."""
+  if mesh is not None:
+    check_batch_size(batch_size, mesh, name)
+
+
+def constrain_batch(x, mesh):
+  """Inside ``jit``: split the batch axis of ``x`` over the mesh's ``data`` axis (no-op without one)."""
+  if mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
+
+
 def local_rows(mesh, global_batch: int) -> slice:
   """The rows of a global batch that this process's devices hold, as one contiguous slice.
 

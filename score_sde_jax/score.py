@@ -1,9 +1,10 @@
 """Network output -> score function ``score_fn(x, t)``.
 
-All time-label conventions and output scalings live here and only here, so
-networks know nothing about SDEs (as EDM's preconditioning wrappers) and the
-samplers and likelihood see only ``score_fn``. The conventions are the paper's,
-so its networks and checkpoints mean the same thing here:
+Networks know nothing about SDEs (as EDM's raw backbones) and the samplers and
+likelihood see only ``score_fn``. The parameterisation belongs to the SDE: it
+gives the time label the network receives (``sde.time_label``) and turns the
+output into a score (``sde.output_to_score``). The built-in SDEs keep the
+paper's conventions, so its networks and checkpoints mean the same thing here:
 
 ============  ==========  ======================================  ==========================
 SDE           continuous  network input label                     score
@@ -12,10 +13,8 @@ VP / sub-VP   True        ``999 t`` (DDPM's integer-step scale)   ``-output / st
 VP            False       ``(N - 1) t`` (a DDPM step index)       ``-output / sqrt(1 - alphabar)``
 VE            True        ``sigma(t)``                            ``output`` (``/ sigma`` if scaled)
 VE            False       ``round((T - t)(N - 1))`` (NCSN index)  ``output`` (``/ sigma_i`` if scaled)
+any other     either      ``999 t``                               ``-output / std(t)``
 ============  ==========  ======================================  ==========================
-
-The sub-VP SDE has no discrete-time chain, so it always uses the continuous
-labels (as in the paper's code).
 """
 
 from __future__ import annotations
@@ -26,58 +25,18 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from score_sde_jax.sde import SDE, VESDE, VPSDE, batch_mul, subVPSDE
-
-# DDPM was trained with integer steps 0..999; continuous VP models keep that
-# input scale so the sinusoidal embedding sees the same range.
-VP_CONTINUOUS_LABEL_SCALE = 999.0
-
-
-def ddpm_index(sde: VPSDE, t: jax.Array) -> jax.Array:
-  """DDPM step index of ``t``: ``floor((N - 1) t)`` as the paper, guarded against round-off.
-
-  ``t = i / (N - 1)`` (the discrete losses) must give ``i``, not ``i - 1`` when
-  ``(N - 1) t`` lands a few ulps below ``i``.
-  """
-  return jnp.floor(t * (sde.N - 1) + 1e-4).astype(jnp.int32)
-
-
-def ncsn_index(sde: VESDE, t: jax.Array) -> jax.Array:
-  """NCSN noise-level index of ``t`` (0 = sigma_max): ``round((T - t)(N - 1))``."""
-  return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+from score_sde_jax.sde import SDE, batch_times
 
 
 def time_labels(sde: SDE, t: jax.Array, continuous: bool) -> jax.Array:
-  """The label that the network receives for time ``t`` (``(B,)`` -> ``(B,)``)."""
-  if isinstance(sde, subVPSDE) or (isinstance(sde, VPSDE) and continuous):
-    return t * VP_CONTINUOUS_LABEL_SCALE
-  if isinstance(sde, VPSDE):
-    return t * (sde.N - 1)
-  if isinstance(sde, VESDE):
-    if continuous:
-      return sde.marginal_prob(jnp.zeros((t.shape[0], 1), t.dtype), t)[1]
-    return ncsn_index(sde, t)
-  raise TypeError(f"sde={sde!r}: expected VPSDE, subVPSDE or VESDE")
+  """The label that a network trained for ``sde`` receives for time ``t`` (``(B,)`` -> ``(B,)``)."""
+  return sde.time_label(t, continuous)
 
 
 def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, continuous: bool,
                     scale_by_sigma: bool = False) -> jax.Array:
   """Turns the network output at time ``t`` into the score ``grad_x log p_t(x)``."""
-  if isinstance(sde, subVPSDE) or (isinstance(sde, VPSDE) and continuous):
-    std = sde.marginal_prob(jnp.zeros_like(output), t)[1]
-    return batch_mul(-1.0 / std, output)
-  if isinstance(sde, VPSDE):
-    std = sde.sqrt_1m_alphas_cumprod[ddpm_index(sde, t)]
-    return batch_mul(-1.0 / std, output)
-  if isinstance(sde, VESDE):
-    if not scale_by_sigma:
-      return output
-    if continuous:
-      sigma = sde.marginal_prob(jnp.zeros_like(output), t)[1]
-    else:
-      sigma = sde.discrete_sigmas[::-1][ncsn_index(sde, t)]
-    return batch_mul(1.0 / sigma, output)
-  raise TypeError(f"sde={sde!r}: expected VPSDE, subVPSDE or VESDE")
+  return sde.output_to_score(output, t, continuous, scale_by_sigma)
 
 
 def get_model_fn(model, params: Any, *, train: bool = False,
@@ -106,9 +65,10 @@ class NetworkScore:
   scale_by_sigma: bool = False
 
   def __call__(self, params, dropout_key, x, t):
+    t = batch_times(t, x)
     model_fn = get_model_fn(self.model, params, train=self.train, dropout_key=dropout_key)
-    output = model_fn(x, time_labels(self.sde, t, self.continuous))
-    return output_to_score(self.sde, output, t, self.continuous, self.scale_by_sigma)
+    output = model_fn(x, self.sde.time_label(t, self.continuous))
+    return self.sde.output_to_score(output, t, self.continuous, self.scale_by_sigma)
 
 
 def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
@@ -117,7 +77,7 @@ def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
   """A score function ``score_fn(x, t)`` from a network and its parameters.
 
   Args:
-    sde: the forward SDE the network was trained for.
+    sde: the forward SDE the network was trained for (any :class:`SDE`).
     model: a Flax module called as ``model.apply(variables, x, labels, train=...)``.
     params: the ``params`` collection.
     continuous: whether the network was trained with continuous time.
@@ -125,9 +85,26 @@ def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
     scale_by_sigma: VE only: divide the output by the noise level.
 
   Returns:
-    A ``jax.tree_util.Partial``: callable as ``score_fn(x, t)`` and a pytree
-    whose leaves are the parameters, so it can be passed into jitted samplers
-    as an ordinary argument (new parameters do not trigger recompilation).
+    A ``jax.tree_util.Partial``: callable as ``score_fn(x, t)`` (``t`` of
+    shape ``(B,)`` or a scalar) and a pytree whose leaves are the parameters,
+    so it can be passed into jitted samplers as an ordinary argument (new
+    parameters do not trigger recompilation).
   """
+  if scale_by_sigma:  # an SDE whose parameterisation has no sigma scaling refuses it here
+    sde.output_to_score(jnp.zeros((1, 1)), jnp.ones((1,)), continuous, True)
   return jax.tree_util.Partial(NetworkScore(sde, model, continuous, train, scale_by_sigma),
                                params, dropout_key)
+
+
+def as_pytree_fn(score_fn):
+  """``score_fn`` as a ``jax.tree_util.Partial`` so it can be a (dynamic) jit argument.
+
+  A ``Partial`` from :func:`get_score_fn` carries the parameters as leaves; a
+  plain function becomes static aux data (the same function object reuses the
+  compiled sampler, a new closure compiles again).
+  """
+  if isinstance(score_fn, jax.tree_util.Partial):
+    return score_fn
+  if not callable(score_fn):
+    raise TypeError(f"score_fn={score_fn!r}: expected a callable score_fn(x, t)")
+  return jax.tree_util.Partial(score_fn)

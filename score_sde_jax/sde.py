@@ -4,19 +4,51 @@ Each SDE is an immutable value (a frozen dataclass of Python scalars) whose
 methods are pure, jit-able functions of their arguments, with the method names
 of the paper's code (``sde``, ``marginal_prob``, ``prior_sampling``,
 ``prior_logp``, ``discretize``, ``reverse``). Shapes: ``x`` is ``(B, ...)``,
-``t`` is ``(B,)``; per-example scalars such as the diffusion are ``(B,)``.
+``t`` is ``(B,)`` or a scalar (broadcast over the batch); per-example scalars
+such as the diffusion are ``(B,)``.
+
+An SDE class owns everything specific to it, so samplers, losses, the
+likelihood and ``get_score_fn`` never ask which SDE they hold:
+
+- the continuous coefficients, the perturbation kernel and the prior;
+- its discrete chain, if it has one (DDPM for VP, SMLD / NCSN for VE): one
+  method maps a time to an index on the chain (``chain_index``, one rounding
+  rule per chain), and every chain quantity is looked up through it;
+- the reverse-diffusion step (``discretize``), the ancestral step and the
+  Langevin corrector's ``alpha``;
+- its default smallest sampling time ``sampling_eps``;
+- the network parameterisation: the time label a network receives
+  (``time_label``) and how its output becomes a score (``output_to_score``),
+  as EDM's ``VPPrecond`` / ``VEPrecond`` own ``c_noise`` and ``c_out``.
+
+A new SDE is one subclass of :class:`SDE` that defines ``sde``,
+``marginal_prob`` (written for ``t`` of shape ``(B,)``; the base class
+broadcasts a scalar ``t`` for them) and ``N``: the defaults (a Gaussian prior from the kernel at
+``T``, Euler-Maruyama discretisation, the noise-prediction parameterisation)
+make it work with every sampler, the likelihood and ``get_score_fn``.
+
+Discrete chains take an optional ``num_steps``: the number of levels of the
+chain a sampler steps through (its time grid). ``None`` means ``N``, the
+training chain; an SDE value is never rewritten to change it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax.checks import check_int, check_number
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# DDPM was trained with integer steps 0..999; continuous VP-type models keep that input
+# scale (label 999 t) so the sinusoidal embedding sees the same range.
+VP_LABEL_SCALE = 999.0
 
 
 def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -25,40 +57,162 @@ def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
   return a.reshape(a.shape + (1,) * (x.ndim - a.ndim)) * x
 
 
-def _sum_except_batch(x: jax.Array) -> jax.Array:
+def sum_except_batch(x: jax.Array) -> jax.Array:
   return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
 
 
-def _n_dims(x: jax.Array) -> int:
-  return int(np.prod(x.shape[1:]))
+def batch_times(t, x: jax.Array) -> jax.Array:
+  """``t`` as a ``(B,)`` array for ``x`` of shape ``(B, ...)``: a scalar is broadcast.
+
+  Every SDE method and every score function built here accepts a scalar time
+  this way; any other shape than ``()`` or ``(B,)`` is refused.
+  """
+  t = jnp.asarray(t)
+  if not jnp.issubdtype(t.dtype, jnp.floating):
+    t = t.astype(jnp.result_type(float))
+  b = x.shape[0]
+  if t.ndim == 0:
+    return jnp.broadcast_to(t, (b,))
+  if t.shape != (b,):
+    raise ValueError(f"t: shape {t.shape}, expected () or ({b},) for x of shape {x.shape}")
+  return t
+
+
+def _standard_normal_logp(z, var=1.0):
+  n = int(np.prod(z.shape[1:]))
+  return -0.5 * n * jnp.log(2 * jnp.pi * var) - 0.5 * sum_except_batch(z**2) / var
+
+
+def _broadcasting_t(method):
+  """Wraps ``method(self, x, t)`` so that ``t`` reaches it as ``(B,)`` (a scalar is broadcast)."""
+  @functools.wraps(method)
+  def wrapped(self, x, t):
+    return method(self, x, batch_times(t, x))
+  return wrapped
+
+
+def _set_fields(obj, **values):
+  for name, value in values.items():
+    object.__setattr__(obj, name, value)
 
 
 class SDE:
-  """Shared methods. Subclasses define ``sde``, ``marginal_prob``,
-  ``prior_sampling`` and ``prior_logp``; ``discretize`` defaults to one
-  Euler-Maruyama step of size ``T / N``."""
+  """Base class of forward SDEs ``dx = f(x, t) dt + g(t) dw`` on ``[0, T]``.
+
+  Subclasses define ``sde``, ``marginal_prob`` and the field ``N`` (the length
+  of the discrete chain a model is trained on; also the default number of
+  sampling steps). Every other method has a default that holds for any SDE
+  with a Gaussian perturbation kernel ``x_t = a(t) x_0 + s(t) z``.
+  """
 
   N: int
   T: float = 1.0
+  # Whether the SDE has a discrete-time chain (ancestral sampling, discrete-time training).
+  has_discrete_chain = False
+  # Default smallest time of sampling (the paper's 1e-3; VE uses 1e-5).
+  sampling_eps = 1e-3
 
-  def discretize(self, x, t):
-    """One step of the discretised SDE: ``x_{i+1} = x_i + f + G z``.
+  def __init_subclass__(cls, **kwargs):
+    # A subclass writes sde and marginal_prob for t of shape (B,); callers may pass a scalar.
+    super().__init_subclass__(**kwargs)
+    for name in ("sde", "marginal_prob"):
+      if name in cls.__dict__:
+        setattr(cls, name, _broadcasting_t(cls.__dict__[name]))
 
-    Returns ``(f, G)``, with ``f`` shaped like ``x`` and ``G`` ``(B,)``.
-    """
-    dt = self.T / self.N
-    drift, diffusion = self.sde(x, t)
-    return drift * dt, diffusion * jnp.sqrt(dt)
+  def __post_init__(self):
+    _set_fields(self, N=check_int("N", self.N, 2), T=check_number("T", self.T))
+
+  # --- The continuous process ---------------------------------------------------------------
+
+  def sde(self, x, t):
+    """Drift ``f(x, t)`` shaped like ``x`` and diffusion ``g(t)`` ``(B,)``."""
+    raise NotImplementedError
+
+  def marginal_prob(self, x, t):
+    """Mean ``(B, ...)`` and std ``(B,)`` of the perturbation kernel ``p_0t(x_t | x_0 = x)``."""
+    raise NotImplementedError
+
+  def _prior_std(self):
+    return self.marginal_prob(jnp.zeros((1, 1)), jnp.full((1,), self.T))[1][0]
+
+  def prior_sampling(self, key, shape):
+    """Draws from the prior ``p_T``; by default ``N(0, s(T)^2 I)`` from the kernel at ``T``."""
+    return jax.random.normal(key, shape) * self._prior_std()
+
+  def prior_logp(self, z):
+    """Log-density of the prior at ``z`` ``(B, ...)``, ``(B,)``."""
+    return _standard_normal_logp(z, self._prior_std() ** 2)
 
   def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
     """The reverse-time SDE (eq. 6), or the probability-flow ODE (eq. 13)."""
     return ReverseSDE(self, score_fn, probability_flow)
 
-  def marginal_mean_coeff_std(self, t):
-    """``(a(t), s(t))`` of the linear perturbation kernel ``x_t = a x_0 + s z``."""
-    ones = jnp.ones((jnp.shape(t)[0], 1))
-    mean, std = self.marginal_prob(ones, t)
-    return mean[:, 0], std
+  # --- Discretisation ------------------------------------------------------------------------
+
+  def chain_length(self, num_steps=None) -> int:
+    return self.N if num_steps is None else num_steps
+
+  def chain_index(self, t, num_steps=None):
+    """Index of time ``t`` on a chain of ``num_steps`` levels (default ``N``) over ``[0, T]``.
+
+    The level at or below ``t``: ``floor(t (n - 1) / T)``, as the paper's
+    chains truncate, nudged up by 4 float32 ulps so that the chain's own times
+    ``i T / (n - 1)`` map to ``i`` despite round-off. Clipped to ``[0, n - 1]``.
+    """
+    n = self.chain_length(num_steps)
+    index = jnp.floor(t * ((n - 1) / self.T) * (1.0 + 2.0**-21))
+    return jnp.clip(index, 0, n - 1).astype(jnp.int32)
+
+  def chain_time(self, index, num_steps=None):
+    """The time of level ``index`` (the inverse of :meth:`chain_index` on the chain)."""
+    n = self.chain_length(num_steps)
+    return index.astype(jnp.result_type(float)) / ((n - 1) / self.T)
+
+  def discretize(self, x, t, num_steps=None):
+    """One step of the discretised SDE: ``x_{i+1} = x_i + f + G z``.
+
+    Returns ``(f, G)``, with ``f`` shaped like ``x`` and ``G`` ``(B,)``. By
+    default one Euler-Maruyama step of size ``T / num_steps`` (``N`` if not given).
+    """
+    t = batch_times(t, x)
+    dt = self.T / self.chain_length(num_steps)
+    drift, diffusion = self.sde(x, t)
+    return drift * dt, diffusion * jnp.sqrt(dt)
+
+  def _no_chain(self, what):
+    return ValueError(f"{what}: needs an SDE with a discrete-time chain (VPSDE and VESDE only), "
+                      f"not {type(self).__name__}")
+
+  def ancestral_step(self, x, score, t, num_steps=None):
+    """Ancestral sampling's step (eq. 47 / 48) from level ``i`` down to ``i - 1``: ``(x_mean, std)``."""
+    raise self._no_chain("predictor='ancestral_sampling'")
+
+  def discrete_marginal(self, x0, index):
+    """``(mean, std)`` of the training chain's level ``index`` ``(B,)`` given ``x0``."""
+    raise self._no_chain("discrete-time training (continuous=False), defined for VESDE (SMLD) "
+                         "and VPSDE (DDPM)")
+
+  def langevin_alpha(self, t, num_steps=None):
+    """The factor ``alpha_i`` of the Langevin corrector's step size (1 without a chain)."""
+    return jnp.ones_like(jnp.asarray(t, jnp.result_type(float)))
+
+  # --- Network parameterisation --------------------------------------------------------------
+
+  def time_label(self, t, continuous: bool = True):
+    """The label a network receives for time ``t`` ``(B,)``: ``999 t`` by default.
+
+    SDEs without a discrete chain use this label whatever ``continuous`` says
+    (as the paper's code does for sub-VP).
+    """
+    return t * VP_LABEL_SCALE
+
+  def output_to_score(self, output, t, continuous: bool = True, scale_by_sigma: bool = False):
+    """The score from a network output: by default the noise prediction ``-output / std(t)``."""
+    if scale_by_sigma:
+      raise ValueError(f"scale_by_sigma=True: {type(self).__name__}'s network predicts the noise "
+                       f"and its output is divided by std(t) already; only VESDE scales by sigma")
+    std = self.marginal_prob(jnp.zeros_like(output), t)[1]
+    return batch_mul(-1.0 / std, output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,46 +240,33 @@ class ReverseSDE:
     return 0.5 if self.probability_flow else 1.0
 
   def sde(self, x, t):
+    t = batch_times(t, x)
     drift, diffusion = self.forward.sde(x, t)
     score = self.score_fn(x, t)
     drift = drift - batch_mul(diffusion**2, score) * self._weight()
     diffusion = jnp.zeros_like(diffusion) if self.probability_flow else diffusion
     return drift, diffusion
 
-  def discretize(self, x, t):
-    f, G = self.forward.discretize(x, t)
+  def discretize(self, x, t, num_steps=None):
+    t = batch_times(t, x)
+    f, G = self.forward.discretize(x, t, num_steps)
     rev_f = f - batch_mul(G**2, self.score_fn(x, t)) * self._weight()
     rev_G = jnp.zeros_like(G) if self.probability_flow else G
     return rev_f, rev_G
 
 
-def _standard_normal_logp(z):
-  n = _n_dims(z)
-  return -0.5 * n * jnp.log(2 * jnp.pi) - 0.5 * _sum_except_batch(z**2)
-
-
-def _check_positive(name, value):
-  if not (isinstance(value, (int, float)) and value > 0):
-    raise ValueError(f"{name}={value!r}: must be a positive number")
-
-
-def _check_n(N):
-  if not (isinstance(N, int) and N >= 2):
-    raise ValueError(f"N={N!r}: must be an integer >= 2 (the number of discretisation steps)")
-
-
 class _LinearBeta(SDE):
-  """Shared by VP and sub-VP: ``beta(t) = beta_min + t (beta_max - beta_min)``, N(0, I) prior."""
+  """VP and sub-VP: ``beta(t) = beta_min + t (beta_max - beta_min)`` and the N(0, I) prior."""
 
   beta_min: float
   beta_max: float
 
   def __post_init__(self):
-    _check_positive("beta_min", self.beta_min)
-    _check_positive("beta_max", self.beta_max)
+    super().__post_init__()
+    _set_fields(self, beta_min=check_number("beta_min", self.beta_min),
+                beta_max=check_number("beta_max", self.beta_max))
     if self.beta_max < self.beta_min:
       raise ValueError(f"beta_max={self.beta_max!r}: must be >= beta_min={self.beta_min!r}")
-    _check_n(self.N)
 
   def beta(self, t):
     return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -139,13 +280,27 @@ class _LinearBeta(SDE):
   def prior_logp(self, z):
     return _standard_normal_logp(z)
 
+  def discrete_betas_for(self, num_steps=None):
+    """DDPM's ``beta_i = beta(t_i) / n`` on a chain of ``n`` levels (default ``N``)."""
+    n = self.chain_length(num_steps)
+    return jnp.linspace(self.beta_min / n, self.beta_max / n, n)
+
+  def langevin_alpha(self, t, num_steps=None):
+    """``alpha_i = 1 - beta_i`` of the DDPM chain at ``t``.
+
+    The paper reads ``sde.alphas``, which its sub-VP SDE lacks (its corrector
+    crashes there); sub-VP has VP's drift and beta schedule, so it uses the
+    same chain here.
+    """
+    return 1.0 - self.discrete_betas_for(num_steps)[self.chain_index(t, num_steps)]
+
 
 @dataclasses.dataclass(frozen=True)
 class VPSDE(_LinearBeta):
   """Variance-preserving SDE ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`` (DDPM).
 
-  ``beta(t) = beta_min + t (beta_max - beta_min)``; the discrete chain uses
-  ``beta_i = beta(t_i) / N`` as DDPM does.
+  ``beta(t) = beta_min + t (beta_max - beta_min)``; the discrete chain is
+  DDPM's with ``beta_i = beta(t_i) / N``, indexed by step (0 = least noise).
   """
 
   beta_min: float = 0.1
@@ -153,11 +308,13 @@ class VPSDE(_LinearBeta):
   N: int = 1000
   T: float = 1.0
 
-  # Discrete-time quantities of DDPM, computed on demand so the value stays a
+  has_discrete_chain = True
+
+  # Discrete-time quantities of DDPM's training chain, computed on demand so the value stays a
   # tuple of scalars (hashable, a static argument under jit).
   @property
   def discrete_betas(self):
-    return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+    return self.discrete_betas_for()
 
   @property
   def alphas(self):
@@ -185,28 +342,44 @@ class VPSDE(_LinearBeta):
     std = jnp.sqrt(1.0 - jnp.exp(2.0 * log_mean_coeff))
     return mean, std
 
-  def discretize(self, x, t):
+  def discretize(self, x, t, num_steps=None):
     """DDPM's step: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``."""
-    timestep = (t * (self.N - 1) / self.T).astype(jnp.int32)
-    beta = self.discrete_betas[timestep]
-    alpha = self.alphas[timestep]
-    f = batch_mul(jnp.sqrt(alpha), x) - x
+    beta = self.discrete_betas_for(num_steps)[self.chain_index(batch_times(t, x), num_steps)]
+    f = batch_mul(jnp.sqrt(1.0 - beta), x) - x
     return f, jnp.sqrt(beta)
+
+  def ancestral_step(self, x, score, t, num_steps=None):
+    """DDPM's ancestral step (eq. 47): ``x_mean = (x + beta_i s) / sqrt(1 - beta_i)``, std ``sqrt(beta_i)``."""
+    beta = self.discrete_betas_for(num_steps)[self.chain_index(batch_times(t, x), num_steps)]
+    return batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score)), jnp.sqrt(beta)
+
+  def discrete_marginal(self, x0, index):
+    return batch_mul(self.sqrt_alphas_cumprod[index], x0), self.sqrt_1m_alphas_cumprod[index]
+
+  def time_label(self, t, continuous=True):
+    """``999 t`` for continuous models; for DDPM ones the step ``(N - 1) t`` (a float, as the paper)."""
+    return t * VP_LABEL_SCALE if continuous else t * (self.N - 1)
+
+  def output_to_score(self, output, t, continuous=True, scale_by_sigma=False):
+    """``-output / std``: the kernel's std, or DDPM's ``sqrt(1 - alphabar_i)`` for discrete models."""
+    if continuous or scale_by_sigma:
+      return super().output_to_score(output, t, continuous, scale_by_sigma)
+    return batch_mul(-1.0 / self.sqrt_1m_alphas_cumprod[self.chain_index(t)], output)
 
 
 @dataclasses.dataclass(frozen=True)
 class subVPSDE(_LinearBeta):
   """Sub-VP SDE ``dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - e^{-2 int_0^t beta})) dw``.
 
-  Its marginal variance is bounded by the VP SDE's; ``discretize`` is the
-  Euler-Maruyama step, as in the paper's code.
+  Its marginal variance is bounded by the VP SDE's. It has no discrete chain:
+  ``discretize`` is the Euler-Maruyama step and networks always get the
+  continuous label, as in the paper's code.
   """
 
   beta_min: float = 0.1
   beta_max: float = 20.0
   N: int = 1000
   T: float = 1.0
-
 
   def sde(self, x, t):
     beta_t = self.beta(t)
@@ -220,7 +393,6 @@ class subVPSDE(_LinearBeta):
     return mean, std
 
 
-
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
   """Variance-exploding SDE ``dx = sqrt(d sigma^2(t) / dt) dw`` (SMLD / NCSN).
@@ -228,7 +400,8 @@ class VESDE(SDE):
   ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``. As in the paper,
   ``marginal_prob`` returns ``std = sigma(t)``: the kernel from data already
   perturbed by ``sigma_min`` (the forward SDE started at exact data gives
-  ``sqrt(sigma(t)^2 - sigma_min^2)``).
+  ``sqrt(sigma(t)^2 - sigma_min^2)``). The discrete chain is NCSN's geometric
+  noise levels, indexed as NCSN does (0 = ``sigma_max``).
   """
 
   sigma_min: float = 0.01
@@ -236,16 +409,24 @@ class VESDE(SDE):
   N: int = 1000
   T: float = 1.0
 
+  has_discrete_chain = True
+  sampling_eps = 1e-5
+
   def __post_init__(self):
-    _check_positive("sigma_min", self.sigma_min)
-    _check_positive("sigma_max", self.sigma_max)
+    super().__post_init__()
+    _set_fields(self, sigma_min=check_number("sigma_min", self.sigma_min),
+                sigma_max=check_number("sigma_max", self.sigma_max))
     if self.sigma_max <= self.sigma_min:
       raise ValueError(f"sigma_max={self.sigma_max!r}: must be > sigma_min={self.sigma_min!r}")
-    _check_n(self.N)
+
+  def discrete_sigmas_for(self, num_steps=None):
+    """Noise levels ``sigma(i / (n - 1))`` in increasing order, on a chain of ``n`` levels."""
+    n = self.chain_length(num_steps)
+    return jnp.exp(jnp.linspace(np.log(self.sigma_min), np.log(self.sigma_max), n))
 
   @property
   def discrete_sigmas(self):
-    return jnp.exp(jnp.linspace(np.log(self.sigma_min), np.log(self.sigma_max), self.N))
+    return self.discrete_sigmas_for()
 
   def sigma(self, t):
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -262,19 +443,49 @@ class VESDE(SDE):
     return jax.random.normal(key, shape) * self.sigma_max
 
   def prior_logp(self, z):
-    n = _n_dims(z)
-    return (-0.5 * n * jnp.log(2 * jnp.pi * self.sigma_max**2)
-            - 0.5 * _sum_except_batch(z**2) / self.sigma_max**2)
+    return _standard_normal_logp(z, self.sigma_max**2)
 
-  def discretize(self, x, t):
+  def chain_index(self, t, num_steps=None):
+    """NCSN's noise-level index of ``t`` (0 = ``sigma_max``): the nearest level,
+    ``round((T - t)(n - 1) / T)``, as the paper's labels. Clipped to ``[0, n - 1]``."""
+    n = self.chain_length(num_steps)
+    return jnp.clip(jnp.round((self.T - t) * ((n - 1) / self.T)), 0, n - 1).astype(jnp.int32)
+
+  def chain_time(self, index, num_steps=None):
+    n = self.chain_length(num_steps)
+    return self.T - index.astype(jnp.result_type(float)) / ((n - 1) / self.T)
+
+  def _sigma_and_below(self, t, num_steps):
+    """``sigma_i`` at ``t`` and the next smaller level (0 below the smallest)."""
+    n = self.chain_length(num_steps)
+    up = (n - 1) - self.chain_index(t, num_steps)  # index into the increasing levels
+    sigmas = self.discrete_sigmas_for(num_steps)
+    return sigmas[up], jnp.where(up == 0, 0.0, sigmas[jnp.maximum(up - 1, 0)])
+
+  def discretize(self, x, t, num_steps=None):
     """SMLD's step: ``x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z``."""
-    timestep = (t * (self.N - 1) / self.T).astype(jnp.int32)
-    sigmas = self.discrete_sigmas
-    sigma = sigmas[timestep]
-    adjacent_sigma = jnp.where(timestep == 0, 0.0, sigmas[jnp.maximum(timestep - 1, 0)])
-    f = jnp.zeros_like(x)
-    G = jnp.sqrt(sigma**2 - adjacent_sigma**2)
-    return f, G
+    sigma, below = self._sigma_and_below(batch_times(t, x), num_steps)
+    return jnp.zeros_like(x), jnp.sqrt(sigma**2 - below**2)
+
+  def ancestral_step(self, x, score, t, num_steps=None):
+    """SMLD's ancestral step (eq. 48)."""
+    sigma, below = self._sigma_and_below(batch_times(t, x), num_steps)
+    x_mean = x + batch_mul(sigma**2 - below**2, score)
+    return x_mean, jnp.sqrt(below**2 * (sigma**2 - below**2) / sigma**2)
+
+  def discrete_marginal(self, x0, index):
+    return x0, self.discrete_sigmas[::-1][index]
+
+  def time_label(self, t, continuous=True):
+    """``sigma(t)`` for continuous models; NCSN's noise-level index for discrete ones."""
+    return self.sigma(t) if continuous else self.chain_index(t)
+
+  def output_to_score(self, output, t, continuous=True, scale_by_sigma=False):
+    """The output is the score; divided by ``sigma(t)`` (or ``sigma_i``) with ``scale_by_sigma``."""
+    if not scale_by_sigma:
+      return output
+    sigma = self.sigma(t) if continuous else self.discrete_sigmas[::-1][self.chain_index(t)]
+    return batch_mul(1.0 / sigma, output)
 
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}

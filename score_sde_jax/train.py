@@ -69,16 +69,17 @@ def ema_update(ema_params, params, rate: float):
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                    ema_rate: float, mesh, n_jitted_steps: int = 1, lr_schedule=None,
+                    ema_rate: float, mesh=None, n_jitted_steps: int = 1, lr_schedule=None,
                     donate: bool = True):
   """The train step ``(state, batch) -> (state, metrics)``, jit-compiled over ``mesh``.
 
-  ``loss_fn(key, params, batch) -> scalar``. The batch is split over the
-  ``data`` axis; state is replicated (and donated). The gradient of the mean
+  ``loss_fn(key, params, batch) -> scalar``. With a mesh the batch is split
+  over its ``data`` axis and the state is replicated; the gradient of the mean
   loss over the global batch is reduced by the compiler from the shardings,
-  so there is no hand-written ``pmean``. With ``n_jitted_steps = k > 1`` the
-  batch has a leading axis of ``k`` steps run by ``lax.scan`` in one call, and
-  every metric is ``(k,)``.
+  so there is no hand-written ``pmean``. ``mesh=None``: one device, plain
+  ``jit``. The state is donated unless ``donate=False``. With
+  ``n_jitted_steps = k > 1`` the batch has a leading axis of ``k`` steps run
+  by ``lax.scan`` in one call, and every metric is ``(k,)``.
   """
 
   def one_step(state: TrainState, batch):
@@ -101,19 +102,24 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     step_fn = one_step
     batch_axis = 0
 
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(step_fn, donate_argnums=donate_argnums)
   state_sharding = parallel.replicated(mesh)
   return jax.jit(step_fn,
                  in_shardings=(state_sharding, parallel.batch_sharding(mesh, batch_axis)),
                  out_shardings=(state_sharding, parallel.replicated(mesh)),
-                 donate_argnums=(0,) if donate else ())
+                 donate_argnums=donate_argnums)
 
 
-def make_eval_step(loss_fn: Callable, mesh):
+def make_eval_step(loss_fn: Callable, mesh=None):
   """``(state, batch, key) -> loss`` of the EMA parameters (as the paper evaluates)."""
 
   def eval_step(state, batch, key):
     return loss_fn(key, state.ema_params, batch)
 
+  if mesh is None:
+    return jax.jit(eval_step)
   return jax.jit(eval_step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
                                           parallel.replicated(mesh)),
                  out_shardings=parallel.replicated(mesh))

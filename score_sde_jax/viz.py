@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are built as matplotlib.figure.Figure objects and saved: no pyplot state and no
+# backend selection, so importing this module leaves a notebook's matplotlib set-up alone.
 
 
 def _save(fig, path):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
   return path
 
 
@@ -31,7 +31,7 @@ def plot_forward_diffusion(ts, xs, path, *, n_snapshots: int = 5, n_paths: int =
     xs: ``(K, B, D)`` particle positions at those times (``D >= 2``).
   """
   ts, xs = np.asarray(ts), np.asarray(xs)
-  fig = plt.figure(figsize=(3.0 * n_snapshots, 6.4))
+  fig = Figure(figsize=(3.0 * n_snapshots, 6.4))
   grid = fig.add_gridspec(2, n_snapshots, height_ratios=[1, 1.05])
   idx = np.linspace(0, len(ts) - 1, n_snapshots).round().astype(int)
   lim = float(np.quantile(np.abs(xs[idx[-1]]), 0.995)) * 1.1
@@ -65,7 +65,8 @@ def plot_loss(train_steps, train_loss, path, *, eval_steps=None, eval_loss=None,
   ``floor``: the eval loss of the exact score, where known (the minimum of the DSM loss).
   """
   train_steps, train_loss = np.asarray(train_steps), np.asarray(train_loss)
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig = Figure(figsize=(7, 4))
+  ax = fig.subplots()
   ax.plot(train_steps, train_loss, color="C0", alpha=0.3, lw=0.8, label="train (mean of each log interval)")
   w = max(1, len(train_loss) // 20)
   if len(train_loss) > w > 1:
@@ -98,7 +99,8 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
   grid_xy = np.asarray(grid_xy)
   learned, exact = np.asarray(learned), np.asarray(exact)
   n = len(times)
-  fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.8))
+  fig = Figure(figsize=(3.6 * n, 3.8))
+  axes = fig.subplots(1, n)
   axes = np.atleast_1d(axes)
   for ax, t, sl, se in zip(axes, times, learned, exact):
     if data is not None:
@@ -129,7 +131,8 @@ def plot_samples(samples, data, path, *, log_prob_fn=None, title="Samples"):
   samples, data = np.asarray(samples), np.asarray(data)
   lim = float(np.quantile(np.abs(data), 0.999)) * 1.25
   n = 3 if log_prob_fn is not None else 2
-  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.4))
+  fig = Figure(figsize=(4.2 * n, 4.4))
+  axes = fig.subplots(1, n)
   dens = _density_grid(log_prob_fn, lim) if log_prob_fn is not None else None
   for ax, pts, name, color in [(axes[0], data, "held-out data", "C0"),
                                (axes[1], samples, "samples", "C3")]:
@@ -160,7 +163,8 @@ def plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs, path, *, data=None, n_path
   """
   sde_xs, ode_xs = np.asarray(sde_xs)[:, :n_paths], np.asarray(ode_xs)[:, :n_paths]
   lim = float(np.quantile(np.abs(np.concatenate([sde_xs[-1], ode_xs[-1]])), 0.99)) * 1.6
-  fig, axes = plt.subplots(2, 2, figsize=(10, 9.5), gridspec_kw={"height_ratios": [1.3, 1]})
+  fig = Figure(figsize=(10, 9.5))
+  axes = fig.subplots(2, 2, gridspec_kw={"height_ratios": [1.3, 1]})
   for col, (ts, xs, name) in enumerate([(sde_ts, sde_xs, "reverse-time SDE"),
                                         (ode_ts, ode_xs, "probability-flow ODE")]):
     ts = np.asarray(ts)
@@ -188,7 +192,8 @@ def plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs, path, *, data=None, n_path
 def plot_log_density(grid_1d, model_logp, path, *, exact=None, title="Log-density"):
   """Model log-density on a square grid beside the exact one (same colour scale)."""
   n = 2 if exact is not None else 1
-  fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.4))
+  fig = Figure(figsize=(4.8 * n, 4.4))
+  axes = fig.subplots(1, n)
   axes = np.atleast_1d(axes)
   lo = float(np.quantile(exact if exact is not None else model_logp, 0.02))
   hi = float(np.max(exact if exact is not None else model_logp))
@@ -209,9 +214,10 @@ def plot_log_density(grid_1d, model_logp, path, *, exact=None, title="Log-densit
 def plot_interpolations(decoded, alphas, data, path,
                         title="Spherical interpolation in latent space, decoded"):
   """``decoded`` ``(pairs, len(alphas), 2)``: each pair's decoded path, coloured by alpha."""
-  fig, ax = plt.subplots(figsize=(5.5, 5))
+  fig = Figure(figsize=(5.5, 5))
+  ax = fig.subplots()
   ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.15, color="0.5", rasterized=True)
-  cmap = plt.get_cmap("coolwarm")
+  cmap = matplotlib.colormaps["coolwarm"]
   for path_pts in np.asarray(decoded):
     ax.plot(path_pts[:, 0], path_pts[:, 1], color="k", lw=0.6, alpha=0.5)
     ax.scatter(path_pts[:, 0], path_pts[:, 1], c=cmap(np.asarray(alphas)), s=18, zorder=3)
@@ -223,7 +229,8 @@ def plot_interpolations(decoded, alphas, data, path,
 def plot_reconstructions(x, recon, data, path, title="decode(encode(x))"):
   """Points and their encode-decode reconstructions, with the largest error in the title."""
   err = float(np.max(np.linalg.norm(np.asarray(x) - np.asarray(recon), axis=-1)))
-  fig, ax = plt.subplots(figsize=(5.5, 5))
+  fig = Figure(figsize=(5.5, 5))
+  ax = fig.subplots()
   ax.scatter(data[:, 0], data[:, 1], s=1, alpha=0.15, color="0.5", rasterized=True)
   ax.scatter(x[:, 0], x[:, 1], s=30, facecolors="none", edgecolors="C0", label="x")
   ax.scatter(recon[:, 0], recon[:, 1], s=6, color="C3", label="decode(encode(x))")
@@ -245,7 +252,8 @@ def plot_image_grid(images, path, *, nrow=None, title=None):
     r, col = divmod(i, nrow)
     canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
   scale = max(1.0, 256 / canvas.shape[1])
-  fig, ax = plt.subplots(figsize=(canvas.shape[1] * scale / 100 + 0.4, canvas.shape[0] * scale / 100 + 0.6))
+  fig = Figure(figsize=(canvas.shape[1] * scale / 100 + 0.4, canvas.shape[0] * scale / 100 + 0.6))
+  ax = fig.subplots()
   ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
             interpolation="nearest", vmin=0, vmax=1)
   ax.axis("off")

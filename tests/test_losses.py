@@ -75,13 +75,12 @@ def test_time_floor_and_sampling():
 
 def test_smld_loss_of_the_exact_score_has_closed_form():
   """Gaussian data N(0, v0 I), x = x0 + sigma_i z: sigma_i^2 |s - target|^2 has mean D v0 / (v0 + sigma_i^2)."""
-  from score_sde_jax.losses import smld_losses
-  from score_sde_jax.score import ncsn_index
+  from score_sde_jax.losses import discrete_losses
   sde, d, v0, b = VESDE(sigma_min=0.01, sigma_max=10.0, N=100), 3, 0.5, 100_000
   gauss = GaussianMixture([1.0], np.zeros((1, d)), [np.sqrt(v0)])
 
   def exact_score(x, t):  # the score at the discrete level the label names
-    sigma = sde.discrete_sigmas[::-1][ncsn_index(sde, t)]
+    sigma = sde.discrete_sigmas[::-1][sde.chain_index(t)]
     return -x / (v0 + sigma**2)[:, None]
 
   key_x, key_z = jax.random.split(jax.random.PRNGKey(0))
@@ -90,7 +89,7 @@ def test_smld_loss_of_the_exact_score_has_closed_form():
   for i in (0, 40, 99):
     index = jnp.full((b,), i)
     sigma = float(np.exp(np.linspace(np.log(10.0), np.log(0.01), 100))[i])
-    got = smld_losses(sde, exact_score, x0, index, z)
+    got = discrete_losses(sde, exact_score, x0, index, z, reduce_mean=False)
     np.testing.assert_allclose(float(jnp.mean(got)), 0.5 * d * v0 / (v0 + sigma**2), rtol=0.02)
   del gauss
 
@@ -98,29 +97,27 @@ def test_smld_loss_of_the_exact_score_has_closed_form():
 def test_ddpm_loss_of_the_exact_noise_predictor_has_closed_form():
   """x = sqrt(ab) x0 + sqrt(1 - ab) z, x0 ~ N(0, v0 I): the best eps-prediction leaves
   E|eps_hat - z|^2 / D = ab v0 / (ab v0 + 1 - ab)."""
-  from score_sde_jax.losses import ddpm_losses
-  from score_sde_jax.score import ddpm_index
+  from score_sde_jax.losses import discrete_losses
   sde, d, v0, b = VPSDE(N=1000), 2, 0.3, 100_000
   abar = np.cumprod(1 - np.linspace(0.1 / 1000, 20 / 1000, 1000))
 
   def exact_score(x, t):
-    ab = jnp.asarray(abar, jnp.float32)[ddpm_index(sde, t)]
+    ab = jnp.asarray(abar, jnp.float32)[sde.chain_index(t)]
     return -x / (ab * v0 + 1 - ab)[:, None]
 
   key_x, key_z = jax.random.split(jax.random.PRNGKey(1))
   x0 = jax.random.normal(key_x, (b, d)) * np.sqrt(v0)
   z = jax.random.normal(key_z, (b, d))
   for i in (3, 250, 999):
-    got = ddpm_losses(sde, exact_score, x0, jnp.full((b,), i), z)  # reduce_mean=True (paper)
+    got = discrete_losses(sde, exact_score, x0, jnp.full((b,), i), z)  # reduce_mean=True (paper)
     ab = abar[i]
     np.testing.assert_allclose(float(jnp.mean(got)), ab * v0 / (ab * v0 + 1 - ab), rtol=0.02)
 
 
 def test_discrete_step_index_is_exact_at_grid_times():
-  from score_sde_jax.score import ddpm_index, ncsn_index
   i = jnp.arange(1000)
-  np.testing.assert_array_equal(ddpm_index(VPSDE(), i.astype(jnp.float32) / 999), i)
-  np.testing.assert_array_equal(ncsn_index(VESDE(), 1.0 - i.astype(jnp.float32) / 999), i)
+  np.testing.assert_array_equal(VPSDE().chain_index(i.astype(jnp.float32) / 999), i)
+  np.testing.assert_array_equal(VESDE().chain_index(1.0 - i.astype(jnp.float32) / 999), i)
 
 
 def test_discrete_training_refuses_subvp():

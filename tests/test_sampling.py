@@ -11,8 +11,8 @@ from score_sde_jax.data import GaussianMixture
 from score_sde_jax.metrics import mmd, sliced_wasserstein
 from score_sde_jax.sampling import (annealed_langevin_sample, langevin_sample, ode_sample, pc_sample,
                                     sde_sample)
+from score_sde_jax.sampling import flow, reverse_sde
 from score_sde_jax.sampling import pc as pc_module
-from score_sde_jax.sampling import diffeq
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE
 
 N = 2000
@@ -179,8 +179,8 @@ def test_samplers_compile_once_per_shape():
   sde = SDES["vp"]
   score = _score(sde)
   for fn, jitted in [(lambda k: pc_sample(k, sde, score, (8, 2), num_steps=10), pc_module._pc_sample),
-                     (lambda k: ode_sample(k, sde, score, (8, 2)), diffeq._ode_solve),
-                     (lambda k: sde_sample(k, sde, score, (8, 2), num_steps=10), diffeq._sde_solve)]:
+                     (lambda k: ode_sample(k, sde, score, (8, 2)), flow._ode_sample),
+                     (lambda k: sde_sample(k, sde, score, (8, 2), num_steps=10), reverse_sde._sde_sample)]:
     fn(jax.random.PRNGKey(0))
     size = jitted._cache_size()
     fn(jax.random.PRNGKey(1))

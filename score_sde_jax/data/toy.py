@@ -120,10 +120,17 @@ class GaussianMixture(ToyDistribution):
     chol = np.linalg.cholesky(self.covs)
     return self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
 
-  def _kernel(self, sde, t):
-    """``(a, s)`` of shape ``(B,)``: x_t = a x_0 + s z under ``sde``."""
-    ones = jnp.ones((t.shape[0], 1), t.dtype)
-    mean, std = sde.marginal_prob(ones, t)
+  def _kernel(self, sde, x, t):
+    """``(a, s)`` of shape ``(B,)``: x_t = a x_0 + s z under ``sde``, for ``x`` ``(B, D)``.
+
+    ``t`` is ``(B,)`` or a scalar (broadcast over the batch), as for the SDEs.
+    """
+    t = jnp.asarray(t, x.dtype)
+    if t.ndim == 0:
+      t = jnp.broadcast_to(t, (x.shape[0],))
+    elif t.shape != (x.shape[0],):
+      raise ValueError(f"t: shape {t.shape}, expected () or ({x.shape[0]},) for x of shape {x.shape}")
+    mean, std = sde.marginal_prob(jnp.ones((x.shape[0], 1), x.dtype), t)
     return mean[:, 0], std
 
   def _components(self, a, s, dtype):
@@ -154,9 +161,9 @@ class GaussianMixture(ToyDistribution):
     return jax.nn.logsumexp(log_terms, axis=-1)
 
   def marginal_log_prob(self, sde, x, t):
-    """Exact log-density of the time-``t`` marginal of ``sde``; ``t`` ``(B,)``."""
+    """Exact log-density of the time-``t`` marginal of ``sde``; ``t`` ``(B,)`` or a scalar."""
     x = jnp.asarray(x)
-    a, s = self._kernel(sde, jnp.asarray(t, x.dtype))
+    a, s = self._kernel(sde, x, t)
     log_terms, _ = self._log_terms_and_scores(x, a, s)
     return jax.nn.logsumexp(log_terms, axis=-1)
 
@@ -167,7 +174,7 @@ class GaussianMixture(ToyDistribution):
     responsibility-weighted sum of the component scores ``-C_k^{-1}(x - a mu_k)``.
     """
     x = jnp.asarray(x)
-    a, s = self._kernel(sde, jnp.asarray(t, x.dtype))
+    a, s = self._kernel(sde, x, t)
     log_terms, comp_scores = self._log_terms_and_scores(x, a, s)
     resp = jax.nn.softmax(log_terms, axis=-1)
     return jnp.einsum("bk,bkd->bd", resp, comp_scores)
@@ -175,8 +182,7 @@ class GaussianMixture(ToyDistribution):
   def marginal_sample(self, sde, rng, n, t):
     """Exact samples of the time-``t`` marginal (scalar ``t``): ``a x_0 + s z``, ``(n, D)``."""
     x0 = self.sample(rng, n)
-    tt = jnp.full((n,), t, jnp.float32)
-    a, s = self._kernel(sde, tt)
+    a, s = self._kernel(sde, jnp.zeros((n, self.dim), jnp.float32), t)
     z = rng.standard_normal(x0.shape)
     return np.asarray(a)[:, None] * x0 + np.asarray(s)[:, None] * z
 

@@ -21,10 +21,17 @@ def get_model_class(name: str):
     raise ValueError(f"model.name={name!r}: unknown model; known: {sorted(MODELS)}") from None
 
 
-def param_count(model, *example_inputs) -> int:
-  """Number of parameters of ``model`` on these inputs, without allocating them."""
-  shapes = jax.eval_shape(lambda *a: model.init(jax.random.PRNGKey(0), *a), *example_inputs)
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+def param_shapes(model, *example_inputs):
+  """The ``params`` tree of ``model`` on these inputs as shapes, without allocating them."""
+  variables = jax.eval_shape(lambda *a: model.init(jax.random.PRNGKey(0), *a), *example_inputs)
+  return variables["params"]
 
 
-__all__ = ["DDPM", "MODELS", "NCSNpp", "ScoreMLP", "get_model_class", "param_count"]
+def param_count(model_or_params, *example_inputs) -> int:
+  """Number of parameters: of a ``params`` tree (arrays or shapes), or of ``model`` on inputs."""
+  tree = (param_shapes(model_or_params, *example_inputs) if example_inputs else model_or_params)
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+__all__ = ["DDPM", "MODELS", "NCSNpp", "ScoreMLP", "get_model_class", "param_count",
+           "param_shapes"]

@@ -19,7 +19,6 @@ class DDPM(nn.Module):
   """U-Net with DDPM residual blocks (GroupNorm of 32 groups), attention and conv resampling."""
 
   num_channels: int = 3
-  image_size: int = 32
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
   num_res_blocks: int = 2
@@ -43,35 +42,21 @@ class DDPM(nn.Module):
                                     num_groups=32, skip_rescale=False)
     AttnBlock = functools.partial(layers.AttnBlock, num_groups=32, skip_rescale=False)
 
+    temb = None
     if self.conditional:
-      temb = layers.get_timestep_embedding(time_cond, nf)
-      temb = module(nn.Dense, nf * 4, kernel_init=layers.default_init())(temb)
-      temb = module(nn.Dense, nf * 4, kernel_init=layers.default_init())(act(temb))
-    else:
-      temb = None
+      temb = layers.time_mlp(module, layers.get_timestep_embedding(time_cond, nf), nf, act)
+    blocks = layers.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
     h = x if self.centered else 2 * x - 1.0
 
     hs = [module(layers.conv3x3, nf)(h)]
     for i_level in range(num_resolutions):
-      for _ in range(self.num_res_blocks):
-        h = module(ResnetBlock, out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
-        if h.shape[1] in self.attn_resolutions:
-          h = module(AttnBlock)(h)
-        hs.append(h)
+      blocks.down(hs, nf * self.ch_mult[i_level], self.num_res_blocks)
       if i_level != num_resolutions - 1:
         hs.append(module(layers.Downsample, with_conv=self.resamp_with_conv)(hs[-1]))
 
-    h = hs[-1]
-    h = module(ResnetBlock)(h, temb, train)
-    h = module(AttnBlock)(h)
-    h = module(ResnetBlock)(h, temb, train)
-
+    h = blocks.middle(hs[-1])
     for i_level in reversed(range(num_resolutions)):
-      for _ in range(self.num_res_blocks + 1):
-        h = module(ResnetBlock, out_ch=nf * self.ch_mult[i_level])(
-            jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
-      if h.shape[1] in self.attn_resolutions:
-        h = module(AttnBlock)(h)
+      h = blocks.up(h, hs, nf * self.ch_mult[i_level], self.num_res_blocks)
       if i_level != 0:
         h = module(layers.Upsample, with_conv=self.resamp_with_conv)(h)
     assert not hs

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -126,9 +129,14 @@ class AttnBlock(nn.Module):
     return (x + out) / np.sqrt(2.0) if self.skip_rescale else x + out
 
 
-class Upsample(nn.Module):
-  """2x upsampling: nearest (+ 3x3 conv), or FIR (+ fused transposed conv)."""
+class Resample(nn.Module):
+  """2x up- or downsampling.
 
+  Up: nearest (+ 3x3 conv), or FIR (+ fused transposed conv). Down: average
+  pool or stride-2 conv (padded bottom / right), or FIR (+ fused conv).
+  """
+
+  up: bool
   out_ch: int | None = None
   with_conv: bool = False
   fir: bool = False
@@ -137,34 +145,23 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     out_ch = self.out_ch or x.shape[-1]
-    if not self.fir:
+    if self.fir:
+      if not self.with_conv:
+        resample = fir_lib.upsample_2d if self.up else fir_lib.downsample_2d
+        return resample(x, self.fir_kernel, factor=2)
+      return fir_lib.Conv2d(out_ch, 3, up=self.up, down=not self.up,
+                            resample_kernel=self.fir_kernel, kernel_init=default_init(),
+                            name="Conv2d_0")(x)
+    if self.up:
       h = fir_lib.naive_upsample_2d(x, 2)
       return conv3x3(out_ch, name="Conv_0")(h) if self.with_conv else h
-    if not self.with_conv:
-      return fir_lib.upsample_2d(x, self.fir_kernel, factor=2)
-    return fir_lib.Conv2d(out_ch, 3, up=True, resample_kernel=self.fir_kernel,
-                          kernel_init=default_init(), name="Conv2d_0")(x)
+    if self.with_conv:
+      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), name="Conv_0")(x)
+    return fir_lib.naive_downsample_2d(x, 2)
 
 
-class Downsample(nn.Module):
-  """2x downsampling: average pool or stride-2 conv (padded bottom/right), or FIR (+ fused conv)."""
-
-  out_ch: int | None = None
-  with_conv: bool = False
-  fir: bool = False
-  fir_kernel: tuple = (1, 3, 3, 1)
-
-  @nn.compact
-  def __call__(self, x):
-    out_ch = self.out_ch or x.shape[-1]
-    if not self.fir:
-      if self.with_conv:
-        return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), name="Conv_0")(x)
-      return fir_lib.naive_downsample_2d(x, 2)
-    if not self.with_conv:
-      return fir_lib.downsample_2d(x, self.fir_kernel, factor=2)
-    return fir_lib.Conv2d(out_ch, 3, down=True, resample_kernel=self.fir_kernel,
-                          kernel_init=default_init(), name="Conv2d_0")(x)
+Upsample = functools.partial(Resample, up=True)
+Downsample = functools.partial(Resample, up=False)
 
 
 def _add_temb(h, temb, act, out_ch):
@@ -251,3 +248,50 @@ class Combine(nn.Module):
     if self.method == "sum":
       return h + y
     raise ValueError(f"progressive_combine={self.method!r}: expected 'cat' or 'sum'")
+
+
+# --- U-Net pieces shared by DDPM and NCSN++ --------------------------------------------------------
+
+def time_mlp(module, temb, nf, act):
+  """The time embedding's two Dense layers, ``nf -> 4 nf -> 4 nf``."""
+  temb = module(nn.Dense, nf * 4, kernel_init=default_init())(temb)
+  return module(nn.Dense, nf * 4, kernel_init=default_init())(act(temb))
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetBlocks:
+  """Residual and attention blocks of a U-Net, created in order through ``module``.
+
+  ``module(cls, ...)`` names each submodule by its index in the original's
+  flat module list (the converter maps released checkpoints by that index),
+  so the order of the calls below is the order of the original's modules.
+  """
+
+  module: Callable
+  resnet: Callable                 # a ResNet block class with its fixed arguments bound
+  attn: Callable                   # an attention block class likewise
+  attn_resolutions: Sequence[int]
+  temb: Any
+  train: bool
+
+  def down(self, hs, out_ch, num_res_blocks):
+    """``num_res_blocks`` blocks on ``hs[-1]`` (attention at listed sizes), each output appended."""
+    for _ in range(num_res_blocks):
+      h = self.module(self.resnet, out_ch=out_ch)(hs[-1], self.temb, self.train)
+      if h.shape[1] in self.attn_resolutions:
+        h = self.module(self.attn)(h)
+      hs.append(h)
+
+  def middle(self, h):
+    h = self.module(self.resnet)(h, self.temb, self.train)
+    h = self.module(self.attn)(h)
+    return self.module(self.resnet)(h, self.temb, self.train)
+
+  def up(self, h, hs, out_ch, num_res_blocks):
+    """``num_res_blocks + 1`` blocks, each on ``h`` concatenated with the next skip from ``hs``."""
+    for _ in range(num_res_blocks + 1):
+      h = self.module(self.resnet, out_ch=out_ch)(jnp.concatenate([h, hs.pop()], axis=-1),
+                                                 self.temb, self.train)
+    if h.shape[1] in self.attn_resolutions:
+      h = self.module(self.attn)(h)
+    return h

@@ -25,7 +25,6 @@ class NCSNpp(nn.Module):
   """NCSN++ (``resblock_type='biggan'``, Fourier embedding, FIR) or DDPM++ (positional, no FIR)."""
 
   num_channels: int = 3                    # C of the data
-  image_size: int = 32
   nf: int = 128                            # base width
   ch_mult: Sequence[int] = (1, 2, 2, 2)    # width multiplier per resolution
   num_res_blocks: int = 4
@@ -61,7 +60,6 @@ class NCSNpp(nn.Module):
     self._check()
     act = layers.get_act(self.activation)
     nf, num_resolutions = self.nf, len(self.ch_mult)
-    all_resolutions = [self.image_size // (2**i) for i in range(num_resolutions)]
     fir_kernel = tuple(self.fir_kernel)
     counter = iter(range(10**6))
 
@@ -84,11 +82,8 @@ class NCSNpp(nn.Module):
                     scale=self.fourier_scale)(jnp.log(time_cond))
     else:
       temb = layers.get_timestep_embedding(time_cond, nf)
-    if self.conditional:
-      temb = module(nn.Dense, nf * 4, kernel_init=layers.default_init())(temb)
-      temb = module(nn.Dense, nf * 4, kernel_init=layers.default_init())(act(temb))
-    else:
-      temb = None
+    temb = layers.time_mlp(module, temb, nf, act) if self.conditional else None
+    blocks = layers.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
 
     if not self.centered:
       x = 2 * x - 1.0
@@ -97,11 +92,7 @@ class NCSNpp(nn.Module):
     input_pyramid = x if self.progressive_input != "none" else None
     hs = [module(layers.conv3x3, nf)(x)]
     for i_level in range(num_resolutions):
-      for _ in range(self.num_res_blocks):
-        h = module(ResnetBlock, out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
-        if h.shape[1] in self.attn_resolutions:
-          h = module(AttnBlock)(h)
-        hs.append(h)
+      blocks.down(hs, nf * self.ch_mult[i_level], self.num_res_blocks)
       if i_level != num_resolutions - 1:
         if self.resblock_type == "ddpm":
           h = module(layers.Downsample, with_conv=self.resamp_with_conv, fir=self.fir,
@@ -119,19 +110,12 @@ class NCSNpp(nn.Module):
           h = input_pyramid
         hs.append(h)
 
-    h = hs[-1]
-    h = module(ResnetBlock)(h, temb, train)
-    h = module(AttnBlock)(h)
-    h = module(ResnetBlock)(h, temb, train)
+    h = blocks.middle(hs[-1])
 
     # Upsampling.
     pyramid = None
     for i_level in reversed(range(num_resolutions)):
-      for _ in range(self.num_res_blocks + 1):
-        h = module(ResnetBlock, out_ch=nf * self.ch_mult[i_level])(
-            jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
-      if h.shape[1] in self.attn_resolutions:
-        h = module(AttnBlock)(h)
+      h = blocks.up(h, hs, nf * self.ch_mult[i_level], self.num_res_blocks)
       if self.progressive != "none":
         c = h.shape[-1]
         if i_level == num_resolutions - 1:

@@ -13,8 +13,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from score_sde_jax.sampling.pc import as_pytree_fn
-from score_sde_jax.sde import batch_mul
+from score_sde_jax import checks
+from score_sde_jax.sampling.common import SampleResult, time_grid
+from score_sde_jax.score import as_pytree_fn
 
 
 @functools.partial(jax.jit, static_argnames=("n_steps",))
@@ -27,22 +28,23 @@ def _langevin(key, score_fn, x0, step_size, *, n_steps):
   return x
 
 
-def langevin_sample(key, score_fn, x0, *, step_size, n_steps):
-  """Unadjusted Langevin: ``x <- x + eps score(x) + sqrt(2 eps) z``, ``n_steps`` times from ``x0``.
+def langevin_sample(key, score_fn, x0, *, step_size, n_steps) -> SampleResult:
+  """Unadjusted Langevin: ``x <- x + e score(x) + sqrt(2 e) z``, ``n_steps`` times from ``x0``.
 
-  ``score_fn(x)`` is the score of the target. Returns ``(x, nfe)``.
+  ``score_fn(x)`` is the score of the target. Returns ``SampleResult(samples, nfe)``.
   """
-  if not step_size > 0:
-    raise ValueError(f"step_size={step_size!r}: must be positive")
-  if not (isinstance(n_steps, int) and n_steps >= 1):
-    raise ValueError(f"n_steps={n_steps!r}: expected a positive integer")
-  return _langevin(key, as_pytree_fn(score_fn), jnp.asarray(x0), step_size, n_steps=n_steps), n_steps
+  checks.check_key(key, "langevin_sample")
+  step_size = checks.check_number("step_size", step_size)
+  n_steps = checks.check_int("n_steps", n_steps, 1)
+  x0 = checks.check_batch("x0", x0)
+  return SampleResult(_langevin(key, as_pytree_fn(score_fn), x0, step_size, n_steps=n_steps),
+                      n_steps)
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "n_steps_each", "num_scales"))
 def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales):
   b = x0.shape[0]
-  ts = jnp.linspace(sde.T, eps, num_scales)
+  ts = time_grid(sde.T, eps, num_scales)
   stds = sde.marginal_prob(jnp.zeros((num_scales, 1)), ts)[1]
   step_sizes = step_lr * (stds / stds[-1]) ** 2
 
@@ -64,16 +66,21 @@ def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales)
 
 
 def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, step_lr=2e-5,
-                             num_scales=None, eps=1e-3, denoise=True):
+                             num_scales=None, eps=None, denoise=True) -> SampleResult:
   """Annealed Langevin dynamics (NCSN) over the noise levels of ``sde``.
 
   Levels ``t_i = linspace(T, eps, num_scales)`` (default ``sde.N``) with
   ``sigma_i`` the std of the perturbation kernel at ``t_i``; at each level
   ``n_steps_each`` Langevin steps of size ``step_lr (sigma_i / sigma_L)^2``.
-  Starts from the prior. ``denoise`` returns the last step's mean.
-  Returns ``(x, nfe)``.
+  Starts from the prior. ``denoise`` returns the last step's mean. ``eps``
+  defaults to the SDE's ``sampling_eps``. Returns ``SampleResult(samples, nfe)``.
   """
-  num_scales = sde.N if num_scales is None else num_scales
+  checks.check_key(key, "annealed_langevin_sample")
+  shape = checks.check_shape(shape)
+  eps = checks.check_eps(eps, sde)
+  num_scales = checks.check_int("num_scales", sde.N if num_scales is None else num_scales, 2)
+  n_steps_each = checks.check_int("n_steps_each", n_steps_each, 1)
+  step_lr = checks.check_number("step_lr", step_lr)
   sigma_last = float(sde.marginal_prob(jnp.zeros((1, 1)), jnp.array([eps]))[1][0])
   if step_lr > 2 * sigma_last**2:
     # Step (step_lr / sigma_L^2) sigma_0^2 would exceed twice the top level's variance: divergent.
@@ -81,7 +88,7 @@ def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, ste
                      f"for {type(sde).__name__} at eps={eps}, or the steps at the top noise level "
                      f"diverge; lower step_lr or raise eps")
   key_prior, key = jax.random.split(key)
-  x0 = sde.prior_sampling(key_prior, tuple(shape))
+  x0 = sde.prior_sampling(key_prior, shape)
   x, x_mean = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
                         n_steps_each=n_steps_each, num_scales=num_scales)
-  return (x_mean if denoise else x), num_scales * n_steps_each
+  return SampleResult(x_mean if denoise else x, num_scales * n_steps_each)

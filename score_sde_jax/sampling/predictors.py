@@ -1,9 +1,10 @@
-"""Predictors: one step of a reverse-time solver, from ``t`` to ``t - 1/N``.
+"""Predictors: one step of a reverse-time solver at time ``t`` of a chain of ``num_steps`` levels.
 
-Each predictor is ``predictor(key, sde, score_fn, x, t, probability_flow) -> (x, x_mean)``:
+Each predictor is ``predictor(key, sde, score_fn, x, t, num_steps, probability_flow) -> (x, x_mean)``:
 ``x_mean`` is the step without its noise (returned by the last step when
 denoising). With ``probability_flow=True`` the step follows the
-probability-flow ODE instead of the reverse SDE (its noise is zero).
+probability-flow ODE instead of the reverse SDE (its noise is zero). What is
+specific to an SDE (its discrete chain, its ancestral step) comes from the SDE.
 """
 
 from __future__ import annotations
@@ -11,59 +12,38 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from score_sde_jax.sde import VESDE, VPSDE, batch_mul
+from score_sde_jax.sde import batch_mul
 
 
-# --- Euler-Maruyama -----------------------------------------------------------------------------
-
-def euler_maruyama(key, sde, score_fn, x, t, probability_flow=False):
-  """``x <- x - [f - g^2 score] dt + g sqrt(dt) z`` with ``dt = T / N`` (paper's EulerMaruyamaPredictor)."""
-  dt = -sde.T / sde.N
+def euler_maruyama(key, sde, score_fn, x, t, num_steps=None, probability_flow=False):
+  """``x <- x - [f - g^2 score] dt + g sqrt(dt) z`` with ``dt = T / num_steps`` (paper's EulerMaruyamaPredictor)."""
+  dt = -sde.T / sde.chain_length(num_steps)
   drift, diffusion = sde.reverse(score_fn, probability_flow).sde(x, t)
   x_mean = x + drift * dt
   z = jax.random.normal(key, x.shape, x.dtype)
   return x_mean + batch_mul(diffusion * jnp.sqrt(-dt), z), x_mean
 
 
-# --- Reverse diffusion --------------------------------------------------------------------------
-
-def reverse_diffusion(key, sde, score_fn, x, t, probability_flow=False):
-  """The discretisation of the forward chain run backwards: ``x <- x - f + G^2 score + G z`` (eq. 46)."""
-  f, G = sde.reverse(score_fn, probability_flow).discretize(x, t)
+def reverse_diffusion(key, sde, score_fn, x, t, num_steps=None, probability_flow=False):
+  """The SDE's discretisation run backwards: ``x <- x - f + G^2 score + G z`` (eq. 46)."""
+  f, G = sde.reverse(score_fn, probability_flow).discretize(x, t, num_steps)
   x_mean = x - f
   z = jax.random.normal(key, x.shape, x.dtype)
   return x_mean + batch_mul(G, z), x_mean
 
 
-# --- Ancestral sampling -------------------------------------------------------------------------
+def ancestral_sampling(key, sde, score_fn, x, t, num_steps=None, probability_flow=False):
+  """Ancestral sampling of the SDE's discrete chain: DDPM for VP (eq. 47), SMLD for VE (eq. 48).
 
-def ancestral_sampling(key, sde, score_fn, x, t, probability_flow=False):
-  """Ancestral sampling of DDPM (VP) and its SMLD analogue (VE), paper's eq. 47 and 48.
-
-  Defined only for the discrete chains of ``VPSDE`` and ``VESDE``.
+  It has no probability-flow form; ``pc_sample`` refuses ``probability_flow=True`` with it.
   """
-  del probability_flow  # ancestral sampling has no ODE form (as in the paper's code)
-  timestep = (t * (sde.N - 1) / sde.T).astype(jnp.int32)
-  score = score_fn(x, t)
+  del probability_flow
+  x_mean, std = sde.ancestral_step(x, score_fn(x, t), t, num_steps)
   z = jax.random.normal(key, x.shape, x.dtype)
-  if isinstance(sde, VESDE):
-    sigmas = sde.discrete_sigmas
-    sigma = sigmas[timestep]
-    adjacent = jnp.where(timestep == 0, 0.0, sigmas[jnp.maximum(timestep - 1, 0)])
-    x_mean = x + batch_mul(sigma**2 - adjacent**2, score)
-    std = jnp.sqrt(adjacent**2 * (sigma**2 - adjacent**2) / sigma**2)
-    return x_mean + batch_mul(std, z), x_mean
-  if isinstance(sde, VPSDE):
-    beta = sde.discrete_betas[timestep]
-    x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
-    return x_mean + batch_mul(jnp.sqrt(beta), z), x_mean
-  raise ValueError(f"predictor='ancestral_sampling': defined for VPSDE and VESDE only, not "
-                   f"{type(sde).__name__}")
+  return x_mean + batch_mul(std, z), x_mean
 
 
-# --- None ---------------------------------------------------------------------------------------
-
-def none(key, sde, score_fn, x, t, probability_flow=False):
+def none(key, sde, score_fn, x, t, num_steps=None, probability_flow=False):
   """No predictor (corrector-only sampling): ``x`` unchanged, no score evaluation."""
   return x, x
 
@@ -79,5 +59,11 @@ PREDICTORS = {
 def get_predictor(name: str):
   try:
     return PREDICTORS[name]
-  except KeyError:
+  except (KeyError, TypeError):
     raise ValueError(f"predictor={name!r}: unknown; known: {sorted(PREDICTORS)}") from None
+
+
+def denoise(sde, score_fn, x, eps):
+  """The paper's noise removal: the mean of one reverse-diffusion step at ``eps``, on the SDE's chain."""
+  f, _ = sde.reverse(score_fn).discretize(x, jnp.full((x.shape[0],), eps))
+  return x - f

@@ -1,0 +1,203 @@
+"""The probability-flow ODE (eq. 13), solved per example with diffrax.
+
+One solve serves sampling (:func:`ode_sample`), paths for figures, the
+likelihood (with the divergence integrated alongside), encoding and decoding:
+:func:`solve_flow`. Each example is solved on its own step sizes (the solve is
+``vmap``-ped and, with a mesh, each device solves its own rows under
+``shard_map``), so a result does not depend on the rest of its batch. There is
+one solver table, one ``max_steps`` default and one NFE rule (:func:`flow_nfe`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from score_sde_jax import checks, parallel
+from score_sde_jax.sampling.common import SampleResult
+from score_sde_jax.sampling.predictors import denoise as denoise_step
+from score_sde_jax.score import as_pytree_fn
+
+SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "euler": diffrax.Euler,
+           "heun": diffrax.Heun}
+MAX_STEPS = 16384
+
+
+def get_solver(solver):
+  """A diffrax solver from a name in :data:`SOLVERS` or a diffrax solver object.
+
+  Objects must be Euler or explicit Runge-Kutta solvers, whose score
+  evaluations per step are known (so the NFE is exact).
+  """
+  if isinstance(solver, str):
+    if solver not in SOLVERS:
+      raise ValueError(f"solver={solver!r}: unknown; known: {sorted(SOLVERS)} or a diffrax "
+                       f"solver object")
+    return SOLVERS[solver]()
+  if isinstance(solver, diffrax.Euler) or (
+      isinstance(solver, diffrax.AbstractERK) and getattr(solver, "tableau", None) is not None):
+    return solver
+  raise ValueError(f"solver={solver!r}: expected a name in {sorted(SOLVERS)}, diffrax.Euler() or "
+                   f"an explicit Runge-Kutta solver (diffrax.Tsit5(), diffrax.Bosh3(), ...)")
+
+
+def _evals(solver):
+  """``(per_step, at_start)``: score evaluations of a step, and once at the start.
+
+  A Runge-Kutta step evaluates every stage; first-same-as-last solvers reuse
+  the last stage of a step as the first of the next, so they pay one
+  evaluation at the start and one less per step. Rejected steps count.
+  """
+  if isinstance(solver, diffrax.Euler):
+    return 1, 0
+  tableau = solver.tableau
+  stages = len(tableau.c) + 1
+  return (stages - 1, 1) if tableau.fsal else (stages, 0)
+
+
+def flow_nfe(solver, num_steps):
+  """Score evaluations of a solve that took ``num_steps`` steps (accepted and rejected)."""
+  per_step, at_start = _evals(get_solver(solver))
+  return at_start + per_step * num_steps
+
+
+def per_example_drift(sde, score_fn, probability_flow=True):
+  """``drift(x, t)`` for one example (``x`` without batch axis) of the probability-flow ODE,
+  or of the reverse-time SDE with ``probability_flow=False``."""
+  rsde = sde.reverse(score_fn, probability_flow=probability_flow)
+  return lambda x, t: rsde.sde(x[None], jnp.reshape(t, (1,)))[0][0]
+
+
+def _divergence_field(drift, kind):
+  """``(x, t, probe) -> (f, div f)`` with the exact trace or a Hutchinson estimate."""
+  if kind == "exact":
+    def field(x, t, probe):
+      f_x = lambda y: drift(y, t)
+      value = f_x(x)
+      # Trace of the Jacobian from one forward-mode product per basis vector.
+      basis = jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
+      columns = jax.vmap(lambda e: jax.jvp(f_x, (x,), (e,))[1])(basis)
+      return value, jnp.sum(columns.reshape(x.size, x.size).diagonal())
+  else:
+    def field(x, t, probe):
+      value, jv = jax.jvp(lambda y: drift(y, t), (x,), (probe,))
+      return value, jnp.sum(probe * jv)  # E[v^T J v] = tr J for E[v v^T] = I
+  return field
+
+
+class FlowSolution(NamedTuple):
+  ys: jax.Array           # (B, ...) at t1, or (B, K, ...) at save_ts
+  delta_logp: jax.Array   # (B,) integral of the divergence (zeros without one)
+  num_steps: jax.Array    # (B,) steps taken per example
+
+
+def _solve_examples(y, probes, score_fn, t0, t1, rtol, atol, save_ts, *, sde, solver,
+                    controller, num_steps, max_steps, divergence):
+  drift = per_example_drift(sde, score_fn)
+  if divergence is None:
+    term = diffrax.ODETerm(lambda t, x, args: drift(x, t))
+  else:
+    field = _divergence_field(drift, divergence)
+    term = diffrax.ODETerm(lambda t, state, probe: field(state[0], t, probe))
+  if num_steps is not None:
+    controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
+  else:
+    controller, dt0 = controller or diffrax.PIDController(rtol=rtol, atol=atol), None
+  saveat = diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts)
+
+  def solve_one(y0, probe):
+    state = y0 if divergence is None else (y0, jnp.zeros((), y0.dtype))
+    sol = diffrax.diffeqsolve(term, solver, t0=t0, t1=t1, dt0=dt0, y0=state, args=probe,
+                              stepsize_controller=controller, max_steps=max_steps, saveat=saveat)
+    ys, delta = (sol.ys, jnp.zeros((1,), y0.dtype)) if divergence is None else sol.ys
+    return (ys[0] if save_ts is None else ys), delta[-1], sol.stats["num_steps"]
+
+  return jax.vmap(solve_one)(y, probes)
+
+
+def solve_flow(sde, score_fn, y, t0, t1, *, solver, rtol=1e-5, atol=1e-5, controller=None,
+               num_steps=None, max_steps=MAX_STEPS, save_ts=None, divergence=None, probes=None,
+               mesh=None) -> FlowSolution:
+  """Solves the probability-flow ODE from ``t0`` to ``t1`` for each row of ``y`` (traceable).
+
+  ``t1 < t0`` runs backwards (sampling, decoding). Adaptive steps
+  (``controller``, default ``PIDController(rtol, atol)``) unless ``num_steps``
+  fixes them. ``save_ts`` saves each path at those times. With ``divergence``
+  (``"exact"``, or a Hutchinson kind with ``probes`` shaped like ``y``) the
+  state carries ``delta_logp = int_t0^t1 div f dt`` alongside. ``mesh``: each
+  device solves its rows (``shard_map``), so no device waits for another's
+  step count. Call it inside ``jit`` with ``sde``, ``solver`` (an object),
+  ``controller``, ``num_steps``, ``max_steps``, ``divergence`` and ``mesh`` static.
+  """
+  y = parallel.constrain_batch(y, mesh)
+  probes = jnp.zeros_like(y) if probes is None else parallel.constrain_batch(probes, mesh)
+  solve = functools.partial(_solve_examples, sde=sde, solver=solver, controller=controller,
+                            num_steps=num_steps, max_steps=max_steps, divergence=divergence)
+  return FlowSolution(*parallel.map_shards(solve, mesh, (y, probes),
+                                           (score_fn, t0, t1, rtol, atol, save_ts)))
+
+
+def check_flow_args(solver, controller, num_steps):
+  """The solver object, and ``num_steps`` as an int or ``None``, checked before tracing."""
+  solver = get_solver(solver)
+  if num_steps is not None:
+    num_steps = checks.check_int("num_steps", num_steps, 1)
+    if controller is not None:
+      raise ValueError("num_steps and stepsize_controller: give one (fixed steps, or a controller)")
+  elif controller is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+    raise ValueError(f"solver={solver!r}: not adaptive; give num_steps for fixed steps, or use "
+                     f"tsit5 / dopri5 (or another adaptive solver)")
+  return solver, num_steps
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "solver", "controller", "num_steps",
+                                             "max_steps", "denoise", "mesh"))
+def _ode_sample(key, z, score_fn, rtol, atol, eps, *, sde, shape, solver, controller, num_steps,
+                max_steps, denoise, mesh):
+  x = sde.prior_sampling(key, shape) if z is None else z
+  sol = solve_flow(sde, score_fn, x, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
+                   controller=controller, num_steps=num_steps, max_steps=max_steps, mesh=mesh)
+  x = sol.ys
+  if denoise:
+    x = denoise_step(sde, score_fn, x, eps)
+  return x, jnp.max(sol.num_steps)
+
+
+def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5", eps=None,
+               denoise=True, z=None, num_steps=None, stepsize_controller=None,
+               max_steps=MAX_STEPS, mesh=None) -> SampleResult:
+  """Samples by solving the probability-flow ODE (eq. 13) from ``T`` to ``eps`` with diffrax.
+
+  Adaptive (``PIDController(rtol, atol)``, or ``stepsize_controller``) with
+  ``solver`` ``tsit5`` / ``dopri5`` (or any adaptive explicit diffrax solver
+  object), or fixed steps with ``num_steps`` (``euler``, ``heun``, or any
+  solver). Each example is solved on its own step sizes, so a sample does not
+  depend on the rest of the batch. ``z`` (shape ``shape``) is a latent to
+  decode instead of a prior draw (then ``key`` may be ``None``); ``denoise``
+  adds the paper's final noise-free reverse-diffusion step. ``eps`` defaults
+  to the SDE's ``sampling_eps``. ``mesh`` splits the batch over its devices;
+  each device runs its own solves, and the samples equal those of one device.
+
+  Returns:
+    ``SampleResult(samples, nfe)``: ``nfe`` is the number of score
+    evaluations (:func:`flow_nfe`, the largest over the batch, i.e. the number
+    of batched network calls), plus one for ``denoise``.
+  """
+  shape = checks.check_shape(shape)
+  if z is None:
+    checks.check_key(key, "ode_sample without a latent z (the prior draw)")
+  else:
+    z = jnp.asarray(z)
+    if z.shape != shape:
+      raise ValueError(f"z: shape {z.shape}, expected {shape}")
+  eps = checks.check_eps(eps, sde)
+  solver, num_steps = check_flow_args(solver, stepsize_controller, num_steps)
+  parallel.check_mesh(shape[0], mesh, "shape[0]")
+  x, steps = _ode_sample(key, z, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde, shape=shape,
+                         solver=solver, controller=stepsize_controller, num_steps=num_steps,
+                         max_steps=max_steps, denoise=denoise, mesh=mesh)
+  return SampleResult(x, flow_nfe(solver, int(steps)) + int(denoise))
