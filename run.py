@@ -13,13 +13,15 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import build, loop, parallel
+from score_sde_jax import build, checkpoint, parallel
 from score_sde_jax.data import DataError
+from score_sde_jax.modes import MODES, TrainingDiverged
+from score_sde_jax.workdir import WorkdirError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, figures and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "info"], "What to run.")
+flags.DEFINE_enum("mode", "train", list(MODES), "What to run.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 for a multi-process run (jax.distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
@@ -31,9 +33,6 @@ flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and the other processes.")
 flags.mark_flags_as_required(["config"])
 
-MODES = {"train": loop.train_and_evaluate, "sample": loop.sample, "eval": loop.evaluate,
-         "info": loop.info}
-
 
 def main(argv):
   if len(argv) > 1:
@@ -41,7 +40,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   try:
     if FLAGS.mode != "info" and not FLAGS.workdir:
-      raise build.ConfigError(f"--workdir: required for --mode {FLAGS.mode}")
+      raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
     if FLAGS.distributed or any(v is not None for v in (
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
       if FLAGS.mode != "info":
@@ -49,9 +48,13 @@ def main(argv):
       # Before anything else touches JAX's backends.
       parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                           timeout=FLAGS.distributed_timeout,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                          log=lambda m: print(m, file=sys.stderr, flush=True),
+                          names=dict(coordinator_address="--coordinator_address",
+                                     num_processes="--num_processes", process_id="--process_id",
+                                     timeout="--distributed_timeout"))
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (build.ConfigError, DataError, loop.TrainingDiverged, parallel.DistributedError) as e:
+  except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
+          TrainingDiverged, parallel.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

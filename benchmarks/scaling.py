@@ -32,7 +32,7 @@ def child(args):
   import numpy as np
 
   from configs import default_toy
-  from score_sde_jax import build, loop, parallel, train
+  from score_sde_jax import build, parallel, train
   sys.path.insert(0, HERE)
   from train_step import flops_of
 
@@ -47,9 +47,9 @@ def child(args):
         config.model.hidden = hidden
         k = config.training.n_jitted_steps = args.n_jitted_steps
         mesh = parallel.make_mesh(jax.devices()[:n])
-        sde, model, dataset = loop.setup(config)
+        sde, model, dataset = build.setup(config)
         optimizer = build.get_optimizer(config)
-        state = loop._init_state(config, model, optimizer, mesh)
+        state = build.init_state(config, model, optimizer, mesh)
         loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
         single = train.make_train_step(loss_fn, optimizer, ema_rate=0.999, mesh=mesh,
                                        donate=False)

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default_toy  # noqa: E402
-from score_sde_jax import build, loop, models, parallel, train  # noqa: E402
+from score_sde_jax import build, models, parallel, train  # noqa: E402
 
 
 def flops_of(compiled):
@@ -32,10 +32,10 @@ def flops_of(compiled):
 
 
 def bench(config, repeats):
-  sde, model, dataset = loop.setup(config)
+  sde, model, dataset = build.setup(config)
   mesh = parallel.make_mesh()
   optimizer = build.get_optimizer(config)
-  state = loop._init_state(config, model, optimizer, mesh)
+  state = build.init_state(config, model, optimizer, mesh)
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
   k = config.training.n_jitted_steps
   b = config.training.batch_size

@@ -71,7 +71,7 @@ def get_default_configs():
   model.name = "mlp"
   model.hidden = 256
   model.num_layers = 3
-  model.activation = "swish"
+  model.nonlinearity = "swish"
   model.embedding_type = "positional"   # positional (VP, sub-VP) | fourier (VE)
   model.embedding_dim = 64
   model.fourier_scale = 16.0

@@ -1,59 +1,85 @@
-"""Config -> objects: SDE, dataset, model, optimizer, loss.
+"""Config -> objects: the wiring between ml_collections configs and the library.
 
-The only place (with ``loop`` and ``run.py``) that reads a ConfigDict. Every
-check here runs before anything is compiled, and each failure is one
-``ConfigError`` naming the field, its value and what is allowed.
+With the host-side modes and ``run.py``, the only code that reads a ConfigDict.
+Allowed values come from the registries (``sde.SDES``, ``models.MODELS``,
+``sampling.PREDICTORS`` / ``CORRECTORS`` / ``SOLVERS``, ``likelihood.DIVERGENCES``
+and the data sets and sampling methods here), and the constructors check the
+values they are given: the SDE and the network read exactly their own fields
+(their dataclass fields, so a field a network never reads neither needs to be
+there nor decides anything). Every failure becomes one :class:`ConfigError`
+naming the config field, its value and what is allowed, before anything compiles.
 """
 
 from __future__ import annotations
 
-import numbers
+import contextlib
+import dataclasses
+import re
 
+import jax
 import jax.numpy as jnp
 
 from score_sde_jax import data as data_lib
-from score_sde_jax import losses, models, train
-from score_sde_jax.sde import SDES, VESDE
+from score_sde_jax import likelihood, losses, models, parallel, sampling, train
+from score_sde_jax.data import images
+from score_sde_jax.models import layers
+from score_sde_jax.sde import SDES
 
 
 class ConfigError(ValueError):
   """A config field has a value that is not allowed."""
 
 
-def _get(config, path):
+# --- Reading fields -----------------------------------------------------------------------------
+
+_MISSING = object()  # no default: a missing field is an error
+_ABSENT = object()   # a default meaning "not in the config"
+
+
+def _get(config, path, default=_MISSING):
   node = config
   for part in path.split("."):
-    if part not in node:
+    if not hasattr(node, "keys") or part not in node:
+      if default is not _MISSING:
+        return default
       raise ConfigError(f"config.{path}: missing (required)")
     node = node[part]
   return node
 
 
-def _is_int(v):
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+def _as_tuple(value):
+  return tuple(value) if isinstance(value, list) else value
 
 
-def _is_number(v):
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+_ARG = re.compile(r"^(\w+)=")
 
 
-_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
-_NON_NEG_INT = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-_POSITIVE = (lambda v: _is_number(v) and v > 0, "a positive number")
-_BOOL = (lambda v: isinstance(v, bool), "True or False")
-_RATE = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-_NUMBER = (lambda v: _is_number(v), "a number")
+@contextlib.contextmanager
+def _config_paths(paths: dict, section: str):
+  """Turns a constructor's ``ValueError('arg=value: ...')`` into ``ConfigError('config.<path>=value: ...')``."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except ValueError as e:
+    message = str(e)
+    match = _ARG.match(message)
+    if match and match.group(1) in paths:
+      raise ConfigError(f"config.{paths[match.group(1)]}{message[len(match.group(1)):]}") from None
+    raise ConfigError(f"config.{section}: {message}") from None
 
 
-def _one_of(options):
-  return (lambda v: v in options, f"one of {sorted(options)}")
+# --- Field checks of the loops' own settings ------------------------------------------------------
+
+# The networks' own field checks (models.layers), reused for the loops' settings.
+_POSITIVE_INT, _NON_NEG_INT, _POSITIVE, _BOOL, _RATE, _one_of = (
+    layers.POSITIVE_INT, layers.NON_NEGATIVE_INT, layers.POSITIVE, layers.BOOL, layers.RATE,
+    layers.one_of)
+_TIME = (lambda v: _POSITIVE[0](v) and v < 1, "a number in (0, 1)")
+_FINITE = (layers.FINITE[0], "a finite number (< 0: no clipping)")
 
 
-TOY_DATASETS = ("gmm", "swissroll", "moons", "checkerboard", "rings")
-IMAGE_DATASETS = ("digits", "cifar10", "image_folder", "npz")  # case-insensitive ("CIFAR10")
-
-_SPEC = {
-    "training.sde": _one_of(SDES),
+_LOOP_SPEC = {
     "training.continuous": _BOOL,
     "training.reduce_mean": _BOOL,
     "training.likelihood_weighting": _BOOL,
@@ -65,89 +91,40 @@ _SPEC = {
     "training.snapshot_freq": _POSITIVE_INT,
     "training.snapshot_freq_for_preemption": _POSITIVE_INT,
     "training.max_to_keep": _POSITIVE_INT,
-    "training.eps": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "training.eps": _TIME,
     "eval.batch_size": _POSITIVE_INT,
+    "eval.num_batches": _NON_NEG_INT,
     "eval.num_samples": _POSITIVE_INT,
     "eval.enable_bpd": _BOOL,
     "eval.num_eval_examples": _POSITIVE_INT,
-    "eval.divergence": _one_of(("exact", "gaussian", "rademacher")),
+    "eval.divergence": _one_of(likelihood.DIVERGENCES),
     "eval.rtol": _POSITIVE,
     "eval.atol": _POSITIVE,
-    "eval.likelihood_eps": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "sampling.method": _one_of(("pc", "ode", "sde")),
-    "sampling.predictor": _one_of(("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")),
-    "sampling.corrector": _one_of(("langevin", "ald", "none")),
-    "sampling.snr": _POSITIVE,
-    "sampling.n_steps_each": _POSITIVE_INT,
-    "sampling.noise_removal": _BOOL,
-    "sampling.probability_flow": _BOOL,
-    "sampling.ode_solver": _one_of(("tsit5", "dopri5", "euler", "heun")),
-    "sampling.rtol": _POSITIVE,
-    "sampling.atol": _POSITIVE,
-    "sampling.ode_num_steps": _NON_NEG_INT,
-    "sampling.sde_num_steps": _POSITIVE_INT,
-    "eval.num_batches": _NON_NEG_INT,
-    "data.dataset": _one_of(TOY_DATASETS),
-    "data.dim": _POSITIVE_INT,
-    "data.centered": _BOOL,
-    "model.name": _one_of(models.MODELS),
+    "eval.likelihood_eps": _TIME,
     "model.ema_rate": _RATE,
-    "model.dropout": _RATE,
     "model.scale_by_sigma": _BOOL,
-    "model.beta_min": _POSITIVE,
-    "model.beta_max": _POSITIVE,
-    "model.sigma_min": _POSITIVE,
-    "model.sigma_max": _POSITIVE,
-    "model.num_scales": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "optim.optimizer": _one_of(("Adam",)),
     "optim.lr": _POSITIVE,
     "optim.beta1": _RATE,
     "optim.eps": _POSITIVE,
-    "optim.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "optim.weight_decay": layers.NON_NEGATIVE,
     "optim.warmup": _NON_NEG_INT,
-    "optim.grad_clip": _NUMBER,
-    "seed": (lambda v: _is_int(v), "an integer"),
+    "optim.grad_clip": _FINITE,
+    "seed": _NON_NEG_INT,
 }
 
-_MLP_SPEC = {
-    "model.hidden": _POSITIVE_INT,
-    "model.num_layers": _NON_NEG_INT,
-    "model.activation": _one_of(models.layers.ACTIVATIONS),
-    "model.embedding_type": _one_of(("fourier", "positional")),
-    "model.embedding_dim": (lambda v: _is_int(v) and v >= 4 and v % 2 == 0, "an even integer >= 4"),
-    "model.fourier_scale": _POSITIVE,
-}
-
-
-_RESOLUTIONS = (lambda v: isinstance(v, (tuple, list)) and all(_is_int(r) and r > 0 for r in v),
-                "a sequence of positive integers")
-
-_IMAGE_SPEC = {
-    "data.image_size": _POSITIVE_INT,
-    "data.num_channels": _POSITIVE_INT,
-    "data.centered": _BOOL,
-    "model.nf": _POSITIVE_INT,
-    "model.ch_mult": _RESOLUTIONS,
-    "model.num_res_blocks": _POSITIVE_INT,
-    "model.attn_resolutions": (lambda v: isinstance(v, (tuple, list)) and all(
-        _is_int(r) and r > 0 for r in v), "a sequence of positive integers (may be empty)"),
-    "model.dropout": _RATE,
-    "model.resamp_with_conv": _BOOL,
-    "model.conditional": _BOOL,
-    "model.nonlinearity": _one_of(tuple(models.layers.ACTIVATIONS)),
-}
-
-_NCSNPP_SPEC = {
-    "model.fir": _BOOL,
-    "model.fir_kernel": _RESOLUTIONS,
-    "model.skip_rescale": _BOOL,
-    "model.resblock_type": _one_of(("ddpm", "biggan")),
-    "model.progressive": _one_of(("none", "output_skip", "residual")),
-    "model.progressive_input": _one_of(("none", "input_skip", "residual")),
-    "model.progressive_combine": _one_of(("sum", "cat")),
-    "model.embedding_type": _one_of(("fourier", "positional")),
-    "model.fourier_scale": _POSITIVE,
-    "model.init_scale": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+_SAMPLING_SPEC = {
+    "sampling.predictor": _one_of(sampling.PREDICTORS),
+    "sampling.corrector": _one_of(sampling.CORRECTORS),
+    "sampling.snr": _POSITIVE,
+    "sampling.n_steps_each": _POSITIVE_INT,
+    "sampling.noise_removal": _BOOL,
+    "sampling.probability_flow": _BOOL,
+    "sampling.ode_solver": _one_of(sampling.SOLVERS),
+    "sampling.rtol": _POSITIVE,
+    "sampling.atol": _POSITIVE,
+    "sampling.ode_num_steps": _NON_NEG_INT,
+    "sampling.sde_num_steps": _POSITIVE_INT,
 }
 
 
@@ -158,71 +135,261 @@ def _check_spec(config, spec):
       raise ConfigError(f"config.{path}={value!r}: expected {allowed}")
 
 
-def validate_model_config(config) -> None:
-  """Checks what building the SDE and the network needs (enough for ``convert`` and ``info``)."""
-  _check_spec(config, {"training.sde": _one_of(SDES), "training.continuous": _BOOL,
-                       "model.name": _one_of(models.MODELS), "model.scale_by_sigma": _BOOL,
-                       "model.num_scales": _SPEC["model.num_scales"]})
-  name = config.model.name
-  if name == "mlp":
-    _check_spec(config, {k: v for k, v in {**_SPEC, **_MLP_SPEC}.items()
-                         if k.startswith(("model.", "data.dim"))})
-  else:
-    _check_spec(config, _IMAGE_SPEC)
-    if name == "ncsnpp":
-      _check_spec(config, _NCSNPP_SPEC)
-      if config.model.embedding_type == "fourier" and not config.training.continuous:
-        raise ConfigError("config.model.embedding_type='fourier': needs training.continuous=True "
-                          "(it embeds log sigma(t))")
-    size = config.data.image_size
-    if size % 2 ** (len(config.model.ch_mult) - 1):
-      raise ConfigError(f"config.data.image_size={size}: must be divisible by "
-                        f"2^(len(model.ch_mult) - 1) = {2 ** (len(config.model.ch_mult) - 1)}")
+def _choice(config, path, registry):
+  value = _get(config, path)
+  if not (isinstance(value, str) and value in registry):
+    raise ConfigError(f"config.{path}={value!r}: expected one of {sorted(registry)}")
+  return value
 
 
-def validate_config(config) -> None:
-  """Raises :class:`ConfigError` for the first field whose value is not allowed."""
-  validate_model_config(config)
-  spec = dict(_SPEC)
-  if _get(config, "model.name") == "mlp":
-    spec.update(_MLP_SPEC)
-  else:
-    spec.pop("data.dim")
-    spec["data.dataset"] = (lambda v: isinstance(v, str) and v.lower() in IMAGE_DATASETS,
-                            f"one of {list(IMAGE_DATASETS)}")
-  _check_spec(config, spec)
-  t = config.training
-  if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
-    raise ConfigError(
-        f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
-        f"snapshot_freq={t.snapshot_freq}: must be multiples of training.n_jitted_steps="
-        f"{t.n_jitted_steps} (checkpoints are taken between jitted calls)")
-  m = config.model
-  if m.beta_max < m.beta_min:
-    raise ConfigError(f"config.model.beta_max={m.beta_max}: must be >= model.beta_min={m.beta_min}")
-  if m.sigma_max <= m.sigma_min:
-    raise ConfigError(f"config.model.sigma_max={m.sigma_max}: must be > model.sigma_min={m.sigma_min}")
-  s = config.sampling
-  if s.method == "ode" and (s.ode_solver in ("euler", "heun")) != (s.ode_num_steps > 0):
-    raise ConfigError(f"config.sampling.ode_solver={s.ode_solver!r} with sampling.ode_num_steps="
-                      f"{s.ode_num_steps}: euler / heun need ode_num_steps > 0, tsit5 / dopri5 "
-                      f"need 0 (adaptive)")
-  if s.method == "pc" and s.predictor == "ancestral_sampling" and t.sde == "subvpsde":
-    raise ConfigError("config.sampling.predictor='ancestral_sampling': defined for vpsde and "
-                      "vesde only, not training.sde='subvpsde'")
-  if not t.continuous and t.sde == "subvpsde":
-    raise ConfigError("config.training.continuous=False: discrete-time training is defined for "
-                      "vesde (SMLD) and vpsde (DDPM), not training.sde='subvpsde'")
-  if m.scale_by_sigma and t.sde != "vesde":
-    raise ConfigError(f"config.model.scale_by_sigma=True: only allowed with training.sde='vesde' "
-                      f"(got {t.sde!r}); VP / sub-VP outputs are divided by the std already")
-  if m.name == "mlp" and config.data.dataset != "gmm" and config.data.dim != 2:
-    raise ConfigError(f"config.data.dim={config.data.dim}: dataset {config.data.dataset!r} is 2-D")
+# --- The SDE --------------------------------------------------------------------------------------
+
+def _sde_paths(cls) -> dict:
+  """Constructor argument -> config path: ``N`` is ``model.num_scales``, the rest ``model.<arg>``."""
+  return {f.name: "model.num_scales" if f.name == "N" else f"model.{f.name}"
+          for f in dataclasses.fields(cls) if f.name != "T"}
+
+
+def get_sde(config):
+  """The forward SDE named by ``training.sde``, built from the fields it has (``model.beta_min``, ...)."""
+  cls = SDES[_choice(config, "training.sde", SDES)]
+  paths = _sde_paths(cls)
+  with _config_paths(paths, "model"):
+    return cls(**{arg: _get(config, path) for arg, path in paths.items()})
 
 
 def sampling_eps(config) -> float:
   """Smallest sampling time: the SDE's own (the paper's 1e-3 for VP / sub-VP, 1e-5 for VE)."""
   return get_sde(config).sampling_eps
+
+
+# --- The network ----------------------------------------------------------------------------------
+
+# Network fields that live outside ``model.<field>`` (one config name per idea).
+_MODEL_FIELD_PATHS = {"dim": "data.dim", "num_channels": "data.num_channels",
+                      "centered": "data.centered", "activation": "model.nonlinearity"}
+
+
+def _model_paths(cls) -> dict:
+  return {f.name: _MODEL_FIELD_PATHS.get(f.name, f"model.{f.name}")
+          for f in dataclasses.fields(cls) if f.name not in ("parent", "name")}
+
+
+def _model_args(config):
+  """``(class, {arg: config path}, {arg: value})`` of the network; a field the network does not
+  read under the others' values (``fourier_scale`` without a Fourier embedding) may be absent."""
+  cls = models.MODELS[_choice(config, "model.name", models.MODELS)]
+  paths = _model_paths(cls)
+  values = {arg: _as_tuple(_get(config, path, _ABSENT)) for arg, path in paths.items()}
+  values = {arg: v for arg, v in values.items() if v is not _ABSENT}
+  unused = cls.unused_fields(values)
+  for arg, path in paths.items():
+    if arg not in values and arg not in unused:
+      raise ConfigError(f"config.{path}: missing (required by the {cls.__name__} network)")
+  return cls, paths, values
+
+
+def get_model(config):
+  """The score network named by ``model.name``, from exactly the fields it reads."""
+  cls, paths, values = _model_args(config)
+  with _config_paths(paths, "model"):
+    return cls(**values)
+
+
+def is_vector_model(config) -> bool:
+  """Whether the network takes vectors ``(dim,)`` (rather than images ``(H, W, C)``)."""
+  return "dim" in _model_paths(models.MODELS[_choice(config, "model.name", models.MODELS)])
+
+
+def data_shape(config):
+  """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` for images."""
+  if is_vector_model(config):
+    return (_get(config, "data.dim"),)
+  size = _get(config, "data.image_size")
+  return (size, size, _get(config, "data.num_channels"))
+
+
+# --- Data -----------------------------------------------------------------------------------------
+
+def _gmm(d):
+  ring = data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)
+  if d.dim == 2:
+    return ring
+  # Higher dimensions: the ring in the first two coordinates, zero elsewhere.
+  means = jnp.zeros((d.n_modes, d.dim)).at[:, :2].set(ring.means)
+  return data_lib.GaussianMixture(ring.weights, means, [d.mode_std] * d.n_modes)
+
+
+TOY_DATASETS = {
+    "gmm": _gmm,
+    "swissroll": lambda d: data_lib.SwissRoll(noise=d.noise),
+    "moons": lambda d: data_lib.TwoMoons(noise=d.noise),
+    "checkerboard": lambda d: data_lib.Checkerboard(),
+    "rings": lambda d: data_lib.ConcentricRings(noise=d.noise),
+}
+
+
+def _image_options(d):
+  return dict(random_flip=d.get("random_flip", False),
+              uniform_dequantization=d.get("uniform_dequantization", False))
+
+
+def _path(d):
+  if not d.get("path"):
+    raise ConfigError(f"config.data.path={d.get('path')!r}: data set {d.dataset!r} is read from a "
+                      f"path you give (nothing is downloaded)")
+  return d.path
+
+
+IMAGE_DATASETS = {  # names are case-insensitive ("CIFAR10")
+    "digits": lambda d: images.digits(eval_fraction=d.get("eval_fraction", 0.1),
+                                      **_image_options(d)),
+    "cifar10": lambda d: images.cifar10(_path(d), **_image_options(d)),
+    "image_folder": lambda d: images.image_folder(
+        _path(d), image_size=d.image_size, num_channels=d.num_channels, num_levels=256,
+        eval_fraction=d.get("eval_fraction", 0.1), **_image_options(d)),
+    "npz": lambda d: data_lib.ImageArrays.from_npz(
+        _path(d), image_size=d.image_size, num_channels=d.num_channels,
+        key=d.get("npz_key") or None, num_levels=d.get("num_levels", 256),
+        eval_fraction=d.get("eval_fraction", 0.1), **_image_options(d)),
+}
+
+
+def _dataset_name(config):
+  name = _get(config, "data.dataset")
+  key = name.lower() if isinstance(name, str) else name
+  if key not in TOY_DATASETS and key not in IMAGE_DATASETS:
+    raise ConfigError(f"config.data.dataset={name!r}: expected one of "
+                      f"{sorted(TOY_DATASETS) + sorted(IMAGE_DATASETS)}")
+  return key
+
+
+def get_dataset(config):
+  """The toy distribution or image data set named by ``data.dataset``, of the config's shape."""
+  d = config.data
+  key = _dataset_name(config)
+  if key in TOY_DATASETS:
+    return TOY_DATASETS[key](d)
+  try:
+    dataset = IMAGE_DATASETS[key](d)
+  except data_lib.DataError as e:
+    raise data_lib.DataError(f"config.data.dataset={d.dataset!r}: {e}") from None
+  if dataset.example_shape != data_shape(config):
+    raise ConfigError(f"config.data.image_size={d.image_size}, data.num_channels="
+                      f"{d.num_channels}: data set {d.dataset!r} has images of shape "
+                      f"{dataset.example_shape}")
+  return dataset
+
+
+def setup(config):
+  """Validates ``config`` and builds ``(sde, model, dataset)``."""
+  validate_config(config)
+  return get_sde(config), get_model(config), get_dataset(config)
+
+
+# --- Validation -----------------------------------------------------------------------------------
+
+def validate_model_config(config) -> None:
+  """Checks what building the SDE and the network needs (enough for ``convert`` and ``info``)."""
+  sde = get_sde(config)
+  get_model(config)
+  _check_spec(config, {"training.continuous": _BOOL, "model.scale_by_sigma": _BOOL})
+  continuous = config.training.continuous
+  if not continuous and not sde.has_discrete_chain:
+    raise ConfigError(f"config.training.continuous=False: discrete-time training is defined for "
+                      f"SDEs with a discrete chain, vesde (SMLD) and vpsde (DDPM), not "
+                      f"training.sde={config.training.sde!r}")
+  if config.model.get("embedding_type") == "fourier" and not continuous:
+    raise ConfigError("config.model.embedding_type='fourier': needs training.continuous=True "
+                      "(it embeds log sigma(t))")
+  try:
+    sde.check_scale_by_sigma(config.model.scale_by_sigma)
+  except ValueError as e:
+    raise ConfigError(f"config.model.{e}") from None
+  if not is_vector_model(config):
+    size, levels = _get(config, "data.image_size"), len(config.model.ch_mult) - 1
+    if not _POSITIVE_INT[0](size) or size % 2**levels:
+      raise ConfigError(f"config.data.image_size={size!r}: must be a positive multiple of "
+                        f"2^(len(model.ch_mult) - 1) = {2**levels}")
+
+
+def validate_config(config) -> None:
+  """Raises :class:`ConfigError` for the first field whose value is not allowed."""
+  validate_model_config(config)
+  _check_spec(config, _LOOP_SPEC)
+  is_images = _dataset_name(config) in IMAGE_DATASETS
+  if is_images == is_vector_model(config):
+    raise ConfigError(f"config.model.name={config.model.name!r}: data set "
+                      f"{config.data.dataset!r} is {'images' if is_images else 'vector data'}; "
+                      f"the network takes {'vectors' if is_vector_model(config) else 'images'}")
+  if not is_images and config.data.dataset != "gmm" and config.data.dim != 2:
+    raise ConfigError(f"config.data.dim={config.data.dim}: dataset {config.data.dataset!r} is 2-D")
+  _check_spec(config, {"sampling.method": _one_of(SAMPLING_METHODS)})
+  _check_spec(config, _SAMPLING_SPEC)
+  t, s = config.training, config.sampling
+  if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
+    raise ConfigError(
+        f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
+        f"snapshot_freq={t.snapshot_freq}: must be multiples of training.n_jitted_steps="
+        f"{t.n_jitted_steps} (checkpoints are taken between jitted calls)")
+  if s.method == "ode":
+    solver = sampling.flow.get_solver(s.ode_solver)
+    adaptive = isinstance(solver, sampling.flow.diffrax.AbstractAdaptiveSolver)
+    if s.ode_num_steps == 0 and (s.ode_solver == "heun" or not adaptive):
+      raise ConfigError(f"config.sampling.ode_solver={s.ode_solver!r} with sampling.ode_num_steps="
+                        f"0: euler / heun need ode_num_steps > 0 (fixed steps)")
+  if s.method == "pc" and s.predictor == "ancestral_sampling":
+    if not get_sde(config).has_discrete_chain:
+      raise ConfigError(f"config.sampling.predictor='ancestral_sampling': needs an SDE with a "
+                        f"discrete chain (vpsde, vesde), not training.sde={t.sde!r}")
+    if s.probability_flow:
+      raise ConfigError("config.sampling.predictor='ancestral_sampling' with "
+                        "sampling.probability_flow=True: ancestral sampling has no "
+                        "probability-flow form")
+
+
+# --- Sampling ---------------------------------------------------------------------------------
+
+def _pc(s, sde, shape, eps, mesh):
+  return lambda key, score_fn: sampling.pc_sample(
+      key, sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+      n_steps=s.n_steps_each, eps=eps, denoise=s.noise_removal,
+      probability_flow=s.probability_flow, mesh=mesh)
+
+
+def _ode(s, sde, shape, eps, mesh):
+  return lambda key, score_fn: sampling.ode_sample(
+      key, sde, score_fn, shape, rtol=s.rtol, atol=s.atol, solver=s.ode_solver, eps=eps,
+      denoise=s.noise_removal, num_steps=s.ode_num_steps or None, mesh=mesh)
+
+
+def _sde(s, sde, shape, eps, mesh):
+  return lambda key, score_fn: sampling.sde_sample(
+      key, sde, score_fn, shape, num_steps=s.sde_num_steps, eps=eps, denoise=s.noise_removal,
+      mesh=mesh)
+
+
+SAMPLING_METHODS = {"pc": _pc, "ode": _ode, "sde": _sde}
+
+
+def get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=None):
+  """``sampling_fn(key, score_fn) -> SampleResult`` from the config's ``sampling`` section.
+
+  As the paper's ``get_sampling_fn``: ``sampling.method`` is ``pc`` (fields
+  ``predictor``, ``corrector``, ``snr``, ``n_steps_each``, ``noise_removal``,
+  ``probability_flow``), ``ode`` (``ode_solver``, ``rtol``, ``atol`` and, for
+  fixed steps, ``ode_num_steps``) or ``sde`` (diffrax Euler-Maruyama with
+  ``sde_num_steps``). Samples are returned in data space (``inverse_scaler``),
+  split over ``mesh`` when one is given.
+  """
+  method = _choice(config, "sampling.method", SAMPLING_METHODS)
+  sample = SAMPLING_METHODS[method](config.sampling, sde, tuple(shape), eps, mesh)
+
+  def sampling_fn(key, score_fn):
+    x, nfe = sample(key, score_fn)
+    return sampling.SampleResult(inverse_scaler(x), nfe)
+
+  return sampling_fn
 
 
 def sampling_tag(config) -> str:
@@ -235,88 +402,7 @@ def sampling_tag(config) -> str:
   return f"sde_em{s.sde_num_steps}"
 
 
-def get_sde(config):
-  """The forward SDE named by ``training.sde``, with ``model.num_scales`` steps."""
-  name, m = config.training.sde, config.model
-  if name == "vesde":
-    return VESDE(sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max), N=int(m.num_scales))
-  if name in SDES:
-    return SDES[name](beta_min=float(m.beta_min), beta_max=float(m.beta_max), N=int(m.num_scales))
-  raise ConfigError(f"config.training.sde={name!r}: unknown SDE; known: {sorted(SDES)}")
-
-
-def get_dataset(config):
-  """The toy distribution or image data set named by ``data.dataset``."""
-  d = config.data
-  name = d.dataset.lower() if isinstance(d.dataset, str) else d.dataset
-  if name in IMAGE_DATASETS:
-    from score_sde_jax.data import images
-    common = dict(random_flip=d.get("random_flip", False),
-                  uniform_dequantization=d.get("uniform_dequantization", False))
-    if name == "digits":
-      data = images.digits(eval_fraction=d.get("eval_fraction", 0.1), **common)
-      return images._checked_shape(data, "digits", d.image_size, d.num_channels)
-    if not d.get("path"):
-      raise ConfigError(f"config.data.path={d.get('path')!r}: data set {d.dataset!r} is read from "
-                        f"a path you give (nothing is downloaded)")
-    if name == "cifar10":
-      return images._checked_shape(images.cifar10(d.path, **common), d.path, d.image_size,
-                                   d.num_channels)
-    if name == "image_folder":
-      return images.image_folder(d.path, image_size=d.image_size, num_channels=d.num_channels,
-                                 num_levels=256, eval_fraction=d.get("eval_fraction", 0.1), **common)
-    return data_lib.ImageArrays.from_npz(
-        d.path, image_size=d.image_size, num_channels=d.num_channels, key=d.get("npz_key") or None,
-        num_levels=d.get("num_levels", 256), eval_fraction=d.get("eval_fraction", 0.1), **common)
-  if d.dataset == "gmm":
-    if d.dim == 2:
-      return data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)
-    # Higher dimensions: the ring in the first two coordinates, zero elsewhere.
-    ring = data_lib.GaussianMixture.ring(d.n_modes, d.radius, d.mode_std)
-    means = jnp.zeros((d.n_modes, d.dim)).at[:, :2].set(ring.means)
-    return data_lib.GaussianMixture(ring.weights, means, [d.mode_std] * d.n_modes)
-  if d.dataset == "swissroll":
-    return data_lib.SwissRoll(noise=d.noise)
-  if d.dataset == "moons":
-    return data_lib.TwoMoons(noise=d.noise)
-  if d.dataset == "checkerboard":
-    return data_lib.Checkerboard()
-  if d.dataset == "rings":
-    return data_lib.ConcentricRings(noise=d.noise)
-  raise ConfigError(f"config.data.dataset={d.dataset!r}: unknown dataset; known: {list(TOY_DATASETS)}")
-
-
-def get_model(config):
-  """The score network named by ``model.name`` with fields translated from the config."""
-  m = config.model
-  cls = models.get_model_class(m.name)
-  d = config.data
-  if m.name == "mlp":
-    return cls(dim=d.dim, hidden=m.hidden, num_layers=m.num_layers,
-               embedding_type=m.embedding_type, embedding_dim=m.embedding_dim,
-               fourier_scale=m.fourier_scale, activation=m.activation, dropout=m.dropout)
-  common = dict(num_channels=d.num_channels, nf=m.nf,
-                ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
-                centered=d.centered, activation=m.nonlinearity)
-  if m.name == "ddpm":
-    return cls(**common)
-  if m.name == "ncsnpp":
-    return cls(**common, fir=m.fir, fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale,
-               resblock_type=m.resblock_type, progressive=m.progressive,
-               progressive_input=m.progressive_input, progressive_combine=m.progressive_combine,
-               embedding_type=m.embedding_type, fourier_scale=float(m.fourier_scale),
-               init_scale=float(m.init_scale))
-  raise ConfigError(f"config.model.name={m.name!r}: no config translation")
-
-
-def data_shape(config):
-  """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` for images."""
-  if config.model.name == "mlp":
-    return (config.data.dim,)
-  return (config.data.image_size, config.data.image_size, config.data.num_channels)
-
+# --- Training -------------------------------------------------------------------------------------
 
 def get_optimizer(config):
   o = config.optim
@@ -334,16 +420,28 @@ def get_loss_fn(config, sde, model, *, train_mode: bool):
     return losses.get_discrete_loss_fn(sde, model, train=train_mode, reduce_mean=t.reduce_mean,
                                        scale_by_sigma=config.model.scale_by_sigma)
   return losses.get_sde_loss_fn(sde, model, train=train_mode, reduce_mean=t.reduce_mean,
-                                continuous=t.continuous,
-                                likelihood_weighting=t.likelihood_weighting, eps=t.eps,
-                                scale_by_sigma=config.model.scale_by_sigma)
+                                continuous=True, likelihood_weighting=t.likelihood_weighting,
+                                eps=t.eps, scale_by_sigma=config.model.scale_by_sigma)
 
 
-# Fields that fix the parameter tree or what the network's output means: a
-# checkpoint written under other values cannot be resumed.
-COMPATIBILITY_FIELDS = ("training.sde", "training.continuous", "data.dim", "data.centered",
-                        "model")
+def _init_fn(config, model, optimizer):
+  example = jnp.zeros((1,) + tuple(data_shape(config)))
+  return lambda key: train.init_train_state(key, model, example, jnp.ones((1,)), optimizer)
 
+
+def init_state(config, model, optimizer, mesh=None):
+  """A fresh train state from ``config.seed`` (replicated over ``mesh``)."""
+  init = jax.jit(_init_fn(config, model, optimizer),
+                 out_shardings=None if mesh is None else parallel.replicated(mesh))
+  return init(jax.random.PRNGKey(config.seed))
+
+
+def abstract_state(config, model, optimizer):
+  """Shapes and dtypes of the train state, without allocating it (a restore target)."""
+  return jax.eval_shape(_init_fn(config, model, optimizer), jax.random.PRNGKey(0))
+
+
+# --- Checkpoint compatibility -----------------------------------------------------------------
 
 def _plain(value):
   """Tuples as lists, recursively: a config saved as JSON comes back with lists."""
@@ -354,32 +452,26 @@ def _plain(value):
   return value
 
 
-def compatibility_view(config_dict: dict) -> dict:
-  """The part of a config (as a plain dict) that a checkpoint must agree with."""
+def upgrade_saved_config(config_dict: dict) -> dict:
+  """A config saved by an earlier version, in today's field names (the MLP's ``model.activation``
+  is ``model.nonlinearity``, as for the image networks)."""
   config_dict = _plain(config_dict)
-  view = {}
-  for path in COMPATIBILITY_FIELDS:
-    node = config_dict
-    for part in path.split("."):
-      node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-      # EMA rate does not change the parameter tree or its meaning.
-      node = {k: v for k, v in node.items() if k != "ema_rate"}
-    view[path] = node
-  return view
+  model = config_dict.get("model", {})
+  if "activation" in model and "nonlinearity" not in model:
+    model["nonlinearity"] = model.pop("activation")
+  return config_dict
 
 
-def check_compatible(saved: dict, current: dict, where: str) -> None:
-  """Raises :class:`ConfigError` naming the first field where a saved config differs."""
-  a, b = compatibility_view(saved), compatibility_view(current)
-  for path in COMPATIBILITY_FIELDS:
-    sa, sb = a[path], b[path]
-    if isinstance(sa, dict) and isinstance(sb, dict):
-      for k in sorted(set(sa) | set(sb)):
-        if sa.get(k) != sb.get(k):
-          raise ConfigError(
-              f"config.{path}.{k}={sb.get(k)!r}: the checkpoint in {where} was written with "
-              f"{path}.{k}={sa.get(k)!r}; use that value or a new workdir")
-    elif sa != sb:
-      raise ConfigError(f"config.{path}={sb!r}: the checkpoint in {where} was written with "
-                        f"{path}={sa!r}; use that value or a new workdir")
+def compatibility_view(config_dict: dict) -> dict:
+  """``{config path: value}`` of what a checkpoint must agree with: the SDE, the time convention,
+  the network's own fields and the data's shape and scaling (fields nothing reads do not count)."""
+  d = upgrade_saved_config(config_dict)
+  paths = ["training.sde", "training.continuous", "model.name", "model.scale_by_sigma",
+           "data.centered", "data.image_size", "data.dim"]
+  try:
+    paths += list(_sde_paths(SDES[d["training"]["sde"]]).values())
+    cls, model_paths, values = _model_args(d)
+    paths += [model_paths[arg] for arg in values if arg not in cls.unused_fields(values)]
+  except (KeyError, ConfigError):
+    pass  # an unknown SDE or network: the names alone differ
+  return {path: _get(d, path, None) for path in dict.fromkeys(paths)}

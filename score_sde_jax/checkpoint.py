@@ -46,6 +46,21 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   return out.state
 
 
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint was written under settings that the current run cannot continue from."""
+
+
+def check_compatible(saved_view: dict, current_view: dict, where: str) -> None:
+  """Refuses to continue when the two views (``{config path: value}``) differ, naming the first
+  field that does."""
+  for path in sorted(set(saved_view) | set(current_view)):
+    saved, current = saved_view.get(path), current_view.get(path)
+    if saved != current:
+      raise IncompatibleCheckpoint(
+          f"config.{path}={current!r}: the checkpoint in {where} was written with "
+          f"{path}={saved!r}; use that value or a new workdir")
+
+
 def read_config(manager: ocp.CheckpointManager, step: int) -> dict:
   """The config dict saved with ``step``."""
   out = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from score_sde_jax import build, checkpoint, torch_pickle, train
+from score_sde_jax import build, checkpoint, models, torch_pickle, train
+from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.torch_pickle import CheckpointFormatError
 
 _KEY = re.compile(r"^module\.all_modules\.(\d+)\.(.+)$")
@@ -94,10 +95,10 @@ def map_state_dict(state_dict: dict, expected: dict) -> dict:
 
 
 def _expected_shapes(config, model):
-  shape = build.data_shape(config)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
-                                                jnp.ones((1,))))
-  return {k: v.shape for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+  shape = tuple(build.data_shape(config))
+  params = models.param_shapes(model, jax.ShapeDtypeStruct((1,) + shape, jnp.float32),
+                               jax.ShapeDtypeStruct((1,), jnp.float32))
+  return {k: v.shape for k, v in traverse_util.flatten_dict(params).items()}
 
 
 def read_paper_checkpoint(path: str) -> dict:
@@ -147,20 +148,16 @@ def convert(path: str, config, workdir: str) -> str:
 
   Refuses a workdir that already holds a checkpoint; writes nothing on any error.
   """
-  workdir = os.path.abspath(workdir)
-  parent = os.path.dirname(workdir)
-  if not os.path.isdir(parent):
-    raise build.ConfigError(f"--workdir={workdir!r}: parent folder {parent!r} does not exist")
+  workdir = workdir_lib.check_workdir(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise build.ConfigError(f"--workdir={workdir!r}: already holds checkpoints in {ckpt_dir}; "
-                            f"use a new workdir")
+    raise workdir_lib.WorkdirError(f"--workdir={workdir!r}: already holds checkpoints in "
+                                   f"{ckpt_dir}; use a new workdir")
   state, step = convert_checkpoint(path, config)
   os.makedirs(workdir, exist_ok=True)
-  manager = checkpoint.make_manager(ckpt_dir)
+  manager = workdir_lib.checkpoints(workdir)
   checkpoint.save(manager, step, state, config.to_dict(), wait=True)
-  from score_sde_jax.loop import _write_json_atomic
-  _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  workdir_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   return ckpt_dir
 
 
@@ -171,7 +168,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   try:
     out = convert(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir)
-  except (CheckpointFormatError, ConversionError, build.ConfigError) as e:
+  except (CheckpointFormatError, ConversionError, build.ConfigError, workdir_lib.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(f"converted {FLAGS.checkpoint} -> {out}")

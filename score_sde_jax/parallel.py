@@ -59,7 +59,7 @@ def _port_free(port: int) -> bool:
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, timeout: int = 300,
-               log=print) -> None:
+               log=print, names: dict | None = None) -> None:
   """Starts JAX's distributed runtime (``jax.distributed.initialize``) with clear errors.
 
   With all three arguments, a process group of ``num_processes`` on any
@@ -75,7 +75,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   never does; and while the processes gather, a watchdog ends the process
   after ``timeout`` seconds with one line naming the address and the
   missing processes (exit status 2) before XLA's own, later deadline.
+
+  ``names`` maps argument names to what the caller calls them in messages
+  (``run.py`` passes its flags, ``{"timeout": "--distributed_timeout", ...}``).
   """
+  names = {arg: (names or {}).get(arg, arg)
+           for arg in ("coordinator_address", "num_processes", "process_id", "timeout")}
   given = [coordinator_address is not None, num_processes is not None, process_id is not None]
   if any(given) and not all(given):
     raise DistributedError(
@@ -112,9 +117,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if not done.wait(timeout):
       where = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "(detected)")
       print(f"error: not all {num_processes or ''} processes connected to the coordinator "
-            f"{where} within {timeout} s (--distributed_timeout); start every process with the "
-            f"same --coordinator_address and --num_processes, and distinct --process_id",
-            file=sys.stderr, flush=True)
+            f"{where} within {timeout} s ({names['timeout']}); start every process with the "
+            f"same {names['coordinator_address']} and {names['num_processes']}, and distinct "
+            f"{names['process_id']}", file=sys.stderr, flush=True)
       os._exit(2)
 
   threading.Thread(target=watchdog, name="jax-distributed-watchdog", daemon=True).start()
@@ -124,7 +129,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   except (ValueError, TypeError, RuntimeError) as e:
     hint = ("" if coordinator_address is not None else
             "; no cluster was detected (Cloud TPU, SLURM, Open MPI, Kubernetes, "
-            "JAX_COORDINATOR_ADDRESS): give --coordinator_address, --num_processes and --process_id")
+            f"JAX_COORDINATOR_ADDRESS): give {names['coordinator_address']}, "
+            f"{names['num_processes']} and {names['process_id']}")
     raise DistributedError(f"jax.distributed.initialize failed: {str(e).rstrip('.')}{hint}") from None
   finally:
     done.set()
@@ -158,7 +164,7 @@ def num_shards(mesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def check_batch_size(batch_size: int, mesh, field: str = "training.batch_size") -> None:
+def check_batch_size(batch_size: int, mesh, field: str = "batch_size") -> None:
   """A global batch must split evenly over the devices of the mesh."""
   n = num_shards(mesh)
   if batch_size % n:

@@ -23,7 +23,6 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 
 from score_sde_jax.sde import SDE, batch_times
 
@@ -90,8 +89,7 @@ def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
     so it can be passed into jitted samplers as an ordinary argument (new
     parameters do not trigger recompilation).
   """
-  if scale_by_sigma:  # an SDE whose parameterisation has no sigma scaling refuses it here
-    sde.output_to_score(jnp.zeros((1, 1)), jnp.ones((1,)), continuous, True)
+  sde.check_scale_by_sigma(scale_by_sigma)
   return jax.tree_util.Partial(NetworkScore(sde, model, continuous, train, scale_by_sigma),
                                params, dropout_key)
 

@@ -111,6 +111,8 @@ class SDE:
   has_discrete_chain = False
   # Default smallest time of sampling (the paper's 1e-3; VE uses 1e-5).
   sampling_eps = 1e-3
+  # Whether networks for it may output the score unscaled and be divided by sigma (VE).
+  supports_scale_by_sigma = False
 
   def __init_subclass__(cls, **kwargs):
     # A subclass writes sde and marginal_prob for t of shape (B,); callers may pass a scalar.
@@ -206,11 +208,15 @@ class SDE:
     """
     return t * VP_LABEL_SCALE
 
-  def output_to_score(self, output, t, continuous: bool = True, scale_by_sigma: bool = False):
-    """The score from a network output: by default the noise prediction ``-output / std(t)``."""
-    if scale_by_sigma:
+  def check_scale_by_sigma(self, scale_by_sigma: bool) -> None:
+    """Refuses ``scale_by_sigma=True`` for a parameterisation that has no such scaling."""
+    if scale_by_sigma and not self.supports_scale_by_sigma:
       raise ValueError(f"scale_by_sigma=True: {type(self).__name__}'s network predicts the noise "
                        f"and its output is divided by std(t) already; only VESDE scales by sigma")
+
+  def output_to_score(self, output, t, continuous: bool = True, scale_by_sigma: bool = False):
+    """The score from a network output: by default the noise prediction ``-output / std(t)``."""
+    self.check_scale_by_sigma(scale_by_sigma)
     std = self.marginal_prob(jnp.zeros_like(output), t)[1]
     return batch_mul(-1.0 / std, output)
 
@@ -411,6 +417,7 @@ class VESDE(SDE):
 
   has_discrete_chain = True
   sampling_eps = 1e-5
+  supports_scale_by_sigma = True
 
   def __post_init__(self):
     super().__post_init__()

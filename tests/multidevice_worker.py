@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs.toy import gmm_vp  # noqa: E402
-from score_sde_jax import build, likelihood, loop, parallel, train  # noqa: E402
+from score_sde_jax import build, likelihood, parallel, train  # noqa: E402
 from score_sde_jax.sampling import ode_sample, pc_sample, sde_sample  # noqa: E402
 from score_sde_jax.score import get_score_fn  # noqa: E402
 
@@ -43,9 +43,9 @@ def max_diff(a, b):
 def train_states(mesh, config, n_steps, k):
   """``n_steps`` optimizer steps from the same init and batches, ``k`` steps per jitted call."""
   config.training.n_jitted_steps = k
-  sde, model, dataset = loop.setup(config)
+  sde, model, dataset = build.setup(config)
   optimizer = build.get_optimizer(config)
-  state = loop._init_state(config, model, optimizer, mesh)
+  state = build.init_state(config, model, optimizer, mesh)
   step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
                                ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=k)
   b = config.training.batch_size
@@ -65,7 +65,7 @@ def mixed_score(config, params):
   solves stay well conditioned (a barely trained network alone makes the
   adaptive solves stiff).
   """
-  sde, model, dataset = loop.setup(config)
+  sde, model, dataset = build.setup(config)
   network = get_score_fn(sde, model, params, True)
 
   def mixed(network, x, t):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from configs.toy import gmm_vp
-from score_sde_jax import build, checkpoint, loop, parallel
+from score_sde_jax.metric_writer import read_metrics
+from score_sde_jax import build, checkpoint, parallel
+from score_sde_jax import workdir as workdir_lib
 
 TINY = ["--config.model.hidden=16", "--config.model.num_layers=1", "--config.training.batch_size=32",
         "--config.training.n_jitted_steps=10", "--config.training.log_freq=50",
@@ -44,9 +46,9 @@ def _tiny_config(**training):
 
 
 def _restore(config, workdir):
-  _, model, _ = loop.setup(config)
-  state = loop._init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
-  return loop.restore_state(config, workdir, state)
+  _, model, _ = build.setup(config)
+  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  return workdir_lib.restore_newest(config, workdir_lib.checkpoints(workdir), state)
 
 
 def _assert_same_state(a, b):
@@ -56,13 +58,13 @@ def _assert_same_state(a, b):
 
 def test_round_trip_is_exact(tmp_path):
   config = _tiny_config()
-  _, model, _ = loop.setup(config)
-  state = loop._init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  _, model, _ = build.setup(config)
+  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
   state = state.replace(key=jax.random.PRNGKey(123),
                         params=jax.tree.map(lambda p: p + 0.1234567, state.params))
   manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
   checkpoint.save(manager, 7, state, config.to_dict(), wait=True)
-  restored, step = loop.restore_state(config, str(tmp_path), state)
+  restored, step = workdir_lib.restore_newest(config, workdir_lib.checkpoints(str(tmp_path)), state)
   assert step == 7
   _assert_same_state(restored, state)
   assert jax.tree.structure(restored) == jax.tree.structure(state)
@@ -98,7 +100,7 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, root):
   assert s1 == s2 == 3000
   _assert_same_state(resumed, straight)
   # metrics.jsonl has each logged step once, as an uninterrupted run would.
-  rows = loop._read_metrics(str(tmp_path / "killed" / "metrics.jsonl"))
+  rows = read_metrics(str(tmp_path / "killed" / "metrics.jsonl"))
   steps = [r["step"] for r in rows if "loss" in r]
   assert steps == list(range(50, 3001, 50))
 
@@ -133,7 +135,8 @@ def test_a_config_with_tuples_resumes_from_its_json_copy():
   config = ddpmpp_vp.get_config()
   saved = json.loads(json.dumps(config.to_dict()))
   assert saved["model"]["ch_mult"] == [1, 2]
-  build.check_compatible(saved, config.to_dict(), "here")  # no error
+  view = build.compatibility_view
+  checkpoint.check_compatible(view(saved), view(config.to_dict()), "here")  # no error
   config.model.ch_mult = (1, 2, 2)
-  with pytest.raises(build.ConfigError, match="model.ch_mult"):
-    build.check_compatible(saved, config.to_dict(), "here")
+  with pytest.raises(checkpoint.IncompatibleCheckpoint, match="model.ch_mult"):
+    checkpoint.check_compatible(view(saved), view(config.to_dict()), "here")

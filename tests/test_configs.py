@@ -82,16 +82,16 @@ def test_the_paper_configs_exist():
 
 @pytest.mark.parametrize("name", ["digits/ddpmpp_vp.py", "digits/ncsnpp_ve.py"])
 def test_one_train_step_on_a_reduced_image_config_is_finite(name):
-  from score_sde_jax import loop, parallel, train
+  from score_sde_jax import parallel, train
   from score_sde_jax.data import get_data_scaler
   config = _load(os.path.join(ROOT, "configs", name))
   config.model.nf = 16
   config.model.num_res_blocks = 1
   config.training.batch_size = 8
-  sde, model, dataset = loop.setup(config)
+  sde, model, dataset = build.setup(config)
   mesh = parallel.make_mesh()
   optimizer = build.get_optimizer(config)
-  state = loop._init_state(config, model, optimizer, mesh)
+  state = build.init_state(config, model, optimizer, mesh)
   step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
                                ema_rate=config.model.ema_rate, mesh=mesh)
   batch = get_data_scaler(config.data.centered)(next(dataset.batches(8, 0)))
@@ -139,3 +139,12 @@ def test_cli_override_of_the_wrong_type(tmp_path):
   out = _cli(f"--workdir={tmp_path}/wd", "--config.training.batch_size=abc")
   assert out.returncode != 0
   assert "training.batch_size" in out.stderr and "abc" in out.stderr
+
+
+def test_validating_a_config_leaves_jax_uninitialised():
+  """run.py validates before jax.distributed.initialize, which must come before any JAX work."""
+  code = ("from configs.toy import gmm_vp; from configs.digits import ncsnpp_ve; "
+          "from score_sde_jax import build; from jax._src import xla_bridge; "
+          "[build.validate_config(c.get_config()) for c in (gmm_vp, ncsnpp_ve)]; "
+          "assert not xla_bridge.backends_are_initialized()")
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -15,9 +15,8 @@ from score_sde_jax import build, checkpoint, convert, torch_pickle
 from score_sde_jax.score import get_score_fn, time_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "pytorch_checkpoints")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")  # made by the original code: see its README
 NAMES = ["ve_ncsnpp_tiny", "vp_ddpmpp_tiny", "vp_ddpm_tiny"]
-needs_fixtures = pytest.mark.skipif(not os.path.isdir(FIXTURES), reason="shared fixtures not present")
 
 
 def _config(name):
@@ -39,7 +38,6 @@ def converted(request):
   return name, config, state, step, expected
 
 
-@needs_fixtures
 def test_network_output_and_score_match_the_original(converted):
   """Model weights -> network output, EMA weights -> score, within 2e-5 per sample (relative)."""
   name, config, state, step, e = converted
@@ -62,7 +60,6 @@ def test_network_output_and_score_match_the_original(converted):
   assert np.all(_rel_err(out_ema, model.apply({"params": state.params}, x, labels)) > 0.1)
 
 
-@needs_fixtures
 def test_reader_is_bit_exact_and_keeps_the_layout():
   ckpt = torch_pickle.load(os.path.join(FIXTURES, "ve_ncsnpp_tiny.pth"))
   assert sorted(ckpt) == ["ema", "model", "optimizer", "step"]
@@ -83,7 +80,6 @@ def _write_truncated(src, dst):
     f.write(data[: len(data) // 2])
 
 
-@needs_fixtures
 def test_corrupt_or_mismatched_checkpoints_fail_clearly_and_write_nothing(tmp_path):
   config = _config("ve_ncsnpp_tiny")
   truncated = tmp_path / "truncated.pth"
@@ -104,7 +100,6 @@ def test_corrupt_or_mismatched_checkpoints_fail_clearly_and_write_nothing(tmp_pa
   assert not any((tmp_path / f"wd{i}").exists() for i in range(1, 5))
 
 
-@needs_fixtures
 def test_cli_writes_a_workdir_that_restores_and_refuses_to_overwrite(tmp_path):
   name = "vp_ddpmpp_tiny"
   config_path = tmp_path / "config.py"
@@ -125,12 +120,14 @@ def test_cli_writes_a_workdir_that_restores_and_refuses_to_overwrite(tmp_path):
   assert again.returncode == 2 and "already holds checkpoints" in again.stderr
 
 
-@needs_fixtures
+# Counted by the original code (its manifest): sum(p.numel() for p in model.parameters()).
+FIXTURE_PARAMS = {"ve_ncsnpp_tiny": 190_835, "vp_ddpmpp_tiny": 189_347, "vp_ddpm_tiny": 281_379}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_info_mode_counts_the_fixture_parameters(name, tmp_path):
   """run.py --mode info needs no workdir and allocates nothing; its last line is JSON."""
-  with open(os.path.join(FIXTURES, "manifest.json")) as f:
-    expected = json.load(f)["fixtures"][name]["params"]
+  expected = FIXTURE_PARAMS[name]
   config_path = tmp_path / "config.py"
   config_path.write_text(
       "import json, ml_collections\n"
@@ -143,7 +140,6 @@ def test_info_mode_counts_the_fixture_parameters(name, tmp_path):
   assert summary["image_size"] == 16 and summary["model"] in ("ncsnpp", "ddpm")
 
 
-@needs_fixtures
 @pytest.mark.slow
 def test_converted_fixture_samples_and_evaluates_bits_per_dim(tmp_path):
   """convert -> run.py --mode sample -> run.py --mode eval, on 16x16 images from an npz file."""
@@ -193,3 +189,23 @@ def get_config():
   # are tested in test_likelihood.py).
   assert result["num_examples"] == 4 and np.isfinite(result["bits_per_dim"])
   assert result["bits_per_dim"] > 0 and result["nfe_mean"] > 7 and np.isfinite(result["dsm_loss"])
+
+
+def test_the_originals_own_config_builds_without_fields_its_network_never_reads(tmp_path):
+  """The original configs/ve/cifar10_ncsnpp.py has no model.fourier_scale (positional embedding):
+  the network builds with the original's parameter count, and a fixture converts without it."""
+  with open(os.path.join(FIXTURES, "original_ve_cifar10_ncsnpp.config.json")) as f:
+    original = ml_collections.ConfigDict(json.load(f))
+  assert "fourier_scale" not in original.model
+  build.validate_model_config(original)
+  model = build.get_model(original)
+  from score_sde_jax.models import param_count
+  shape = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  assert param_count(model, shape, jax.ShapeDtypeStruct((1,), jnp.float32)) == 62_693_251
+  config = _config("vp_ddpmpp_tiny")
+  del config.model["fourier_scale"]
+  state, step = convert.convert_checkpoint(os.path.join(FIXTURES, "vp_ddpmpp_tiny.pth"), config)
+  assert step == 1234
+  with pytest.raises(build.ConfigError, match="config.model.fourier_scale: missing"):
+    config.model.embedding_type = "fourier"
+    build.get_model(config)

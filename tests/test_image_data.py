@@ -129,10 +129,10 @@ def test_bad_image_inputs_give_one_clear_error(tmp_path):
   with pytest.raises(DataError, match="broken.png: unreadable image"):
     image_data.image_folder(str(tmp_path / "imgs"), image_size=8, num_channels=3)
   np.savez(tmp_path / "small.npz", images=np.zeros((5, 10, 10, 3), np.uint8))
-  with pytest.raises(DataError, match=r"small.npz: images of shape \(10, 10, 3\), the config expects \(8, 8, 3\)"):
+  with pytest.raises(DataError, match=r"small.npz: images of shape \(10, 10, 3\), expected \(8, 8, 3\)"):
     ImageArrays.from_npz(str(tmp_path / "small.npz"), image_size=8, num_channels=3)
   np.savez(tmp_path / "grey.npz", images=np.zeros((5, 8, 8), np.uint8))
-  with pytest.raises(DataError, match=r"expects \(8, 8, 3\)"):
+  with pytest.raises(DataError, match=r"expected \(8, 8, 3\)"):
     ImageArrays.from_npz(str(tmp_path / "grey.npz"), image_size=8, num_channels=3)
   np.savez(tmp_path / "float.npz", images=np.zeros((5, 8, 8, 3), np.float32))
   with pytest.raises(DataError, match="float.npz: dtype float32, expected integer levels"):

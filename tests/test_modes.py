@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs.toy import gmm_vp
-from score_sde_jax import build, loop, metrics
+from score_sde_jax import build, metrics, modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def _config():
 def trained(tmp_path_factory):
   """The 2-D ring mixture, VP, trained for 3000 steps (about 30 s)."""
   workdir = str(tmp_path_factory.mktemp("modes") / "wd")
-  loop.train_and_evaluate(_config(), workdir)
+  modes.train_and_evaluate(_config(), workdir)
   return workdir
 
 
@@ -41,7 +41,7 @@ def test_sample_mode_writes_samples_metrics_and_figures(trained):
   config = _config()
   for method in ("pc", "ode"):
     config.sampling.method = method
-    samples, result = loop.sample(config, workdir)
+    samples, result = modes.sample(config, workdir)
     tag = f"{result['sampler']}_step3000"
     saved = np.load(os.path.join(workdir, "samples", f"{tag}.npz"))
     np.testing.assert_array_equal(saved["samples"], samples)

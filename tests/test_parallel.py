@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import default_toy
-from score_sde_jax import build, checkpoint, loop, parallel
+from score_sde_jax import build, checkpoint, modes, parallel
 from score_sde_jax.data.images import digits
 
 
@@ -170,8 +170,8 @@ def _config(n_iters):
 
 
 def _restore(workdir, step, config):
-  _, model, _ = loop.setup(config)
-  state = loop._init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  _, model, _ = build.setup(config)
+  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
   return checkpoint.restore(manager, step, checkpoint.abstract_like(state))
 

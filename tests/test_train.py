@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs.toy import gmm_vp
-from score_sde_jax import build, loop, parallel, train
+from score_sde_jax.metric_writer import read_metrics
+from score_sde_jax import build, modes, parallel, train
 from score_sde_jax.losses import denoising_score_matching
 from score_sde_jax.score import get_score_fn
 
@@ -46,10 +47,10 @@ def _small(config):
 def _setup(n_jitted):
   config = _small(gmm_vp.get_config())
   config.training.n_jitted_steps = n_jitted
-  sde, model, dataset = loop.setup(config)
+  sde, model, dataset = build.setup(config)
   mesh = parallel.make_mesh()
   optimizer = build.get_optimizer(config)
-  state = loop._init_state(config, model, optimizer, mesh)
+  state = build.init_state(config, model, optimizer, mesh)
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
   step = train.make_train_step(loss_fn, optimizer, ema_rate=0.9, mesh=mesh, n_jitted_steps=n_jitted,
                                donate=False)
@@ -95,14 +96,14 @@ def test_short_training_learns_the_exact_score(tmp_path):
   config.training.n_iters = 3000
   config.training.eval_freq = 1000
   config.model.ema_rate = 0.99
-  state = loop.train_and_evaluate(config, str(tmp_path / "wd"))
-  rows = loop._read_metrics(str(tmp_path / "wd" / "metrics.jsonl"))
+  state = modes.train_and_evaluate(config, str(tmp_path / "wd"))
+  rows = read_metrics(str(tmp_path / "wd" / "metrics.jsonl"))
   train_losses = [r["loss"] for r in rows if "loss" in r]
   assert len(train_losses) == 30 and np.mean(train_losses[-5:]) < 0.7 * train_losses[0]
   for name in ("loss.png", "forward_diffusion.png", "score_field.png"):
     assert (tmp_path / "wd" / "figures" / name).stat().st_size > 10_000
 
-  sde, model, gmm = loop.setup(config)
+  sde, model, gmm = build.setup(config)
   score_fn = jax.jit(get_score_fn(sde, model, state.ema_params, continuous=True))
   exact_fn = lambda x, t: gmm.marginal_score(sde, x, t)
   # The exact score attains the minimum of the DSM loss; the model comes within 3 %.
@@ -129,6 +130,6 @@ def test_discrete_time_training_lowers_the_loss(config_name, tmp_path):
   config.training.eval_freq = 1000
   config.model.embedding_type = "positional"  # discrete labels are step indices
   config.model.hidden = 64
-  loop.train_and_evaluate(config, str(tmp_path / "wd"))
-  rows = [r["loss"] for r in loop._read_metrics(str(tmp_path / "wd" / "metrics.jsonl")) if "loss" in r]
+  modes.train_and_evaluate(config, str(tmp_path / "wd"))
+  rows = [r["loss"] for r in read_metrics(str(tmp_path / "wd" / "metrics.jsonl")) if "loss" in r]
   assert np.all(np.isfinite(rows)) and np.mean(rows[-3:]) < 0.7 * rows[0], rows

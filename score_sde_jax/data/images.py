@@ -61,17 +61,27 @@ class ImageArrays:
     self.uniform_dequantization = uniform_dequantization
     self.shape = images.shape[1:]
 
+  is_image = True
+
+  @property
+  def example_shape(self) -> tuple:
+    return tuple(self.shape)
+
+  def held_out(self, n: int, seed: int = 0) -> np.ndarray:
+    """The first ``n`` held-out images as integer levels (the split is fixed; ``seed`` is unused)."""
+    return self.test_levels[:n]
+
   @classmethod
   def from_npz(cls, path: str, *, image_size: int, num_channels: int, key: str | None = None,
                **kwargs) -> "ImageArrays":
     """Reads ``path`` (the array under ``key``, or its only array) and checks the image shape."""
     if not os.path.isfile(path):
-      raise DataError(f"{path}: no such file (data.path)")
+      raise DataError(f"{path}: no such file")
     try:
       with np.load(path) as f:
         names = list(f.keys())
         if key is None and len(names) != 1:
-          raise DataError(f"{path}: holds {names}; set data.npz_key to the images' name")
+          raise DataError(f"{path}: holds arrays {names}; name the one with the images (key)")
         images = f[key or names[0]]
     except DataError:
       raise
@@ -134,8 +144,8 @@ class ImageArrays:
 def _checked_shape(data, name, image_size, num_channels):
   expected = (image_size, image_size, num_channels)
   if data.shape != expected:
-    raise DataError(f"{name}: images of shape {data.shape}, the config expects {expected} "
-                    f"(data.image_size, data.num_channels)")
+    raise DataError(f"{name}: images of shape {data.shape}, expected {expected} "
+                    f"(image_size, image_size, num_channels)")
   return data
 
 
@@ -186,8 +196,8 @@ def cifar10(path: str, **kwargs) -> ImageArrays:
   """
   import tarfile
   if not os.path.exists(path):
-    raise DataError(f"{path}: no such file or folder (data.path; give cifar-10-python.tar.gz "
-                    f"or its extracted cifar-10-batches-py folder)")
+    raise DataError(f"{path}: no such file or folder (give cifar-10-python.tar.gz or its "
+                    f"extracted cifar-10-batches-py folder)")
   if os.path.isdir(path):
     for candidate in (path, os.path.join(path, "cifar-10-batches-py")):
       if os.path.isfile(os.path.join(candidate, CIFAR_TEST)):
@@ -228,9 +238,9 @@ def image_folder(path: str, *, image_size: int, num_channels: int, **kwargs) -> 
   resized to ``image_size`` (bicubic), as grey (1 channel) or RGB (3)."""
   from PIL import Image
   if not os.path.isdir(path):
-    raise DataError(f"{path}: no such folder (data.path)")
+    raise DataError(f"{path}: no such folder")
   if num_channels not in (1, 3):
-    raise DataError(f"{path}: data.num_channels={num_channels}, image folders give 1 or 3")
+    raise DataError(f"{path}: num_channels={num_channels}; image folders give 1 (grey) or 3 (RGB)")
   files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
                  if f.lower().endswith(IMAGE_SUFFIXES))
   if not files:

@@ -25,6 +25,19 @@ class ToyDistribution:
   """Base class: ``dim`` and ``sample(rng, n)``; batches come from :meth:`batches`."""
 
   dim: int
+  is_image = False  # vector data: points in their natural range
+
+  @property
+  def example_shape(self) -> tuple:
+    return (self.dim,)
+
+  def held_out(self, n: int, seed: int) -> np.ndarray:
+    """``n`` test points (float32), the same for a given seed."""
+    return next(self.batches(n, seed, split="test"))
+
+  def to_unit(self, x):
+    """Loader output as the scaler expects it (points are already in their range)."""
+    return np.asarray(x, np.float32)
 
   def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
     raise NotImplementedError

@@ -18,7 +18,7 @@ def get_model_class(name: str):
   try:
     return MODELS[name]
   except KeyError:
-    raise ValueError(f"model.name={name!r}: unknown model; known: {sorted(MODELS)}") from None
+    raise ValueError(f"name={name!r}: unknown model; known: {sorted(MODELS)}") from None
 
 
 def param_shapes(model, *example_inputs):

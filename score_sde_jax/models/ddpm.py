@@ -29,6 +29,21 @@ class DDPM(nn.Module):
   centered: bool = True
   activation: str = "swish"
 
+  def __post_init__(self):
+    layers.check_fields(self, {
+        "num_channels": layers.POSITIVE_INT, "nf": layers.POSITIVE_INT, "ch_mult": layers.INTS,
+        "num_res_blocks": layers.POSITIVE_INT, "attn_resolutions": layers.INTS_OR_EMPTY,
+        "dropout": layers.RATE, "resamp_with_conv": layers.BOOL, "conditional": layers.BOOL,
+        "centered": layers.BOOL, "activation": layers.ACTIVATION})
+    if any(self.nf * m % 32 for m in self.ch_mult):
+      raise ValueError(f"nf={self.nf}: the DDPM U-Net normalises with 32 groups, so nf times every "
+                       f"ch_mult {tuple(self.ch_mult)} must be a multiple of 32")
+    super().__post_init__()
+
+  @staticmethod
+  def unused_fields(values: dict) -> set:
+    return set()
+
   @nn.compact
   def __call__(self, x, time_cond, train: bool = False):
     act = layers.get_act(self.activation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -64,8 +65,46 @@ def get_act(name: str):
   """Activation function by name; an unknown name lists the known ones."""
   try:
     return ACTIVATIONS[name]
-  except KeyError:
-    raise ValueError(f"model.activation={name!r}: unknown; known: {sorted(ACTIVATIONS)}") from None
+  except (KeyError, TypeError):
+    raise ValueError(f"activation={name!r}: unknown; known: {sorted(ACTIVATIONS)}") from None
+
+
+# --- Field checks: networks refuse bad values when they are constructed ---------------------------
+
+def _int(v):
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v):
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+POSITIVE_INT = (lambda v: _int(v) and v > 0, "a positive integer")
+NON_NEGATIVE_INT = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+FINITE = (_real, "a finite number")
+POSITIVE = (lambda v: _real(v) and v > 0, "a finite positive number")
+NON_NEGATIVE = (lambda v: _real(v) and v >= 0, "a finite number >= 0")
+RATE = (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
+BOOL = (lambda v: isinstance(v, bool), "True or False")
+INTS = (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(_int(r) and r > 0 for r in v),
+        "a non-empty sequence of positive integers")
+INTS_OR_EMPTY = (lambda v: isinstance(v, (tuple, list)) and all(_int(r) and r > 0 for r in v),
+                 "a sequence of positive integers (may be empty)")
+
+
+def one_of(options):
+  return (lambda v: isinstance(v, str) and v in options, f"one of {sorted(options)}")
+
+
+ACTIVATION = one_of(ACTIVATIONS)
+
+
+def check_fields(module, spec):
+  """Raises ``ValueError('field=value: expected ...')`` for the first field of ``module`` not allowed."""
+  for field, (ok, allowed) in spec.items():
+    value = getattr(module, field)
+    if not ok(value):
+      raise ValueError(f"{field}={value!r}: expected {allowed}")
 
 
 # --- Image layers of DDPM / NCSN++ (NHWC ports of the paper's layers.py and layerspp.py) ------

@@ -27,16 +27,29 @@ class ScoreMLP(nn.Module):
   activation: str = "swish"
   dropout: float = 0.0
 
+  def __post_init__(self):
+    layers.check_fields(self, {
+        "dim": layers.POSITIVE_INT, "hidden": layers.POSITIVE_INT,
+        "num_layers": layers.NON_NEGATIVE_INT,
+        "embedding_type": layers.one_of(("fourier", "positional")),
+        "embedding_dim": (lambda v: layers.POSITIVE_INT[0](v) and v >= 4 and v % 2 == 0,
+                          "an even integer >= 4"),
+        "fourier_scale": layers.POSITIVE, "activation": layers.ACTIVATION,
+        "dropout": layers.RATE})
+    super().__post_init__()
+
+  @staticmethod
+  def unused_fields(values: dict) -> set:
+    return set() if values.get("embedding_type") == "fourier" else {"fourier_scale"}
+
   @nn.compact
   def __call__(self, x, time_cond, train: bool = False):
     act = layers.get_act(self.activation)
     if self.embedding_type == "fourier":
       temb = layers.GaussianFourierProjection(self.embedding_dim // 2, self.fourier_scale)(
           jnp.log(time_cond))
-    elif self.embedding_type == "positional":
-      temb = layers.get_timestep_embedding(time_cond, self.embedding_dim)
     else:
-      raise ValueError(f"model.embedding_type={self.embedding_type!r}: expected 'fourier' or 'positional'")
+      temb = layers.get_timestep_embedding(time_cond, self.embedding_dim)
     temb = nn.Dense(self.hidden)(act(nn.Dense(self.hidden)(temb)))
 
     h = nn.Dense(self.hidden)(x.reshape(x.shape[0], -1))

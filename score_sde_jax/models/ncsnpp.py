@@ -21,6 +21,24 @@ import numpy as np
 from score_sde_jax.models import layers
 
 
+OPTIONS = {
+    "resblock_type": ("ddpm", "biggan"),
+    "progressive": ("none", "output_skip", "residual"),
+    "progressive_input": ("none", "input_skip", "residual"),
+    "progressive_combine": ("sum", "cat"),
+    "embedding_type": ("fourier", "positional"),
+}
+FIELDS = {
+    "num_channels": layers.POSITIVE_INT, "nf": layers.POSITIVE_INT, "ch_mult": layers.INTS,
+    "num_res_blocks": layers.POSITIVE_INT, "attn_resolutions": layers.INTS_OR_EMPTY,
+    "dropout": layers.RATE, "resamp_with_conv": layers.BOOL, "conditional": layers.BOOL,
+    "fir": layers.BOOL, "fir_kernel": layers.INTS, "skip_rescale": layers.BOOL,
+    **{name: layers.one_of(options) for name, options in OPTIONS.items()},
+    "fourier_scale": layers.POSITIVE, "init_scale": layers.NON_NEGATIVE, "centered": layers.BOOL,
+    "activation": layers.ACTIVATION,
+}
+
+
 class NCSNpp(nn.Module):
   """NCSN++ (``resblock_type='biggan'``, Fourier embedding, FIR) or DDPM++ (positional, no FIR)."""
 
@@ -45,19 +63,22 @@ class NCSNpp(nn.Module):
   centered: bool = True                    # inputs in [-1, 1]; False: [0, 1] mapped to 2x - 1 here
   activation: str = "swish"
 
-  def _check(self):
-    for field, value, allowed in [
-        ("resblock_type", self.resblock_type, ("ddpm", "biggan")),
-        ("progressive", self.progressive, ("none", "output_skip", "residual")),
-        ("progressive_input", self.progressive_input, ("none", "input_skip", "residual")),
-        ("progressive_combine", self.progressive_combine, ("sum", "cat")),
-        ("embedding_type", self.embedding_type, ("fourier", "positional"))]:
-      if value not in allowed:
-        raise ValueError(f"model.{field}={value!r}: expected one of {list(allowed)}")
+  def __post_init__(self):
+    layers.check_fields(self, FIELDS)
+    super().__post_init__()
+
+  @staticmethod
+  def unused_fields(values: dict) -> set:
+    """Fields this network does not read, given the values of the others."""
+    unused = set()
+    if values.get("embedding_type") != "fourier":
+      unused.add("fourier_scale")
+    if not values.get("fir", True):
+      unused.add("fir_kernel")
+    return unused
 
   @nn.compact
   def __call__(self, x, time_cond, train: bool = False):
-    self._check()
     act = layers.get_act(self.activation)
     nf, num_resolutions = self.nf, len(self.ch_mult)
     fir_kernel = tuple(self.fir_kernel)

@@ -1,0 +1,146 @@
+"""The figures each mode writes, composed from ``viz`` (which only draws arrays).
+
+Which figures apply is decided by the data: images get grids, 2-D points get
+scatter plots, score fields and density maps (Gaussian mixtures also get their
+exact scores and densities drawn beside the model's).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde_jax import keys, likelihood, viz
+from score_sde_jax.metric_writer import read_metrics
+from score_sde_jax.parallel import to_host
+from score_sde_jax.sampling import ode_paths, reverse_sde_paths
+from score_sde_jax.score import get_score_fn
+from score_sde_jax.sde import simulate_forward
+
+
+def _is_2d(dataset) -> bool:
+  return not dataset.is_image and dataset.example_shape == (2,)
+
+
+def snapshot(dataset, x, path, title):
+  """Samples drawn during training: an image grid, or a scatter plot of the first two coordinates."""
+  if dataset.is_image:
+    return viz.plot_image_grid(np.clip(x, 0.0, 1.0), path, title=title)
+  if dataset.example_shape[0] >= 2:
+    return viz.plot_samples(x, dataset.held_out(len(x), 0), path, title=title)
+  return None
+
+
+def loss_curve(config, workdir):
+  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  train = [r for r in rows if "loss" in r]
+  if not train:
+    return None
+  evals = [r for r in rows if "eval_loss" in r]
+  floor = [r["eval_loss_exact_score"] for r in rows if "eval_loss_exact_score" in r]
+  return viz.plot_loss([r["step"] for r in train], [r["loss"] for r in train],
+                       os.path.join(workdir, "figures", "loss.png"),
+                       eval_steps=[r["step"] for r in evals],
+                       eval_loss=[r["eval_loss"] for r in evals],
+                       floor=floor[-1] if floor else None,
+                       title=f"DSM loss ({config.data.dataset}, {config.training.sde})")
+
+
+def training_figures(config, workdir, state, sde, model, dataset):
+  """Loss curve; for 2-D data the forward diffusion, and learned vs exact score for mixtures."""
+  paths = [p for p in [loss_curve(config, workdir)] if p]
+  fig_dir = os.path.join(workdir, "figures")
+  if _is_2d(dataset):
+    x0 = jnp.asarray(dataset.sample(keys.numpy_stream(config.seed, "figures"), 2000), jnp.float32)
+    ts, xs = jax.jit(simulate_forward, static_argnums=(1, 3, 4), static_argnames="save_every")(
+        keys.stream(config.seed, "figure_paths"), sde, x0, sde.T, 1000, save_every=10)
+    paths.append(viz.plot_forward_diffusion(
+        ts, xs, os.path.join(fig_dir, "forward_diffusion.png"),
+        title=f"Forward {config.training.sde} diffusion of {config.data.dataset} data"))
+    if hasattr(dataset, "marginal_score"):
+      score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
+                              scale_by_sigma=config.model.scale_by_sigma)
+      paths.append(score_field(score_fn, sde, dataset, os.path.join(fig_dir, "score_field.png")))
+  return paths
+
+
+def score_field(score_fn, sde, dataset, path, times=(0.02, 0.1, 0.3, 0.7)):
+  """Learned against exact score of a 2-D Gaussian mixture on a grid, at several times."""
+  lim = float(np.abs(dataset.means).max() + 3 * np.sqrt(dataset.covs.max()))
+  g = np.linspace(-lim, lim, 21)
+  grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
+  score_fn = jax.jit(score_fn)
+  learned = [score_fn(grid, t) for t in times]
+  exact = [dataset.marginal_score(sde, grid, t) for t in times]
+  data = dataset.sample(np.random.default_rng(0), 2000)
+  return viz.plot_score_fields(grid, times, jax.device_get(learned), jax.device_get(exact), path,
+                               data=data)
+
+
+def sample_figures(run, dataset, samples, held_out, result, tag):
+  """Samples beside held-out data (an image grid for images); for 2-D data also the paths of the
+  reverse SDE and of the probability-flow ODE from the same prior points."""
+  fig_dir = os.path.join(run.workdir, "figures")
+  if dataset.is_image:
+    return [viz.plot_image_grid(np.clip(samples[:64], 0.0, 1.0),
+                                os.path.join(fig_dir, f"samples_{tag}.png"),
+                                title=f"{result['sampler']}, step {run.step}")]
+  if not _is_2d(dataset):
+    return []
+  log_prob = getattr(dataset, "log_prob", None)
+  lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
+  title = (f"{result['sampler']}, step {run.step}: MMD {result['mmd']:.4f}, "
+           f"NFE {result['nfe_per_batch']:.0f}")
+  paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
+                            log_prob_fn=lp_fn, title=title)]
+  sde, seed = run.sde, run.config.seed
+  z = sde.prior_sampling(keys.stream(seed, "figure_latents"), (60,) + run.data_shape)
+  score_fn = _host_score_fn(run)
+  sde_ts, sde_xs = reverse_sde_paths(keys.stream(seed, "figure_paths"), sde, score_fn, z,
+                                     eps=sde.sampling_eps)
+  ode_ts, ode_xs = ode_paths(sde, score_fn, z, eps=sde.sampling_eps)
+  paths.append(viz.plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs,
+                                     os.path.join(fig_dir, "trajectories.png"), data=held_out))
+  return paths
+
+
+def _host_score_fn(run):
+  """The EMA score from host copies of the parameters: figures run on process 0 alone, without
+  collectives."""
+  return get_score_fn(run.sde, run.model, to_host(run.params), run.config.training.continuous,
+                      scale_by_sigma=run.config.model.scale_by_sigma)
+
+
+def likelihood_figures(run, dataset, data):
+  """2-D data: model vs exact log-density on a grid, latent interpolations, encode-decode."""
+  if not _is_2d(dataset):
+    return []
+  e, sde = run.config.eval, run.sde
+  score_fn = _host_score_fn(run)
+  fig_dir = os.path.join(run.workdir, "figures")
+  kw = dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+  lim = float(np.quantile(np.abs(data), 0.999)) * 1.2
+  g = np.linspace(-lim, lim, 64)
+  grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
+  model_lp = np.concatenate([np.asarray(likelihood.log_likelihood(
+      None, sde, score_fn, chunk, divergence="exact", **kw).logp) for chunk in jnp.split(grid, 8)])
+  exact_lp = np.asarray(dataset.log_prob(grid)) if hasattr(dataset, "log_prob") else None
+  paths = [viz.plot_log_density(g, model_lp.reshape(64, 64),
+                                os.path.join(fig_dir, "log_density.png"),
+                                exact=None if exact_lp is None else exact_lp.reshape(64, 64))]
+  rng = keys.numpy_stream(run.config.seed, "figures")
+  pairs = data[rng.choice(len(data), size=(6, 2), replace=False)]
+  z = likelihood.encode(sde, score_fn, jnp.asarray(pairs.reshape(-1, 2)), **kw).reshape(6, 2, 2)
+  alphas = np.linspace(0, 1, 9)
+  latents = likelihood.interpolate(z[:, 0], z[:, 1], alphas).reshape(-1, 2)
+  decoded = np.asarray(likelihood.decode(sde, score_fn, latents, **kw)).reshape(6, len(alphas), 2)
+  paths.append(viz.plot_interpolations(decoded, alphas, data,
+                                       os.path.join(fig_dir, "interpolation.png")))
+  x = jnp.asarray(data[:200])
+  recon = likelihood.decode(sde, score_fn, likelihood.encode(sde, score_fn, x, **kw), **kw)
+  paths.append(viz.plot_reconstructions(np.asarray(x), np.asarray(recon), data,
+                                        os.path.join(fig_dir, "reconstruction.png")))
+  return paths

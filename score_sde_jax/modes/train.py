@@ -1,0 +1,199 @@
+"""``--mode train``: the training loop with logging, evaluation, checkpoints and figures.
+
+Started again with the same command after being killed, training resumes from
+the last complete checkpoint and reaches the same final state as an
+uninterrupted run: the PRNG key is part of the checkpointed state and batch
+``i`` is a pure function of ``(seed, i)``. Every process of a multi-process
+run executes this loop (one program, JAX's multi-controller model): each loads
+its own rows of every global batch and all take part in every compiled
+computation; only process 0 writes metrics, figures and JSON (orbax
+coordinates the checkpoint writes itself).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from score_sde_jax import build, checkpoint, figures, keys, losses, parallel, train
+from score_sde_jax import workdir as workdir_lib
+from score_sde_jax.data import get_data_inverse_scaler, get_data_scaler
+from score_sde_jax.metric_writer import MetricWriter, truncate_metrics
+from score_sde_jax.score import get_score_fn
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the parameters became NaN or infinite."""
+
+
+def log(*args):
+  if parallel.is_main_process():
+    print(*args, flush=True)
+
+
+def check_batch(batch_size, mesh, field):
+  """A global batch that does not split over the devices is a config error, before compiling."""
+  try:
+    parallel.check_batch_size(batch_size, mesh, field)
+  except ValueError as e:
+    raise build.ConfigError(f"config.{e}") from None
+
+
+def score_fn_of(config, sde, model, params):
+  """The score function of ``params`` under the config's time labels and scaling."""
+  return get_score_fn(sde, model, params, config.training.continuous,
+                      scale_by_sigma=config.model.scale_by_sigma)
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def eval_batches(config, dataset, mesh):
+  """The fixed evaluation batches (model space, this process's rows, sharded)."""
+  e, scaler = config.eval, get_data_scaler(config.data.centered)
+  batches = dataset.batches(e.batch_size, config.seed, split="eval",
+                            rows=parallel.local_rows(mesh, e.batch_size))
+  return [parallel.shard_batch(scaler(next(batches)), mesh) for _ in range(e.num_batches)]
+
+
+def mean_loss(*, step_fn, state, batches, key) -> float:
+  """The mean of ``step_fn(state, batch, fold_in(key, i))`` over the batches."""
+  values = [step_fn(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
+  return float(np.mean(jax.device_get(values)))
+
+
+def exact_score_floor(config, sde, dataset, mesh, batches) -> float:
+  """The exact score's loss on the evaluation batches and keys: the floor the eval loss approaches."""
+  t = config.training
+  exact = lambda x, tt: dataset.marginal_score(sde, x, tt)
+  step_fn = jax.jit(lambda _, batch, key: losses.denoising_score_matching(
+      jax.random.split(key)[0], sde, exact, batch, reduce_mean=t.reduce_mean,
+      likelihood_weighting=t.likelihood_weighting, eps=t.eps),
+      out_shardings=parallel.replicated(mesh))
+  return mean_loss(step_fn=step_fn, state=None, batches=batches,
+                   key=keys.stream(config.seed, "eval_loss"))
+
+
+def snapshot_figure(*, config, workdir, sampling_fn, score_fn, step, dataset):
+  """Samples of the EMA model at a snapshot, as the paper's ``snapshot_sampling``."""
+  x, _ = sampling_fn(keys.stream(config.seed, "snapshot"), score_fn)
+  x = parallel.to_host(x)
+  if parallel.is_main_process():
+    figures.snapshot(dataset, x, os.path.join(workdir, "samples", f"snapshot_{step}.png"),
+                     title=f"step {step} (EMA)")
+
+
+def save_checkpoint(manager, step, state, config_dict):
+  if not bool(_all_finite(state.params)):
+    raise TrainingDiverged(f"parameters are not finite at step {step}; checkpoint not written, "
+                           f"the last good one in {manager.directory} is kept")
+  checkpoint.save(manager, step, state, config_dict)
+
+
+def log_row(fetched, k, steps, seconds):
+  """One metrics row: the mean of every step since the previous log."""
+  row = {name: float(np.mean([np.mean(m[name]) for m in fetched])) for name in fetched[0]}
+  if k > 1:
+    row["lr"] = float(fetched[-1]["lr"][-1])
+  row["steps_per_sec"] = steps / max(seconds, 1e-9)
+  return row
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state."""
+  workdir = workdir_lib.check_workdir(workdir)
+  build.validate_config(config)
+  sde, model, dataset = build.get_sde(config), build.get_model(config), build.get_dataset(config)
+  t, e = config.training, config.eval
+  mesh = parallel.make_mesh()
+  check_batch(t.batch_size, mesh, "training.batch_size")
+  check_batch(e.batch_size, mesh, "eval.batch_size")
+
+  os.makedirs(workdir, exist_ok=True)
+  is_main = parallel.is_main_process()
+  config_dict = config.to_dict()
+  manager = workdir_lib.checkpoints(workdir, config)
+  optimizer = build.get_optimizer(config)
+  state = build.init_state(config, model, optimizer, mesh)
+  restored, start_step = workdir_lib.restore_newest(config, manager, state, mesh)
+  state = restored if restored is not None else state
+  if is_main:
+    workdir_lib.write_json(os.path.join(workdir, "config.json"), config_dict)
+    truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
+  if start_step:
+    log(f"resuming from step {start_step} in {workdir}")
+
+  train_step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True),
+                                     optimizer, ema_rate=config.model.ema_rate, mesh=mesh,
+                                     n_jitted_steps=t.n_jitted_steps,
+                                     lr_schedule=build.get_lr_schedule(config))
+  eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
+  held_out = eval_batches(config, dataset, mesh) if e.num_batches else []
+  k = t.n_jitted_steps
+  scaler = get_data_scaler(config.data.centered)
+  # Each process loads its rows of every global batch (all of them with one process).
+  batches = map(scaler, dataset.batches(t.batch_size, config.seed, start_step,
+                                        steps_per_batch=k if k > 1 else 0,
+                                        rows=parallel.local_rows(mesh, t.batch_size)))
+  writer = MetricWriter(workdir, enabled=is_main)
+  if start_step == 0 and held_out and hasattr(dataset, "marginal_score"):
+    writer.write(0, {"eval_loss_exact_score": exact_score_floor(config, sde, dataset, mesh,
+                                                                held_out)})
+  snapshot_sampler = None
+  if t.snapshot_sampling:
+    n = min(64, e.num_samples)
+    n = max(parallel.num_shards(mesh), n - n % parallel.num_shards(mesh))
+    snapshot_sampler = build.get_sampling_fn(
+        config, sde, (n,) + tuple(build.data_shape(config)),
+        get_data_inverse_scaler(config.data.centered), sde.sampling_eps, mesh=mesh)
+
+  step = start_step
+  bar = tqdm(total=t.n_iters, initial=start_step, unit="step", dynamic_ncols=True,
+             disable=not is_main, desc="train")
+  last_time, last_step = time.perf_counter(), start_step
+  pending = []  # device metrics of the calls since the last log, fetched together
+  try:
+    while step < t.n_iters:
+      batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
+      state, metrics = train_step(state, batch)
+      prev, step = step, step + k
+      pending.append(metrics)
+      bar.update(k)
+      if step // t.log_freq > prev // t.log_freq or step >= t.n_iters:
+        fetched, pending = jax.device_get(pending), []
+        if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
+          raise TrainingDiverged(
+              f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
+              f"The last good checkpoint (step {manager.latest_step()}) in {manager.directory} "
+              f"is kept")
+        now = time.perf_counter()
+        row = log_row(fetched, k, step - last_step, now - last_time)
+        last_time, last_step = now, step
+        writer.write(step, row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+      if e.enable_loss and held_out and any(s % t.eval_freq == 0 for s in range(prev + 1, step + 1)):
+        writer.write(step, {"eval_loss": mean_loss(step_fn=eval_step, state=state, batches=held_out,
+                                                   key=keys.stream(config.seed, "eval_loss"))})
+      final = step >= t.n_iters
+      if step % t.snapshot_freq_for_preemption == 0 or step % t.snapshot_freq == 0 or final:
+        save_checkpoint(manager, step, state, config_dict)
+        if snapshot_sampler is not None and (step % t.snapshot_freq == 0 or final):
+          snapshot_figure(config=config, workdir=workdir, sampling_fn=snapshot_sampler,
+                          score_fn=score_fn_of(config, sde, model, state.ema_params), step=step,
+                          dataset=dataset)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    writer.close()
+  if is_main:
+    paths = figures.training_figures(config, workdir, parallel.to_host(state), sde, model, dataset)
+    print("figures:\n  " + "\n  ".join(paths))
+  return state
+

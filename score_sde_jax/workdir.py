@@ -1,0 +1,219 @@
+"""Workdirs: where a run lives, and a trained (or converted) one used from Python.
+
+    run = score_sde_jax.load_workdir("workdirs/demo")
+    x, nfe = run.sample(jax.random.PRNGKey(0), 64)           # the config's sampler, data space
+    logp, z, nfe = run.log_likelihood(jax.random.PRNGKey(1), x)
+
+A workdir holds ``checkpoints/`` (orbax; each step saves the train state and
+the run's config), ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+``samples/``, ``eval/`` and ``figures/``. Loading one reads neither its data
+set nor anything but the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from score_sde_jax import build, checkpoint, likelihood, parallel
+from score_sde_jax.data import get_data_inverse_scaler, get_data_scaler
+from score_sde_jax.sampling import SampleResult
+from score_sde_jax.score import get_score_fn
+
+
+class WorkdirError(ValueError):
+  """A workdir is missing, not a folder, or holds no checkpoint."""
+
+
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir; its parent folder must exist (a typo should not create a tree)."""
+  if not workdir:
+    raise WorkdirError("workdir: required (a folder for checkpoints, metrics and figures)")
+  workdir = os.path.abspath(workdir)
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(parent):
+    raise WorkdirError(f"workdir={workdir!r}: parent folder {parent!r} does not exist")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir={workdir!r}: exists and is not a folder")
+  return workdir
+
+
+def write_json(path: str, obj) -> None:
+  """Writes ``obj`` as JSON atomically (a kill never leaves half a file)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def checkpoints(workdir: str, config=None):
+  """The workdir's orbax manager (retention from ``config.training`` when training)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if config is None:
+    return checkpoint.make_manager(directory)
+  return checkpoint.make_manager(directory, max_to_keep=config.training.max_to_keep,
+                                 keep_period=config.training.snapshot_freq)
+
+
+def _restore_target(abstract, mesh):
+  sharding = (parallel.replicated(mesh) if mesh is not None
+              else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return checkpoint.abstract_like(abstract, sharding)
+
+
+def restore_newest(config, manager, abstract, mesh=None):
+  """``(state, step)`` of the newest checkpoint, or ``(None, 0)`` without one.
+
+  A checkpoint written under settings this config cannot continue from (another
+  network, SDE, time convention or data shape) is refused with
+  :class:`score_sde_jax.checkpoint.IncompatibleCheckpoint` naming the field.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None, 0
+  saved = checkpoint.read_config(manager, step)
+  checkpoint.check_compatible(build.compatibility_view(saved),
+                              build.compatibility_view(config.to_dict()), manager.directory)
+  return checkpoint.restore(manager, step, _restore_target(abstract, mesh)), int(step)
+
+
+def saved_config(manager, step) -> ml_collections.ConfigDict:
+  """The config saved with ``step`` (fields renamed since then are upgraded)."""
+  return ml_collections.ConfigDict(build.upgrade_saved_config(checkpoint.read_config(manager, step)))
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A trained workdir: its config, SDE, network, restored state and newest step.
+
+  ``params`` are the EMA parameters (what the paper samples and evaluates
+  with). Inputs and outputs of the methods are in data space, as the data
+  set yields them (toy points; images as floats in ``[0, 1]``); sampling and
+  the likelihood use the config's ``sampling`` and ``eval`` settings. With a
+  ``mesh``, batches are split over its devices (and processes).
+  """
+
+  workdir: str
+  config: ml_collections.ConfigDict
+  step: int
+  sde: object
+  model: object
+  state: object
+  mesh: object = None
+
+  @property
+  def params(self):
+    return self.state.ema_params
+
+  @functools.cached_property
+  def score_fn(self):
+    """``score_fn(x, t)`` of the EMA parameters, in model space."""
+    return get_score_fn(self.sde, self.model, self.params, self.config.training.continuous,
+                        scale_by_sigma=self.config.model.scale_by_sigma)
+
+  @property
+  def data_shape(self) -> tuple:
+    return tuple(build.data_shape(self.config))
+
+  @property
+  def scaler(self):
+    return get_data_scaler(self.config.data.centered)
+
+  @property
+  def inverse_scaler(self):
+    return get_data_inverse_scaler(self.config.data.centered)
+
+  def sampling_fn(self, batch_size, **sampling):
+    """``fn(key, score_fn) -> SampleResult`` for batches of ``batch_size``; ``sampling`` overrides
+    fields of the config's ``sampling`` section (``method="ode"``, ``rtol=1e-3``, ...)."""
+    config = self.config
+    if sampling:
+      config = ml_collections.ConfigDict(config.to_dict())
+      for field, value in sampling.items():
+        if field not in config.sampling:
+          raise ValueError(f"{field}={value!r}: not a field of config.sampling "
+                           f"({sorted(config.sampling)})")
+        config.sampling[field] = value
+      build.validate_config(config)
+    parallel.check_mesh(batch_size, self.mesh, "batch_size")
+    return build.get_sampling_fn(config, self.sde, (batch_size,) + self.data_shape,
+                                 self.inverse_scaler, self.sde.sampling_eps, mesh=self.mesh)
+
+  def sample_batches(self, key, n: int, *, batch_size: int | None = None, **sampling):
+    """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``."""
+    batch_size = batch_size or self.config.eval.batch_size
+    sampling_fn = self.sampling_fn(batch_size, **sampling)
+    chunks, nfes = [], []
+    for i in range(-(-n // batch_size)):
+      x, nfe = sampling_fn(jax.random.fold_in(key, i), self.score_fn)
+      chunks.append(parallel.to_host(x))
+      nfes.append(nfe)
+    return np.concatenate(chunks)[:n], nfes
+
+  def sample(self, key, n: int, *, batch_size: int | None = None, **sampling) -> SampleResult:
+    """``n`` samples in data space with the config's sampler (``sampling`` overrides its fields,
+    e.g. ``method="ode"``); ``nfe`` is the largest of any batch."""
+    samples, nfes = self.sample_batches(key, n, batch_size=batch_size, **sampling)
+    return SampleResult(samples, max(nfes))
+
+  def _flow_options(self):
+    e = self.config.eval
+    return dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps, mesh=self.mesh)
+
+  def log_likelihood(self, key, x, *, divergence: str | None = None):
+    """Log-density of data-space ``x`` ``(B, ...)`` in nats (the scaler's Jacobian included)."""
+    x = jnp.asarray(x, jnp.float32)
+    y = self.scaler(x)
+    logp, z, nfe = likelihood.log_likelihood(
+        key, self.sde, self.score_fn, y, divergence=divergence or self.config.eval.divergence,
+        **self._flow_options())
+    n_dims = int(np.prod(x.shape[1:]))
+    log_jacobian = n_dims * np.log(abs(float(jax.grad(lambda u: self.scaler(u))(0.5))))
+    return likelihood.LikelihoodResult(logp + log_jacobian, z, nfe)
+
+  def bits_per_dim(self, key, x_int, *, num_levels: int = 256, n_repeats: int = 1,
+                   divergence: str | None = None):
+    """Bits/dim of integer levels ``x_int`` (uniform dequantization, as ``--mode eval``)."""
+    return likelihood.bits_per_dim(key, self.sde, self.score_fn, x_int, num_levels=num_levels,
+                                   scaler=self.scaler, n_repeats=n_repeats,
+                                   divergence=divergence or self.config.eval.divergence,
+                                   **self._flow_options())
+
+  def encode(self, x):
+    """Latent codes ``z = x(T)`` of data-space ``x`` under the probability-flow ODE."""
+    return likelihood.encode(self.sde, self.score_fn, self.scaler(jnp.asarray(x, jnp.float32)),
+                             **self._flow_options())
+
+  def decode(self, z):
+    """Data-space ``x`` from latents ``z`` (the inverse of :meth:`encode`)."""
+    return self.inverse_scaler(likelihood.decode(self.sde, self.score_fn, z,
+                                                 **self._flow_options()))
+
+
+def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
+  """A trained or converted workdir's newest checkpoint, ready to sample and evaluate.
+
+  ``config`` defaults to the one saved with that checkpoint; another one (for
+  example with other sampler settings) must agree with it on the network, SDE
+  and data shape. Nothing of the data set is read.
+  """
+  workdir = check_workdir(workdir)
+  manager = checkpoints(workdir) if os.path.isdir(os.path.join(workdir, "checkpoints")) else None
+  step = manager.latest_step() if manager is not None else None
+  if step is None:
+    raise WorkdirError(f"workdir={workdir!r}: no checkpoint in "
+                       f"{os.path.join(workdir, 'checkpoints')}; train first (run.py --mode train)")
+  config = saved_config(manager, step) if config is None else config
+  build.validate_model_config(config)
+  sde, model = build.get_sde(config), build.get_model(config)
+  abstract = build.abstract_state(config, model, build.get_optimizer(config))
+  state, step = restore_newest(config, manager, abstract, mesh)
+  return TrainedRun(workdir, config, step, sde, model, state, mesh)
