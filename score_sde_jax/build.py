@@ -23,6 +23,7 @@ from score_sde_jax import data as data_lib
 from score_sde_jax import likelihood, losses, models, parallel, sampling, train
 from score_sde_jax.data import images
 from score_sde_jax.models import layers
+from score_sde_jax.score import get_score_fn as _score_fn
 from score_sde_jax.sde import SDES
 
 
@@ -241,13 +242,20 @@ def _path(d):
   return d.path
 
 
-IMAGE_DATASETS = {  # names are case-insensitive ("CIFAR10")
+def _from_path(name):
+  """A data set read from ``data.path`` (a folder of images, or an npz) with ``name``'s preprocessing."""
+  return lambda d: images.from_path(
+      _path(d), image_size=d.image_size, num_channels=d.num_channels,
+      preprocess=images.PREPROCESS[name], eval_path=d.get("eval_path", ""),
+      npz_key=d.get("npz_key") or None, eval_fraction=d.get("eval_fraction", 0.1),
+      **_image_options(d))
+
+
+IMAGE_DATASETS = {  # names are case-insensitive ("CIFAR10", "CelebAHQ")
     "digits": lambda d: images.digits(eval_fraction=d.get("eval_fraction", 0.1),
                                       **_image_options(d)),
     "cifar10": lambda d: images.cifar10(_path(d), **_image_options(d)),
-    "image_folder": lambda d: images.image_folder(
-        _path(d), image_size=d.image_size, num_channels=d.num_channels, num_levels=256,
-        eval_fraction=d.get("eval_fraction", 0.1), **_image_options(d)),
+    **{name: _from_path(name) for name in images.PREPROCESS},
     "npz": lambda d: data_lib.ImageArrays.from_npz(
         _path(d), image_size=d.image_size, num_channels=d.num_channels,
         key=d.get("npz_key") or None, num_levels=d.get("num_levels", 256),
@@ -299,7 +307,8 @@ def validate_model_config(config) -> None:
     raise ConfigError(f"config.training.continuous=False: discrete-time training is defined for "
                       f"SDEs with a discrete chain, vesde (SMLD) and vpsde (DDPM), not "
                       f"training.sde={config.training.sde!r}")
-  if config.model.get("embedding_type") == "fourier" and not continuous:
+  reads_embedding = "embedding_type" in _model_args(config)[1]  # DDPM has no embedding_type
+  if reads_embedding and config.model.get("embedding_type") == "fourier" and not continuous:
     raise ConfigError("config.model.embedding_type='fourier': needs training.continuous=True "
                       "(it embeds log sigma(t))")
   try:
@@ -412,6 +421,22 @@ def get_optimizer(config):
 
 def get_lr_schedule(config):
   return train.learning_rate_schedule(config.optim.lr, config.optim.warmup)
+
+
+def get_score_fn(config, sde, model, params, *, flow: bool = False):
+  """The score of ``params`` under the config's time labels and output scaling. ``flow=True``:
+  the score the probability-flow ODE uses (the SDE's ``flow_continuous``: discrete-time VP
+  models are evaluated with the continuous convention, as the paper's ODE sampler and
+  likelihood do)."""
+  continuous = config.training.continuous
+  if flow:
+    continuous = sde.flow_continuous(continuous)
+  return _score_fn(sde, model, params, continuous, scale_by_sigma=config.model.scale_by_sigma)
+
+
+def samples_by_flow(config) -> bool:
+  """Whether the config's sampler solves the probability-flow ODE."""
+  return config.sampling.method == "ode"
 
 
 def get_loss_fn(config, sde, model, *, train_mode: bool):

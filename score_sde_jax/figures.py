@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import keys, likelihood, viz
+from score_sde_jax import build, keys, likelihood, viz
 from score_sde_jax.metric_writer import read_metrics
 from score_sde_jax.parallel import to_host
 from score_sde_jax.sampling import ode_paths, reverse_sde_paths
-from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import simulate_forward
 
 
@@ -61,8 +60,7 @@ def training_figures(config, workdir, state, sde, model, dataset):
         ts, xs, os.path.join(fig_dir, "forward_diffusion.png"),
         title=f"Forward {config.training.sde} diffusion of {config.data.dataset} data"))
     if hasattr(dataset, "marginal_score"):
-      score_fn = get_score_fn(sde, model, state.ema_params, config.training.continuous,
-                              scale_by_sigma=config.model.scale_by_sigma)
+      score_fn = build.get_score_fn(config, sde, model, state.ema_params)
       paths.append(score_field(score_fn, sde, dataset, os.path.join(fig_dir, "score_field.png")))
   return paths
 
@@ -98,20 +96,18 @@ def sample_figures(run, dataset, samples, held_out, result, tag):
                             log_prob_fn=lp_fn, title=title)]
   sde, seed = run.sde, run.config.seed
   z = sde.prior_sampling(keys.stream(seed, "figure_latents"), (60,) + run.data_shape)
-  score_fn = _host_score_fn(run)
-  sde_ts, sde_xs = reverse_sde_paths(keys.stream(seed, "figure_paths"), sde, score_fn, z,
+  sde_ts, sde_xs = reverse_sde_paths(keys.stream(seed, "figure_paths"), sde, _host_score_fn(run), z,
                                      eps=sde.sampling_eps)
-  ode_ts, ode_xs = ode_paths(sde, score_fn, z, eps=sde.sampling_eps)
+  ode_ts, ode_xs = ode_paths(sde, _host_score_fn(run, flow=True), z, eps=sde.sampling_eps)
   paths.append(viz.plot_trajectories(sde_ts, sde_xs, ode_ts, ode_xs,
                                      os.path.join(fig_dir, "trajectories.png"), data=held_out))
   return paths
 
 
-def _host_score_fn(run):
+def _host_score_fn(run, flow=False):
   """The EMA score from host copies of the parameters: figures run on process 0 alone, without
   collectives."""
-  return get_score_fn(run.sde, run.model, to_host(run.params), run.config.training.continuous,
-                      scale_by_sigma=run.config.model.scale_by_sigma)
+  return build.get_score_fn(run.config, run.sde, run.model, to_host(run.params), flow=flow)
 
 
 def likelihood_figures(run, dataset, data):
@@ -119,7 +115,7 @@ def likelihood_figures(run, dataset, data):
   if not _is_2d(dataset):
     return []
   e, sde = run.config.eval, run.sde
-  score_fn = _host_score_fn(run)
+  score_fn = _host_score_fn(run, flow=True)
   fig_dir = os.path.join(run.workdir, "figures")
   kw = dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
   lim = float(np.quantile(np.abs(data), 0.999)) * 1.2

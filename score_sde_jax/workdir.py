@@ -25,7 +25,6 @@ import numpy as np
 from score_sde_jax import build, checkpoint, likelihood, parallel
 from score_sde_jax.data import get_data_inverse_scaler, get_data_scaler
 from score_sde_jax.sampling import SampleResult
-from score_sde_jax.score import get_score_fn
 
 
 class WorkdirError(ValueError):
@@ -116,8 +115,14 @@ class TrainedRun:
   @functools.cached_property
   def score_fn(self):
     """``score_fn(x, t)`` of the EMA parameters, in model space."""
-    return get_score_fn(self.sde, self.model, self.params, self.config.training.continuous,
-                        scale_by_sigma=self.config.model.scale_by_sigma)
+    return build.get_score_fn(self.config, self.sde, self.model, self.params)
+
+  @functools.cached_property
+  def flow_score_fn(self):
+    """The score the probability-flow ODE uses (likelihood, encode / decode, ODE sampling):
+    :attr:`score_fn` except for discrete-time VP models, which it evaluates with the
+    continuous convention, as the paper does."""
+    return build.get_score_fn(self.config, self.sde, self.model, self.params, flow=True)
 
   @property
   def data_shape(self) -> tuple:
@@ -151,9 +156,12 @@ class TrainedRun:
     """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``."""
     batch_size = batch_size or self.config.eval.batch_size
     sampling_fn = self.sampling_fn(batch_size, **sampling)
+    flow = build.samples_by_flow(ml_collections.ConfigDict(
+        {"sampling": {**self.config.sampling.to_dict(), **sampling}}))
+    score_fn = self.flow_score_fn if flow else self.score_fn
     chunks, nfes = [], []
     for i in range(-(-n // batch_size)):
-      x, nfe = sampling_fn(jax.random.fold_in(key, i), self.score_fn)
+      x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
       chunks.append(parallel.to_host(x))
       nfes.append(nfe)
     return np.concatenate(chunks)[:n], nfes
@@ -173,7 +181,7 @@ class TrainedRun:
     x = jnp.asarray(x, jnp.float32)
     y = self.scaler(x)
     logp, z, nfe = likelihood.log_likelihood(
-        key, self.sde, self.score_fn, y, divergence=divergence or self.config.eval.divergence,
+        key, self.sde, self.flow_score_fn, y, divergence=divergence or self.config.eval.divergence,
         **self._flow_options())
     n_dims = int(np.prod(x.shape[1:]))
     log_jacobian = n_dims * np.log(abs(float(jax.grad(lambda u: self.scaler(u))(0.5))))
@@ -182,19 +190,19 @@ class TrainedRun:
   def bits_per_dim(self, key, x_int, *, num_levels: int = 256, n_repeats: int = 1,
                    divergence: str | None = None):
     """Bits/dim of integer levels ``x_int`` (uniform dequantization, as ``--mode eval``)."""
-    return likelihood.bits_per_dim(key, self.sde, self.score_fn, x_int, num_levels=num_levels,
+    return likelihood.bits_per_dim(key, self.sde, self.flow_score_fn, x_int, num_levels=num_levels,
                                    scaler=self.scaler, n_repeats=n_repeats,
                                    divergence=divergence or self.config.eval.divergence,
                                    **self._flow_options())
 
   def encode(self, x):
     """Latent codes ``z = x(T)`` of data-space ``x`` under the probability-flow ODE."""
-    return likelihood.encode(self.sde, self.score_fn, self.scaler(jnp.asarray(x, jnp.float32)),
+    return likelihood.encode(self.sde, self.flow_score_fn, self.scaler(jnp.asarray(x, jnp.float32)),
                              **self._flow_options())
 
   def decode(self, z):
     """Data-space ``x`` from latents ``z`` (the inverse of :meth:`encode`)."""
-    return self.inverse_scaler(likelihood.decode(self.sde, self.score_fn, z,
+    return self.inverse_scaler(likelihood.decode(self.sde, self.flow_score_fn, z,
                                                  **self._flow_options()))
 
 

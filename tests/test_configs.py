@@ -2,13 +2,13 @@
 
 import glob
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from configs.toy import gmm_vp
@@ -18,6 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
                       if not os.path.basename(p).startswith("_")
                       and "def get_config(" in open(p).read())  # defaults files are building blocks
+
+
+with open(os.path.join(ROOT, "tests", "fixtures", "original_configs.json")) as f:
+  PAPER_CONFIGS = set(json.load(f)["configs"])  # the paper's 28
 
 
 def _load(path):
@@ -36,7 +40,8 @@ def test_the_required_toy_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_config_loads_and_builds(path):
-  """Every config validates and builds its SDE, network (full size, not allocated) and loss."""
+  """Every config validates and builds its SDE and network; the example configs also trace
+  their loss at full size (without allocating)."""
   config = _load(path)
   for section in ("training", "sampling", "eval", "data", "model", "optim"):
     assert section in config
@@ -44,13 +49,11 @@ def test_config_loads_and_builds(path):
   sde = build.get_sde(config)
   assert sde.N == config.model.num_scales
   model = build.get_model(config)
+  if os.path.relpath(path, ROOT) in PAPER_CONFIGS:
+    return  # full-size shapes and counts: tests/test_paper_configs.py (traced once there)
   x = jax.ShapeDtypeStruct((2,) + build.data_shape(config), jnp.float32)
   labels = jax.ShapeDtypeStruct((2,), jnp.float32)
-  n_params = models.param_count(model, x, labels)
-  rel = os.path.relpath(path, ROOT)
-  if rel in PAPER_PARAMS:
-    assert n_params == PAPER_PARAMS[rel]
-  assert n_params > 1000
+  assert models.param_count(model, x, labels) > 1000
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
   params = jax.eval_shape(lambda a, b: model.init(jax.random.PRNGKey(0), a, b), x, labels)["params"]
   assert jax.eval_shape(loss_fn, jax.random.PRNGKey(0), params, x).shape == ()
@@ -60,45 +63,11 @@ def test_config_loads_and_builds(path):
     assert batch.shape == (4,) + build.data_shape(config)
 
 
-# The original implementation's parameter counts (shared/fixtures/pytorch_checkpoints/README.md).
-PAPER_PARAMS = {
-    "configs/ve/cifar10_ncsnpp.py": 62_693_251,
-    "configs/ve/cifar10_ncsnpp_continuous.py": 62_758_915,
-    "configs/ve/cifar10_ncsnpp_deep_continuous.py": 107_587_075,
-    "configs/vp/cifar10_ddpmpp_continuous.py": 61_804_419,
-    "configs/vp/cifar10_ddpmpp_deep_continuous.py": 106_632_579,
-    "configs/subvp/cifar10_ddpmpp_continuous.py": 61_804_419,
-    "configs/subvp/cifar10_ddpmpp_deep_continuous.py": 106_632_579,
-    "configs/vp/ddpm/cifar10.py": 35_218_947,
-}
-
-
-def test_the_paper_configs_exist():
+def test_the_example_configs_exist():
   names = {os.path.relpath(p, ROOT) for p in CONFIG_FILES}
-  assert set(PAPER_PARAMS) <= names
   assert {"configs/digits/ddpmpp_vp.py", "configs/digits/ddpmpp_subvp.py",
           "configs/digits/ncsnpp_ve.py"} <= names
-
-
-@pytest.mark.parametrize("name", ["digits/ddpmpp_vp.py", "digits/ncsnpp_ve.py"])
-def test_one_train_step_on_a_reduced_image_config_is_finite(name):
-  from score_sde_jax import parallel, train
-  from score_sde_jax.data import get_data_scaler
-  config = _load(os.path.join(ROOT, "configs", name))
-  config.model.nf = 16
-  config.model.num_res_blocks = 1
-  config.training.batch_size = 8
-  sde, model, dataset = build.setup(config)
-  mesh = parallel.make_mesh()
-  optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer, mesh)
-  step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
-                               ema_rate=config.model.ema_rate, mesh=mesh)
-  batch = get_data_scaler(config.data.centered)(next(dataset.batches(8, 0)))
-  assert batch.min() >= -1 and batch.max() <= 1
-  new_state, metrics = step(state, jnp.asarray(batch))
-  assert np.isfinite(float(metrics["loss"])) and int(new_state.step) == 1
-  assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(new_state.params))
+  # The paper's 28 configs and their values: tests/test_paper_configs.py.
 
 
 @pytest.mark.parametrize("path,value,message", [

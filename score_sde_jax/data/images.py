@@ -19,6 +19,8 @@ class DataError(ValueError):
 
 
 def _check_levels(images, num_levels, name):
+  if isinstance(images, ImageFiles):
+    return images  # decoded 8-bit on demand; checked file by file as they are read
   images = np.asarray(images)
   if images.ndim == 3:
     images = images[..., None]
@@ -54,8 +56,8 @@ class ImageArrays:
       if n_eval >= len(images):
         raise DataError(f"{name}: {len(images)} images are too few to hold out {n_eval}")
       order = np.random.default_rng(0).permutation(len(images))  # fixed: the split never changes
-      self.test_levels = images[order[:n_eval]]
-      self.train_levels = images[order[n_eval:]]
+      self.test_levels = _take(images, order[:n_eval])
+      self.train_levels = _take(images, order[n_eval:])
     self.num_levels = num_levels
     self.random_flip = random_flip
     self.uniform_dequantization = uniform_dequantization
@@ -73,8 +75,11 @@ class ImageArrays:
 
   @classmethod
   def from_npz(cls, path: str, *, image_size: int, num_channels: int, key: str | None = None,
-               **kwargs) -> "ImageArrays":
-    """Reads ``path`` (the array under ``key``, or its only array) and checks the image shape."""
+               preprocess=None, **kwargs) -> "ImageArrays":
+    """Reads ``path`` (the array under ``key``, or its only array) and checks the image shape.
+
+    With ``preprocess`` (a function of a PIL image and ``image_size``), images that are not
+    ``image_size`` square go through it first."""
     if not os.path.isfile(path):
       raise DataError(f"{path}: no such file")
     try:
@@ -87,6 +92,8 @@ class ImageArrays:
       raise
     except Exception as e:  # noqa: BLE001 - any failure to read is one clear error
       raise DataError(f"{path}: unreadable npz file ({e})") from None
+    if preprocess is not None and images.ndim in (3, 4) and images.shape[1:3] != (image_size,) * 2:
+      images = _preprocess_arrays(_check_levels(images, 256, path), preprocess, image_size, path)
     return _checked_shape(cls(images, name=path, **kwargs), path, image_size, num_channels)
 
   def to_unit(self, levels, rng=None):
@@ -139,6 +146,19 @@ class ImageArrays:
         idx = (i + np.arange(batch_size)) % n
         yield self.to_unit(self.test_levels[idx if rows is None else idx[rows]])
         i = (i + batch_size) % n
+
+
+def _preprocess_arrays(images, preprocess, image_size, name):
+  from PIL import Image
+  out = []
+  for i, levels in enumerate(images):
+    try:
+      img = _apply(preprocess, Image.fromarray(levels[..., 0] if levels.shape[-1] == 1 else levels),
+                   image_size)
+    except ValueError as e:
+      raise DataError(f"{name}: image {i}: {e}") from None
+    out.append(np.asarray(img, np.uint8).reshape(image_size, image_size, levels.shape[-1]))
+  return np.stack(out)
 
 
 def _checked_shape(data, name, image_size, num_channels):
@@ -230,33 +250,179 @@ def cifar10(path: str, **kwargs) -> ImageArrays:
   return ImageArrays(train, test_images=test, name=path, **kwargs)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def image_folder(path: str, *, image_size: int, num_channels: int, **kwargs) -> ImageArrays:
-  """PNG / JPEG files under ``path`` (recursively, sorted), centre-cropped to a square and
-  resized to ``image_size`` (bicubic), as grey (1 channel) or RGB (3)."""
+# --- Preprocessing: the original's resize_op per data set (datasets.py), on PIL images ------------
+# TensorFlow's antialiased resize (a triangle / Keys cubic kernel stretched by the scale factor when
+# shrinking) is what PIL's BILINEAR / BICUBIC resize does; the result is rounded to 8-bit levels
+# here (the original kept floats), so that bits/dim stays defined.
+
+def central_crop(img, size: int):
+  """The ``size`` x ``size`` centre: top ``(h - size) // 2``, left ``(w - size) // 2``."""
+  w, h = img.size
+  if min(w, h) < size:
+    raise ValueError(f"{w}x{h} is smaller than the {size}x{size} centre crop")
+  top, left = (h - size) // 2, (w - size) // 2
+  return img.crop((left, top, left + size, top + size))
+
+
+def resize_small(img, size: int):
+  """Shorter side to ``size`` (antialiased bilinear), aspect ratio kept."""
   from PIL import Image
+  w, h = img.size
+  ratio = size / min(w, h)
+  return img.resize((round(w * ratio), round(h * ratio)), Image.BILINEAR)
+
+
+def crop_resize(img, size: int):
+  """Largest centred square, then antialiased bicubic resize to ``size`` (LSUN at 256)."""
+  from PIL import Image
+  w, h = img.size
+  img = central_crop(img, min(w, h))
+  return img if img.size == (size, size) else img.resize((size, size), Image.BICUBIC)
+
+
+def celeba_preprocess(img, size: int):
+  """CelebA: the centre 140 x 140 of the aligned 178 x 218 faces, shorter side resized to ``size``."""
+  return resize_small(central_crop(img, 140), size)
+
+
+def lsun_preprocess(img, size: int):
+  """LSUN: at 128, shorter side to 128 then the centre; otherwise :func:`crop_resize`."""
+  if size == 128:
+    return central_crop(resize_small(img, size), size)
+  return crop_resize(img, size)
+
+
+def _apply(preprocess, img, size: int):
+  """Images already ``size`` x ``size`` are taken as they are (already preprocessed)."""
+  return img if img.size == (size, size) else preprocess(img, size)
+
+
+class ImageFiles:
+  """Image files decoded, converted and preprocessed when a batch needs them, so a data set
+  of any size (LSUN's 3 million bedrooms) costs only its file list in memory.
+
+  Indexing with an integer array or a slice returns ``uint8`` levels ``(n, H, W, C)``;
+  files are decoded by a few threads (PIL releases the GIL while decoding).
+  """
+
+  ndim = 4
+  dtype = np.dtype(np.uint8)
+
+  def __init__(self, files, *, image_size: int, num_channels: int, preprocess=crop_resize,
+               threads: int | None = None):
+    if num_channels not in (1, 3):
+      raise DataError(f"num_channels={num_channels}; image files give 1 (grey) or 3 (RGB)")
+    self.files = list(files)
+    self.image_size, self.num_channels = image_size, num_channels
+    self.preprocess = preprocess
+    self.threads = threads or min(8, os.cpu_count() or 1)
+    self._pool = None
+
+  def __len__(self):
+    return len(self.files)
+
+  @property
+  def shape(self):
+    return (len(self.files), self.image_size, self.image_size, self.num_channels)
+
+  def subset(self, idx) -> "ImageFiles":
+    return ImageFiles([self.files[i] for i in np.asarray(idx)], image_size=self.image_size,
+                      num_channels=self.num_channels, preprocess=self.preprocess,
+                      threads=self.threads)
+
+  def load(self, i: int) -> np.ndarray:
+    from PIL import Image
+    f = self.files[i]
+    try:
+      with Image.open(f) as img:
+        img = _apply(self.preprocess, img.convert("L" if self.num_channels == 1 else "RGB"),
+                     self.image_size)
+        levels = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError) as e:
+      raise DataError(f"{f}: unreadable image ({e})") from None
+    expected = (self.image_size, self.image_size)
+    if levels.shape[:2] != expected:
+      raise DataError(f"{f}: {levels.shape[1]}x{levels.shape[0]} after preprocessing, expected "
+                      f"{expected[1]}x{expected[0]}")
+    return levels.reshape(self.shape[1:])
+
+  def __getitem__(self, idx):
+    if isinstance(idx, slice):
+      idx = range(*idx.indices(len(self.files)))
+    idx = np.asarray(idx)
+    if idx.ndim == 0:
+      return self.load(int(idx))
+    if len(idx) < 2 or self.threads == 1:
+      images = [self.load(int(i)) for i in idx]
+    else:
+      if self._pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(self.threads)
+      images = list(self._pool.map(self.load, idx.tolist()))
+    return np.stack(images) if images else np.zeros((0,) + self.shape[1:], np.uint8)
+
+  def __array__(self, dtype=None, copy=None):
+    return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def _take(images, idx):
+  return images.subset(idx) if isinstance(images, ImageFiles) else images[idx]
+
+
+def _image_files(path: str) -> list:
   if not os.path.isdir(path):
     raise DataError(f"{path}: no such folder")
-  if num_channels not in (1, 3):
-    raise DataError(f"{path}: num_channels={num_channels}; image folders give 1 (grey) or 3 (RGB)")
   files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
                  if f.lower().endswith(IMAGE_SUFFIXES))
   if not files:
     raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files")
-  images = []
-  for f in files:
-    try:
-      with Image.open(f) as img:
-        img = img.convert("L" if num_channels == 1 else "RGB")
-        w, h = img.size
-        side = min(w, h)
-        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-        if side != image_size:
-          img = img.resize((image_size, image_size), Image.BICUBIC)
-        images.append(np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, num_channels))
-    except (OSError, ValueError) as e:
-      raise DataError(f"{f}: unreadable image ({e})") from None
-  return _checked_shape(ImageArrays(np.stack(images), name=path, **kwargs), path, image_size,
-                        num_channels)
+  return files
+
+
+def image_folder(path: str, *, image_size: int, num_channels: int, preprocess=crop_resize,
+                 eval_path: str = "", **kwargs) -> ImageArrays:
+  """PNG / JPEG / WebP files under ``path`` (recursively, sorted), read when a batch needs them.
+
+  Each image is converted to grey (1 channel) or RGB (3) and, unless it is already
+  ``image_size`` square, preprocessed (default: centre square, bicubic resize). The held-out
+  split is the files under ``eval_path`` if given, else a fixed share (``eval_fraction``).
+  The first image is read at once, so a wrong folder fails here rather than mid-training.
+  """
+  if num_channels not in (1, 3):
+    raise DataError(f"{path}: num_channels={num_channels}; image folders give 1 (grey) or 3 (RGB)")
+  files = ImageFiles(_image_files(path), image_size=image_size, num_channels=num_channels,
+                     preprocess=preprocess)
+  files.load(0)
+  test = None
+  if eval_path:
+    test = ImageFiles(_image_files(eval_path), image_size=image_size, num_channels=num_channels,
+                      preprocess=preprocess)
+    test.load(0)
+  return ImageArrays(files, test_images=test, name=path, **kwargs)
+
+
+def from_path(path: str, *, image_size: int, num_channels: int, preprocess=crop_resize,
+              eval_path: str = "", npz_key: str | None = None, **kwargs) -> ImageArrays:
+  """A folder of images (read lazily) or an ``.npz`` of 8-bit images (preprocessed if they
+  are not yet ``image_size`` square)."""
+  if path.endswith(".npz"):
+    if eval_path:
+      raise DataError(f"{path}: eval_path is for image folders; an npz file holds out "
+                      f"eval_fraction of its images")
+    return ImageArrays.from_npz(path, image_size=image_size, num_channels=num_channels,
+                                key=npz_key, preprocess=preprocess, **kwargs)
+  return image_folder(path, image_size=image_size, num_channels=num_channels,
+                      preprocess=preprocess, eval_path=eval_path, **kwargs)
+
+
+# The paper's data sets, each read from a path the user gives, with the original's preprocessing.
+PREPROCESS = {
+    "celeba": celeba_preprocess,    # img_align_celeba/*.jpg (178 x 218)
+    "lsun": lsun_preprocess,        # images exported from the LSUN lmdb (e.g. *.webp)
+    "celebahq": crop_resize,        # already square at the config's size; resized if not
+    "ffhq": crop_resize,
+    "image_folder": crop_resize,
+}

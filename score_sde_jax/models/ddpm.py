@@ -10,7 +10,6 @@ import functools
 from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from score_sde_jax.models import layers
 

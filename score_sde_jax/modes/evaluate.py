@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, figures, keys, likelihood, parallel, train
+from score_sde_jax import build, figures, keys, parallel, train
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.modes.train import check_batch
 

@@ -24,7 +24,6 @@ from score_sde_jax import build, checkpoint, figures, keys, losses, parallel, tr
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.data import get_data_inverse_scaler, get_data_scaler
 from score_sde_jax.metric_writer import MetricWriter, truncate_metrics
-from score_sde_jax.score import get_score_fn
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,9 +44,8 @@ def check_batch(batch_size, mesh, field):
 
 
 def score_fn_of(config, sde, model, params):
-  """The score function of ``params`` under the config's time labels and scaling."""
-  return get_score_fn(sde, model, params, config.training.continuous,
-                      scale_by_sigma=config.model.scale_by_sigma)
+  """The score function of ``params`` that the config's sampler uses."""
+  return build.get_score_fn(config, sde, model, params, flow=build.samples_by_flow(config))
 
 
 @jax.jit

@@ -1,0 +1,45 @@
+"""Fields this library adds to the paper's configs, set in one place.
+
+The paper's defaults files (``default_cifar10_configs.py``, ``default_celeba_configs.py``,
+``default_lsun_configs.py``) hold the original's values and then call
+:func:`add_library_fields`, which adds what the original does not have: checkpoint
+retention, the training ``eps``, the ODE / diffrax SDE samplers' settings, the likelihood
+evaluation's settings, and where the data are read from (``data.path``; nothing is
+downloaded). Fields already in the config are left as they are.
+"""
+
+import ml_collections
+
+
+def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  extra = {
+      "training": dict(
+          max_to_keep=3,           # checkpoints kept (the original keeps all snapshots)
+          eps=1e-5,                # smallest training time, as the original's losses.py
+      ),
+      "sampling": dict(
+          method="pc", predictor="reverse_diffusion", corrector="langevin",
+          ode_solver="tsit5",      # probability-flow ODE (the original: scipy RK45)
+          rtol=1e-5, atol=1e-5,
+          ode_num_steps=0,         # 0: adaptive steps
+          sde_num_steps=1000,      # --config.sampling.method=sde (diffrax reverse SDE)
+      ),
+      "eval": dict(
+          num_batches=1,           # eval-loss batches per evaluation during training
+          num_eval_examples=10000, # --mode eval
+          bpd_repeats=5,           # dequantization rounds for bits/dim
+          divergence="rademacher", # Hutchinson, as the paper
+          rtol=1e-5, atol=1e-5, likelihood_eps=1e-5,
+      ),
+      "data": dict(
+          path="",                 # a folder of images, an npz, or CIFAR-10's archive
+          eval_path="",            # image folders: a held-out folder (else eval_fraction)
+          eval_fraction=0.1,       # share held out when there is no held-out set
+          npz_key="",              # the array of an npz with several (empty: its only array)
+      ),
+  }
+  for section, fields in extra.items():
+    for name, value in fields.items():
+      if name not in config[section]:
+        config[section][name] = value
+  return config
