@@ -251,7 +251,7 @@ def plot_image_grid(images, path, *, nrow=None, title=None):
   for i, img in enumerate(images):
     r, col = divmod(i, nrow)
     canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
-  scale = max(1.0, 256 / canvas.shape[1])
+  scale = max(1.0, 256 / canvas.shape[1], 32 / h)  # small images (8x8 digits) at >= 32 px
   fig = Figure(figsize=(canvas.shape[1] * scale / 100 + 0.4, canvas.shape[0] * scale / 100 + 0.6))
   ax = fig.subplots()
   ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,

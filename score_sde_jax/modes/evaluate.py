@@ -4,7 +4,9 @@ One path for vector data and images; only the likelihood's unit differs:
 negative log-likelihood in nats per example for vectors (with the data's exact
 entropy and the gap, an estimate of KL(data || model), where the data has an
 exact density), bits/dim with uniform dequantization for images. Written to
-``eval/eval_step<step>.json`` and printed; 2-D data also gets figures.
+``eval/eval_step<step>.json`` and printed. Figures: 2-D data gets the log-density,
+interpolation and reconstruction; images get the semantic interpolation grid and the
+encode-decode reconstructions (their error is in the JSON).
 """
 
 from __future__ import annotations
@@ -95,9 +97,13 @@ def evaluate(config, workdir: str):
         result["gap_nats"], result["gap_nats_se"] = mean_se(values + exact)
   if not parallel.is_main_process():
     return result
+  paths = []
+  if dataset.is_image:  # host copies of the parameters: process 0 alone, no collectives
+    paths, stats = figures.image_flow_figures(run, dataset, held_out)
+    result.update(stats)
   workdir_lib.write_json(os.path.join(run.workdir, "eval", f"eval_step{run.step}.json"), result)
   print(json.dumps(result))
-  paths = figures.likelihood_figures(run, dataset, held_out)
+  paths += figures.likelihood_figures(run, dataset, held_out)
   if paths:
     print("figures:\n  " + "\n  ".join(paths))
   return result
