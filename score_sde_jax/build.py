@@ -434,9 +434,9 @@ def get_score_fn(config, sde, model, params, *, flow: bool = False):
   return _score_fn(sde, model, params, continuous, scale_by_sigma=config.model.scale_by_sigma)
 
 
-def samples_by_flow(config) -> bool:
-  """Whether the config's sampler solves the probability-flow ODE."""
-  return config.sampling.method == "ode"
+def samples_by_flow(method: str) -> bool:
+  """Whether the sampling method (``config.sampling.method``) solves the probability-flow ODE."""
+  return method == "ode"
 
 
 def get_loss_fn(config, sde, model, *, train_mode: bool):

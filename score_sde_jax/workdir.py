@@ -156,8 +156,7 @@ class TrainedRun:
     """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``."""
     batch_size = batch_size or self.config.eval.batch_size
     sampling_fn = self.sampling_fn(batch_size, **sampling)
-    flow = build.samples_by_flow(ml_collections.ConfigDict(
-        {"sampling": {**self.config.sampling.to_dict(), **sampling}}))
+    flow = build.samples_by_flow(sampling.get("method", self.config.sampling.method))
     score_fn = self.flow_score_fn if flow else self.score_fn
     chunks, nfes = [], []
     for i in range(-(-n // batch_size)):

@@ -45,7 +45,8 @@ def check_batch(batch_size, mesh, field):
 
 def score_fn_of(config, sde, model, params):
   """The score function of ``params`` that the config's sampler uses."""
-  return build.get_score_fn(config, sde, model, params, flow=build.samples_by_flow(config))
+  return build.get_score_fn(config, sde, model, params,
+                            flow=build.samples_by_flow(config.sampling.method))
 
 
 @jax.jit
