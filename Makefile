@@ -1,5 +1,6 @@
 # make demo: set up .venv, train the default toy model, sample from it, write figures.
 # make test: set up .venv, run the test suite.
+# make notebooks: set up .venv, run both notebooks at full size (executed copies and figures in workdirs/notebooks).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
 CONFIG ?= configs/default_toy.py
 
-.PHONY: demo test bench clean
+.PHONY: demo test notebooks bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+notebooks: $(STAMP)
+	mkdir -p workdirs/notebooks
+	for nb in score_sde_walkthrough image_models; do \
+	  $(PY) -m papermill --no-progress-bar notebooks/$$nb.ipynb workdirs/notebooks/$$nb.ipynb || exit 1; \
+	done
+	@echo "notebooks done: executed copies in workdirs/notebooks/*.ipynb, figures in workdirs/notebooks/*/"
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
