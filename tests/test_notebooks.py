@@ -64,8 +64,9 @@ def test_notebook_runs_and_shows_its_figures(executed, name):
 
 
 def test_committed_notebooks_are_small_and_without_outputs():
-  """Outputs are not committed (rendered figures live in docs/figures); the first cell is the
-  Colab / local set-up and the parameters cell is tagged for papermill."""
+  """Outputs are not committed (make notebooks writes executed copies and figures to
+  workdirs/notebooks); the first cell is the Colab / local set-up and the parameters cell is
+  tagged for papermill."""
   for name in NOTEBOOKS:
     path = os.path.join(ROOT, "notebooks", f"{name}.ipynb")
     assert os.path.getsize(path) < 60_000
