@@ -1,6 +1,6 @@
 """score_sde_jax: score-based generative modeling with SDEs in JAX/Flax."""
 
-from score_sde_jax import data, likelihood, sampling
+from score_sde_jax import classifier, controllable, data, likelihood, sampling
 from score_sde_jax.likelihood import BitsPerDimResult, LikelihoodResult
 from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn
 from score_sde_jax.sampling import SampleResult
@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BitsPerDimResult", "LikelihoodResult", "SDE", "SampleResult", "VESDE", "VPSDE", "ReverseSDE",
-    "TrainState", "TrainedRun", "data", "denoising_score_matching", "get_score_fn",
+    "TrainState", "TrainedRun", "classifier", "controllable", "data", "denoising_score_matching", "get_score_fn",
     "get_sde_loss_fn", "likelihood", "load_workdir", "make_optimizer", "make_train_step",
     "sampling", "subVPSDE",
 ]

@@ -128,10 +128,15 @@ class GaussianMixture(ToyDistribution):
     return self.means.shape[0]
 
   def sample(self, rng, n):
+    return self.sample_with_labels(rng, n)[0]
+
+  def sample_with_labels(self, rng, n):
+    """``(x (n, D), component (n,))``: samples and the component each was drawn from (the class
+    labels of a classifier; :meth:`sample` draws the same ``x``)."""
     comp = rng.choice(self.n_components, size=n, p=self.weights)
     z = rng.standard_normal((n, self.dim))
     chol = np.linalg.cholesky(self.covs)
-    return self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
+    return self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z), comp
 
   def _kernel(self, sde, x, t):
     """``(a, s)`` of shape ``(B,)``: x_t = a x_0 + s z under ``sde``, for ``x`` ``(B, D)``.
@@ -146,22 +151,22 @@ class GaussianMixture(ToyDistribution):
     mean, std = sde.marginal_prob(jnp.ones((x.shape[0], 1), x.dtype), t)
     return mean[:, 0], std
 
-  def _components(self, a, s, dtype):
-    """Per-example component means ``(B, K, D)`` and covariances ``(B, K, D, D)``."""
-    means = jnp.asarray(self.means, dtype)
-    covs = jnp.asarray(self.covs, dtype)
-    eye = jnp.eye(self.dim, dtype=dtype)
-    m = a[:, None, None] * means[None]
-    c = (a**2)[:, None, None, None] * covs[None] + (s**2)[:, None, None, None] * eye
-    return m, c
-
   def _log_terms_and_scores(self, x, a, s):
-    m, c = self._components(a, s, x.dtype)
-    chol = jnp.linalg.cholesky(c)                                # (B, K, D, D)
-    diff = x[:, None, :] - m                                     # (B, K, D)
-    sol = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
-    maha = jnp.sum(diff * sol, axis=-1)
-    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    """Per-component log-densities ``(B, K)`` and scores ``(B, K, D)`` of the time-``t``
+    marginal, whose component covariances are ``a^2 C_k + s^2 I``.
+
+    In each component's eigenbasis ``C_k = Q diag(lam) Q^T`` (computed once, on the host) these
+    are diagonal, ``a^2 lam + s^2``: no factorisation at run time (a batched Cholesky inside a
+    long ``lax.scan`` dead-locked XLA:CPU at batches of a few thousand).
+    """
+    lam, q = np.linalg.eigh(self.covs)                           # (K, D), (K, D, D)
+    lam, q = jnp.asarray(lam, x.dtype), jnp.asarray(q, x.dtype)
+    diff = x[:, None, :] - a[:, None, None] * jnp.asarray(self.means, x.dtype)[None]   # (B, K, D)
+    var = (a**2)[:, None, None] * lam[None] + (s**2)[:, None, None]                      # (B, K, D)
+    proj = jnp.einsum("bkd,kde->bke", diff, q)
+    sol = jnp.einsum("kde,bke->bkd", q, proj / var)             # C_t^{-1} (x - m)
+    maha = jnp.sum(proj**2 / var, axis=-1)
+    logdet = jnp.sum(jnp.log(var), axis=-1)
     log_w = jnp.log(jnp.asarray(self.weights, x.dtype))
     log_terms = log_w - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
     return log_terms, -sol
@@ -191,6 +196,14 @@ class GaussianMixture(ToyDistribution):
     log_terms, comp_scores = self._log_terms_and_scores(x, a, s)
     resp = jax.nn.softmax(log_terms, axis=-1)
     return jnp.einsum("bk,bkd->bd", resp, comp_scores)
+
+  def marginal_log_posterior(self, sde, x, t):
+    """``log p_t(k | x)`` ``(B, K)``: the exact posterior of each component under the time-``t``
+    marginal (an exact noise-conditional classifier, its logits)."""
+    x = jnp.asarray(x)
+    a, s = self._kernel(sde, x, t)
+    log_terms, _ = self._log_terms_and_scores(x, a, s)
+    return jax.nn.log_softmax(log_terms, axis=-1)
 
   def marginal_sample(self, sde, rng, n, t):
     """Exact samples of the time-``t`` marginal (scalar ``t``): ``a x_0 + s z``, ``(n, D)``."""

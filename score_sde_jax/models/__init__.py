@@ -6,11 +6,14 @@
 import jax
 import numpy as np
 
+from score_sde_jax.models.classifier import ClassifierMLP, WideResNet
 from score_sde_jax.models.ddpm import DDPM
 from score_sde_jax.models.mlp import ScoreMLP
 from score_sde_jax.models.ncsnpp import NCSNpp
 
 MODELS = {"mlp": ScoreMLP, "ncsnpp": NCSNpp, "ddpm": DDPM}
+# Noise-conditional classifiers (``p_t(y | x_t)``), for class-conditional sampling.
+CLASSIFIERS = {"classifier_mlp": ClassifierMLP, "wideresnet": WideResNet}
 
 
 def get_model_class(name: str):
@@ -33,5 +36,5 @@ def param_count(model_or_params, *example_inputs) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
-__all__ = ["DDPM", "MODELS", "NCSNpp", "ScoreMLP", "get_model_class", "param_count",
+__all__ = ["CLASSIFIERS", "ClassifierMLP", "DDPM", "MODELS", "WideResNet", "NCSNpp", "ScoreMLP", "get_model_class", "param_count",
            "param_shapes"]
