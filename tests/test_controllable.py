@@ -254,3 +254,16 @@ def test_bad_inputs_get_one_clear_error():
                         np.zeros(3, int))
   with pytest.raises(ValueError, match="batch of 1 examples but given 3 labels"):
     ode_sample(jax.random.PRNGKey(0), sde, guided, (3, 2))
+
+
+def test_readme_example_runs_and_conditions(root):
+  import os
+  import re
+  text = open(os.path.join(root, "README.md")).read()
+  section = text.split("## Controllable generation", 1)[1].split("\n## ", 1)[0]
+  (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+  ns = {}
+  exec(block, ns)
+  np.testing.assert_array_equal(np.asarray(ns["imputed"])[:, 0], np.full(1000, 0.7, np.float32))
+  assert np.mean(_nearest(ns["x"]) == ns["labels"]) > 0.99
+  assert np.all(_nearest(ns["x3"]) == 3)
