@@ -7,6 +7,8 @@ on a CPU. Experiment files import :func:`get_default_configs` and change a few f
 
 import ml_collections
 
+from configs.library_fields import INPAINT_FIELDS
+
 
 def get_default_configs():
   config = ml_collections.ConfigDict()
@@ -95,6 +97,9 @@ def get_default_configs():
   optim.grad_clip = 1.0
 
   config.seed = 42
+  # --mode inpaint (fields in configs/library_fields.py)
+  config.inpaint = ml_collections.ConfigDict(dict(INPAINT_FIELDS))
+
   return config
 
 

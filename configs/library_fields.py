@@ -10,6 +10,17 @@ downloaded). Fields already in the config are left as they are.
 
 import ml_collections
 
+INPAINT_FIELDS = dict(
+    task="inpaint",              # inpaint | colorize (RGB images: the grey image is kept)
+    mask="half",                 # half (images: right half generated; vectors: second half of
+                                 # the coordinates) | center (images) | random (each pixel or
+                                 # coordinate known with probability 1/2, per example)
+    num_examples=8,              # held-out examples completed
+    samples_per_example=4,
+    refine_steps=0,              # Langevin steps at eps with the known part fixed (0: the paper)
+    refine_snr=0.16,
+)
+
 
 def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   extra = {
@@ -37,8 +48,13 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           eval_fraction=0.1,       # share held out when there is no held-out set
           npz_key="",              # the array of an npz with several (empty: its only array)
       ),
+      # --mode inpaint: held-out examples completed by the projection PC sampler (the PC settings
+      # are sampling's). Added to every config here and in default_toy.py.
+      "inpaint": INPAINT_FIELDS,
   }
   for section, fields in extra.items():
+    if section not in config:
+      config[section] = ml_collections.ConfigDict()
     for name, value in fields.items():
       if name not in config[section]:
         config[section][name] = value

@@ -129,6 +129,32 @@ _SAMPLING_SPEC = {
 }
 
 
+INPAINT_TASKS = ("inpaint", "colorize")
+INPAINT_MASKS = ("half", "center", "random")
+_INPAINT_SPEC = {
+    "inpaint.task": _one_of(INPAINT_TASKS),
+    "inpaint.mask": _one_of(INPAINT_MASKS),
+    "inpaint.num_examples": _POSITIVE_INT,
+    "inpaint.samples_per_example": _POSITIVE_INT,
+    "inpaint.refine_steps": _NON_NEG_INT,
+    "inpaint.refine_snr": _POSITIVE,
+}
+
+
+def validate_inpaint_config(config) -> None:
+  """The ``inpaint`` section (``--mode inpaint``) against the data it will complete."""
+  _check_spec(config, _INPAINT_SPEC)
+  c, shape = config.inpaint, tuple(data_shape(config))
+  if c.task == "colorize" and (len(shape) != 3 or shape[-1] != 3):
+    raise ConfigError(f"config.inpaint.task='colorize': needs RGB images (data.num_channels=3), "
+                      f"not data of shape {shape}")
+  if c.mask == "center" and len(shape) != 3:
+    raise ConfigError(f"config.inpaint.mask='center': for images; data of shape {shape} take "
+                      f"'half' or 'random'")
+  if c.mask == "half" and len(shape) == 1 and shape[0] < 2:
+    raise ConfigError(f"config.inpaint.mask='half': needs at least 2 coordinates, data.dim={shape[0]}")
+
+
 def _check_spec(config, spec):
   for path, (ok, allowed) in spec.items():
     value = _get(config, path)

@@ -23,6 +23,8 @@ STREAMS = {
     "likelihood": 8,       # --mode eval: probes and dequantization noise of test batch i
     "snapshot": 9,         # sample grids at snapshots during training
     "figures": 10,         # choice of points for figures (numpy)
+    "inpaint": 11,         # --mode inpaint: the projection PC sampler
+    "inpaint_mask": 12,    # --mode inpaint: random masks (numpy)
 }
 
 

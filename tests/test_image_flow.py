@@ -39,3 +39,44 @@ def test_interpolation_and_reconstruction_of_held_out_digits(tmp_path):
   assert stats["reconstruction_mean_abs_error"] <= stats["reconstruction_max_abs_error"]
   assert np.isclose(stats["reconstruction_mean_abs_error"] * 16,  # 17 levels: 0..16
                     stats["reconstruction_mean_abs_error_levels"])
+
+
+def test_inpaint_mode_on_digits_keeps_known_pixels_and_draws_rows(tmp_path):
+  """``--mode inpaint``'s work on images (a network at initialisation; the numbers of the method
+  are tested against exact conditionals in test_controllable.py): the known pixels are the
+  held-out digit exactly, each example gets its own samples, and the figure has one row per
+  example (input, samples, truth)."""
+  from score_sde_jax.modes.inpaint import complete, make_mask
+  config = ddpmpp_vp.get_config()
+  config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 20
+  config.inpaint.mask, config.inpaint.num_examples, config.inpaint.samples_per_example = "center", 3, 2
+  sde, model = build.get_sde(config), build.get_model(config)
+  state = build.init_state(config, model, build.get_optimizer(config))
+  run = TrainedRun(str(tmp_path), config, 0, sde, model, state)
+  dataset = build.get_dataset(config)
+  samples, result = complete(run, dataset)
+  truth = dataset.to_unit(dataset.held_out(3))
+  mask = make_mask("center", (8, 8, 1), 3, config.seed)
+  assert mask[0, :, :, 0].sum() == 64 - 16 and mask[0, 3, 3, 0] == 0
+  from score_sde_jax.sampling.pc import pc_nfe
+  s = config.sampling
+  assert samples.shape == (3, 2, 8, 8, 1)
+  assert result["nfe"] == pc_nfe(s.predictor, s.corrector, s.n_steps_each, 20)
+  known = np.broadcast_to(mask[:, None] == 1, samples.shape)
+  np.testing.assert_allclose(samples[known], np.broadcast_to(truth[:, None], samples.shape)[known],
+                             atol=1e-6)
+  assert result["max_abs_error_known"] < 1e-6
+  assert not np.allclose(samples[:, 0], samples[:, 1])
+  with Image.open(os.path.join(str(tmp_path), "figures", "inpaint_center_step0.png")) as img:
+    assert img.size[0] > img.size[1] > 100     # 3 rows of 4 images
+
+
+def test_inpaint_config_errors_name_the_field():
+  import pytest
+  config = ddpmpp_vp.get_config()
+  config.inpaint.task = "colorize"
+  with pytest.raises(build.ConfigError, match=r"config.inpaint.task='colorize': needs RGB images"):
+    build.validate_inpaint_config(config)
+  config.inpaint.task, config.inpaint.mask = "inpaint", "left"
+  with pytest.raises(build.ConfigError, match=r"config.inpaint.mask='left': expected one of"):
+    build.validate_inpaint_config(config)
