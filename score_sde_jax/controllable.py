@@ -12,6 +12,12 @@
 The original's inpainter / colorizer returned, as its "denoised" output, a mean built from the
 sample after its known part had been re-noised; here the last step's mean is that of the unknown
 part and the known part is the data itself, exactly.
+
+The projection is an approximation: it conditions the unknown part on a noised copy of the known
+part drawn without regard to the unknown part, and is biased when the two are correlated (a 4-D
+Gaussian's conditional mean off by more than half a standard deviation; see the tests).
+``refine_steps`` follows it with Langevin dynamics of the unknown part at ``eps`` with the
+known part fixed, which targets ``p_eps(x_b | x_a)``, the exact conditional as ``eps -> 0``.
 """
 
 from __future__ import annotations
@@ -155,13 +161,16 @@ def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", co
   ``data``: ``(B, ...)`` in model space (vectors or images); ``mask``: 0 / 1, any shape that
   broadcasts to ``data`` (one mask for the batch, or one per example). The PC settings are
   :func:`score_sde_jax.sampling.pc_sample`'s. The known part of the result is ``data`` exactly.
+  ``refine_steps``: Langevin steps at ``eps`` after the projection (0: the paper's method), with
+  step ``2 (refine_snr |z| / |score|)^2`` over the unknown part; each costs one score evaluation.
   Returns ``SampleResult(samples, nfe)``.
   """
   data = checks.check_batch("data", data)
   mask = _check_mask(mask, data.shape)
   return _projected(key, sde, score_fn, data, mask, what="inpaint", predictor=predictor,
                     corrector=corrector, snr=snr, n_steps=n_steps, num_steps=num_steps, eps=eps,
-                    denoise=denoise, refine_steps=refine_steps, refine_snr=refine_snr, mesh=mesh, to_space=_identity, from_space=_identity)
+                    denoise=denoise, refine_steps=refine_steps, refine_snr=refine_snr, mesh=mesh,
+                    to_space=_identity, from_space=_identity)
 
 
 def colorize(key, sde, score_fn, gray, *, predictor="reverse_diffusion", corrector="langevin",
@@ -183,7 +192,8 @@ def colorize(key, sde, score_fn, gray, *, predictor="reverse_diffusion", correct
   mask = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0]), gray.shape)
   return _projected(key, sde, score_fn, gray, mask, what="colorize", predictor=predictor,
                     corrector=corrector, snr=snr, n_steps=n_steps, num_steps=num_steps, eps=eps,
-                    denoise=denoise, refine_steps=refine_steps, refine_snr=refine_snr, mesh=mesh, to_space=decouple, from_space=couple)
+                    denoise=denoise, refine_steps=refine_steps, refine_snr=refine_snr, mesh=mesh,
+                    to_space=decouple, from_space=couple)
 
 
 def _guided(score_fn, classifier_fn, labels, scale, x, t):

@@ -80,3 +80,31 @@ def test_inpaint_config_errors_name_the_field():
   config.inpaint.task, config.inpaint.mask = "inpaint", "left"
   with pytest.raises(build.ConfigError, match=r"config.inpaint.mask='left': expected one of"):
     build.validate_inpaint_config(config)
+
+
+def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
+  """``inpaint.task='colorize'`` on 8x8 RGB images from an npz (a network at initialisation):
+  every sample's channel mean is the held-out image's grey, the figure shows grey inputs."""
+  from score_sde_jax.modes.inpaint import complete
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "rgb.npz")
+  np.savez(path, images=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8))
+  config = ddpmpp_vp.get_config()
+  config.data.dataset, config.data.path, config.data.num_channels = "npz", path, 3
+  config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 10
+  config.inpaint.task, config.inpaint.num_examples, config.inpaint.samples_per_example = (
+      "colorize", 2, 2)
+  build.validate_inpaint_config(config)
+  sde, model = build.get_sde(config), build.get_model(config)
+  state = build.init_state(config, model, build.get_optimizer(config))
+  run = TrainedRun(str(tmp_path / "wd"), config, 0, sde, model, state)
+  dataset = build.get_dataset(config)
+  samples, result = complete(run, dataset)
+  truth = dataset.to_unit(dataset.held_out(2))
+  assert samples.shape == (2, 2, 8, 8, 3)
+  inside = (samples > 0).all(-1) & (samples < 1).all(-1)   # not clipped to [0, 1]
+  grey = np.broadcast_to(truth.mean(-1)[:, None], samples.shape[:-1])
+  np.testing.assert_allclose(samples.mean(-1)[inside], grey[inside], atol=1e-5)
+  assert result["mask"] is None and result["task"] == "colorize"
+  assert os.path.isfile(os.path.join(str(tmp_path / "wd"), "figures",
+                                     "colorize_luminance_step0.png"))

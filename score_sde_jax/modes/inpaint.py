@@ -79,7 +79,8 @@ def complete(run, dataset):
     samples = np.clip(samples, 0.0, 1.0)
   if c.task == "colorize":
     # Generated: the colour (the samples' deviation from their grey); known: the grey.
-    err_free = samples - samples.mean(-1, keepdims=True) - (truth - truth.mean(-1, keepdims=True))[:, None]
+    colour = lambda v: v - v.mean(-1, keepdims=True)
+    err_free = colour(samples) - colour(truth)[:, None]
     err_known = samples.mean(-1) - truth.mean(-1)[:, None]
   else:
     free = np.broadcast_to(mask[:, None] == 0, samples.shape)
