@@ -30,8 +30,8 @@ import numpy as np
 
 from score_sde_jax import checks, parallel
 from score_sde_jax.sampling.common import SampleResult, time_grid
-from score_sde_jax.sampling.correctors import get_corrector
-from score_sde_jax.sampling.pc import pc_nfe
+from score_sde_jax.sampling.correctors import _norm, get_corrector
+from score_sde_jax.sampling.pc import check_pc_settings, pc_nfe
 from score_sde_jax.sampling.predictors import get_predictor
 from score_sde_jax.score import as_pytree_fn
 from score_sde_jax.sde import batch_mul
@@ -87,16 +87,17 @@ def _projected_pc(key, score_fn, data, mask, snr, refine_snr, eps, *, sde, predi
     return (key, x, x_mean), None
 
   (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), time_grid(sde.T, eps, num_steps))
-  out = x_mean if denoise else x
+  y = to_space(x_mean if denoise else x)
   if refine_steps:
-    out = _refine(key, score_fn, to_space(out), known, mask, refine_snr, eps, sde=sde,
-                  refine_steps=refine_steps, to_space=to_space, from_space=from_space)
-  return from_space(to_space(out) * (1.0 - mask) + known * mask)   # the known part, exactly
+    y = _refine(key, score_fn, y, known, mask, refine_snr, eps, sde=sde,
+                refine_steps=refine_steps, to_space=to_space, from_space=from_space)
+  return from_space(y * (1.0 - mask) + known * mask)   # the known part, exactly
 
 
 def _refine(key, score_fn, y, known, mask, snr, eps, *, sde, refine_steps, to_space, from_space):
   """Langevin dynamics of the unknown part at ``t = eps`` with the known part held at the data's
-  mean at ``eps``: it targets ``p_eps(x_b | x_a)``, the exact conditional as ``eps -> 0``."""
+  mean at ``eps``: it targets ``p_eps(x_b | x_a)``, the exact conditional as ``eps -> 0``.
+  ``y`` is in the mask's space (``to_space``), and so is the result."""
   vec_t = jnp.full((y.shape[0],), eps)
   mean_known = sde.marginal_prob(known, vec_t)[0] * mask
   free = 1.0 - mask
@@ -109,11 +110,7 @@ def _refine(key, score_fn, y, known, mask, snr, eps, *, sde, refine_steps, to_sp
     return y + e * grad + jnp.sqrt(2.0 * e) * noise, None
 
   y, _ = jax.lax.scan(step, y, jax.random.split(key, refine_steps))
-  return from_space(y)
-
-
-def _norm(v):
-  return jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
+  return y
 
 
 def _check_mask(mask, data_shape, name="mask"):
@@ -133,16 +130,9 @@ def _check_mask(mask, data_shape, name="mask"):
 def _projected(key, sde, score_fn, data, mask, *, what, predictor, corrector, snr, n_steps,
                num_steps, eps, denoise, refine_steps, refine_snr, mesh, to_space, from_space):
   checks.check_key(key, what)
-  get_predictor(predictor)
-  get_corrector(corrector)
   data = checks.check_batch("data", data)
-  if predictor == "ancestral_sampling" and not sde.has_discrete_chain:
-    raise ValueError(f"predictor='ancestral_sampling': needs an SDE with a discrete-time chain "
-                     f"(VPSDE and VESDE only), not {type(sde).__name__}")
-  num_steps = checks.check_int("num_steps", sde.N if num_steps is None else num_steps, 2)
-  n_steps = checks.check_int("n_steps", n_steps, 1)
-  snr = checks.check_number("snr", snr)
-  eps = checks.check_eps(eps, sde)
+  num_steps, n_steps, snr, eps = check_pc_settings(sde, predictor, corrector, snr, n_steps,
+                                                   num_steps, eps)
   parallel.check_mesh(data.shape[0], mesh, "data.shape[0]")
   refine_steps = checks.check_int("refine_steps", refine_steps, 0)
   refine_snr = checks.check_number("refine_snr", refine_snr)

@@ -59,9 +59,10 @@ def complete(run, dataset):
     truth = np.asarray(dataset.held_out(n, config.seed), np.float32)
   n = len(truth)
   shape = run.data_shape
-  mask = make_mask(c.mask, shape, n, config.seed)
-  if c.task == "colorize":
+  if c.task == "colorize":   # in the decoupled colour space: the luminance channel is known
     mask = np.broadcast_to(np.asarray([1.0, 0.0, 0.0], np.float32), truth.shape).copy()
+  else:
+    mask = make_mask(c.mask, shape, n, config.seed)
   data = np.asarray(run.scaler(jnp.asarray(np.repeat(truth, k, axis=0))))
   pc = dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
             denoise=s.noise_removal, refine_steps=c.refine_steps, refine_snr=c.refine_snr)

@@ -19,6 +19,27 @@ def pc_nfe(predictor: str, corrector: str, n_steps: int, num_steps: int) -> int:
   return num_steps * (int(predictor != "none") + n_steps * int(corrector != "none"))
 
 
+def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
+                      probability_flow=False):
+  """Checks the PC settings (before anything compiles); returns ``(num_steps, n_steps, snr,
+  eps)`` with the defaults filled in (``num_steps=None``: ``sde.N``; ``eps=None``: the SDE's)."""
+  get_predictor(predictor)
+  get_corrector(corrector)
+  num_steps = checks.check_int("num_steps", sde.N if num_steps is None else num_steps, 2)
+  n_steps = checks.check_int("n_steps", n_steps, 1)
+  snr = checks.check_number("snr", snr)
+  eps = checks.check_eps(eps, sde)
+  if predictor == "ancestral_sampling":
+    if not sde.has_discrete_chain:
+      raise ValueError(f"predictor='ancestral_sampling': needs an SDE with a discrete-time chain "
+                       f"(VPSDE and VESDE only), not {type(sde).__name__}")
+    if probability_flow:
+      raise ValueError("predictor='ancestral_sampling' with probability_flow=True: ancestral "
+                       "sampling has no probability-flow form; use reverse_diffusion or "
+                       "euler_maruyama")
+  return num_steps, n_steps, snr, eps
+
+
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "predictor", "corrector", "n_steps",
                                              "num_steps", "denoise", "probability_flow", "mesh"))
 def _pc_sample(key, score_fn, snr, eps, *, sde, shape, predictor, corrector, n_steps, num_steps,
@@ -63,21 +84,9 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     score evaluations per sample.
   """
   checks.check_key(key, "pc_sample")
-  get_predictor(predictor)
-  get_corrector(corrector)
   shape = checks.check_shape(shape)
-  num_steps = checks.check_int("num_steps", sde.N if num_steps is None else num_steps, 2)
-  n_steps = checks.check_int("n_steps", n_steps, 1)
-  snr = checks.check_number("snr", snr)
-  eps = checks.check_eps(eps, sde)
-  if predictor == "ancestral_sampling":
-    if not sde.has_discrete_chain:
-      raise ValueError(f"predictor='ancestral_sampling': needs an SDE with a discrete-time chain "
-                       f"(VPSDE and VESDE only), not {type(sde).__name__}")
-    if probability_flow:
-      raise ValueError("predictor='ancestral_sampling' with probability_flow=True: ancestral "
-                       "sampling has no probability-flow form; use reverse_diffusion or "
-                       "euler_maruyama")
+  num_steps, n_steps, snr, eps = check_pc_settings(sde, predictor, corrector, snr, n_steps,
+                                                   num_steps, eps, probability_flow)
   parallel.check_mesh(shape[0], mesh, "shape[0]")
   x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, sde=sde, shape=shape, predictor=predictor,
                  corrector=corrector, n_steps=n_steps, num_steps=num_steps, denoise=denoise,
