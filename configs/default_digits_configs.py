@@ -62,4 +62,16 @@ def get_default_configs():
 
   config.optim.lr = 5e-4
   config.optim.warmup = 500
+
+  # Noise-conditional digit classifier (--mode train_classifier / conditional): WRN-10-2.
+  classifier = config.classifier
+  classifier.blocks_per_group = 1
+  classifier.channel_multiplier = 2
+  classifier.embedding_size = 64
+  classifier.n_iters = 4000
+  classifier.lr = 1e-3
+  classifier.warmup = 200
+  classifier.ema_rate = 0.99
+  classifier.eval_freq = 500
+  classifier.snapshot_freq = 1000
   return config

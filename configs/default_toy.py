@@ -7,7 +7,7 @@ on a CPU. Experiment files import :func:`get_default_configs` and change a few f
 
 import ml_collections
 
-from configs.library_fields import INPAINT_FIELDS
+from configs.library_fields import CLASSIFIER_FIELDS, INPAINT_FIELDS
 
 
 def get_default_configs():
@@ -99,6 +99,26 @@ def get_default_configs():
   config.seed = 42
   # --mode inpaint (fields in configs/library_fields.py)
   config.inpaint = ml_collections.ConfigDict(dict(INPAINT_FIELDS))
+  # --mode train_classifier / conditional: the mixture's components are the classes
+  config.classifier = classifier = ml_collections.ConfigDict(dict(CLASSIFIER_FIELDS))
+  classifier.name = "classifier_mlp"
+  classifier.num_classes = 8            # = data.n_modes (checked against the data)
+  for field in ("blocks_per_group", "channel_multiplier"):
+    del classifier[field]
+  classifier.hidden = 128
+  classifier.num_layers = 3
+  classifier.embedding_size = 32
+  classifier.fourier_scale = 4.0
+  classifier.activation = "swish"
+  classifier.batch_size = 512
+  classifier.n_iters = 3000
+  classifier.lr = 1e-3
+  classifier.warmup = 100
+  classifier.ema_rate = 0.99
+  classifier.log_freq = 100
+  classifier.eval_freq = 500
+  classifier.snapshot_freq = 1000
+  classifier.samples_per_class = 500
 
   return config
 

@@ -22,6 +22,38 @@ INPAINT_FIELDS = dict(
 )
 
 
+# Noise-conditional classifier p_t(y | x_t) for class-conditional sampling: --mode
+# train_classifier trains it (its own checkpoints, metrics and resume, in classifier.workdir),
+# --mode conditional samples with score + scale * grad log p_t(y | x). The network reads the
+# fields of its own (WideResNet: num_classes, blocks_per_group, channel_multiplier,
+# embedding_size, fourier_scale; classifier_mlp: num_classes, hidden, num_layers,
+# embedding_size, fourier_scale, activation). The paper's CIFAR-10 classifier is WRN-28-10.
+CLASSIFIER_FIELDS = dict(
+    workdir="",                  # "" : <workdir>/classifier
+    name="wideresnet",           # wideresnet (images) | classifier_mlp (vectors)
+    num_classes=10,
+    blocks_per_group=4,          # WRN-(6 * 4 + 4)-10 = WRN-28-10
+    channel_multiplier=10,
+    embedding_size=128,
+    fourier_scale=16.0,
+    batch_size=128,
+    n_iters=50000,
+    lr=2e-4,
+    warmup=1000,
+    grad_clip=1.0,
+    weight_decay=0.0,
+    ema_rate=0.999,
+    eps=1e-5,                    # smallest training time (t ~ U(eps, T))
+    log_freq=100,
+    eval_freq=1000,              # held-out loss and accuracy (eval.batch_size examples)
+    snapshot_freq=5000,          # checkpoints (the last max_to_keep kept, and the final one)
+    max_to_keep=3,
+    scale=1.0,                   # --mode conditional: guidance scale (1: the exact conditional)
+    classes=(),                  # --mode conditional: the classes sampled (empty: all)
+    samples_per_class=8,
+)
+
+
 def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   extra = {
       "training": dict(
@@ -51,6 +83,7 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
       # --mode inpaint: held-out examples completed by the projection PC sampler (the PC settings
       # are sampling's). Added to every config here and in default_toy.py.
       "inpaint": INPAINT_FIELDS,
+      "classifier": CLASSIFIER_FIELDS,
   }
   for section, fields in extra.items():
     if section not in config:

@@ -7,13 +7,14 @@ from score_sde_jax.sampling import SampleResult
 from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
 from score_sde_jax.train import TrainState, make_optimizer, make_train_step
-from score_sde_jax.workdir import TrainedRun, load_workdir
+from score_sde_jax.workdir import TrainedClassifier, TrainedRun, load_classifier, load_workdir
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BitsPerDimResult", "LikelihoodResult", "SDE", "SampleResult", "VESDE", "VPSDE", "ReverseSDE",
-    "TrainState", "TrainedRun", "classifier", "controllable", "data", "denoising_score_matching", "get_score_fn",
-    "get_sde_loss_fn", "likelihood", "load_workdir", "make_optimizer", "make_train_step",
+    "TrainState", "TrainedClassifier", "TrainedRun", "classifier", "controllable", "data",
+    "denoising_score_matching", "get_score_fn", "get_sde_loss_fn", "likelihood", "load_classifier",
+    "load_workdir", "make_optimizer", "make_train_step",
     "sampling", "subVPSDE",
 ]

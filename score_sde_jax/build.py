@@ -13,6 +13,7 @@ naming the config field, its value and what is allowed, before anything compiles
 from __future__ import annotations
 
 import contextlib
+import os
 import dataclasses
 import re
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax import data as data_lib
-from score_sde_jax import likelihood, losses, models, parallel, sampling, train
+from score_sde_jax import keys, likelihood, losses, models, parallel, sampling, train
 from score_sde_jax.data import images
 from score_sde_jax.models import layers
 from score_sde_jax.score import get_score_fn as _score_fn
@@ -490,6 +491,133 @@ def init_state(config, model, optimizer, mesh=None):
 def abstract_state(config, model, optimizer):
   """Shapes and dtypes of the train state, without allocating it (a restore target)."""
   return jax.eval_shape(_init_fn(config, model, optimizer), jax.random.PRNGKey(0))
+
+
+# --- Noise-conditional classifier (config.classifier) ------------------------------------------
+
+_CLASSIFIER_SPEC = {
+    "classifier.batch_size": _POSITIVE_INT,
+    "classifier.n_iters": _POSITIVE_INT,
+    "classifier.lr": _POSITIVE,
+    "classifier.warmup": _NON_NEG_INT,
+    "classifier.grad_clip": _FINITE,
+    "classifier.weight_decay": layers.NON_NEGATIVE,
+    "classifier.ema_rate": _RATE,
+    "classifier.eps": _TIME,
+    "classifier.log_freq": _POSITIVE_INT,
+    "classifier.eval_freq": _POSITIVE_INT,
+    "classifier.snapshot_freq": _POSITIVE_INT,
+    "classifier.max_to_keep": _POSITIVE_INT,
+    "classifier.scale": (layers.FINITE[0], "a finite number (1: the exact conditional)"),
+    "classifier.samples_per_class": _POSITIVE_INT,
+}
+
+def _classifier_args(config):
+  """``(class, {arg: config path}, {arg: value})`` of the classifier network: the fields of
+  ``config.classifier`` that the network named by ``classifier.name`` has (others keep their
+  defaults)."""
+  cls = models.CLASSIFIERS[_choice(config, "classifier.name", models.CLASSIFIERS)]
+  paths = {f.name: f"classifier.{f.name}" for f in dataclasses.fields(cls)
+           if f.name not in ("parent", "name")}
+  values = {arg: _as_tuple(_get(config, path, _ABSENT)) for arg, path in paths.items()}
+  values = {arg: v for arg, v in values.items() if v is not _ABSENT}
+  if "num_classes" not in values:
+    raise ConfigError("config.classifier.num_classes: missing (required)")
+  return cls, paths, values
+
+
+def get_classifier_model(config):
+  """The noise-conditional classifier network of ``config.classifier``."""
+  cls, paths, values = _classifier_args(config)
+  with _config_paths(paths, "classifier"):
+    return cls(**values)
+
+
+def classifier_classes(config) -> tuple:
+  """The classes ``--mode conditional`` samples: ``classifier.classes``, or all of them."""
+  classes = _as_tuple(_get(config, "classifier.classes"))
+  return tuple(classes) if classes else tuple(range(config.classifier.num_classes))
+
+
+def validate_classifier_config(config) -> None:
+  """The ``classifier`` section (``--mode train_classifier`` / ``conditional``), before compiling."""
+  get_sde(config)
+  _check_spec(config, _CLASSIFIER_SPEC)
+  model = get_classifier_model(config)
+  is_images = not is_vector_model(config)
+  takes_images = type(model) is models.WideResNet
+  if is_images != takes_images:
+    raise ConfigError(f"config.classifier.name={config.classifier.name!r}: the data are "
+                      f"{'images' if is_images else 'vectors'}; expected "
+                      f"{'wideresnet' if is_images else 'classifier_mlp'}")
+  if is_images and config.data.image_size % 4:
+    raise ConfigError(f"config.data.image_size={config.data.image_size}: the WideResNet halves "
+                      f"the image twice; needs a multiple of 4")
+  classes = _as_tuple(_get(config, "classifier.classes"))
+  k = config.classifier.num_classes
+  if not isinstance(classes, tuple) or not all(layers.NON_NEGATIVE_INT[0](c) for c in classes):
+    raise ConfigError(f"config.classifier.classes={classes!r}: expected a tuple of class "
+                      f"indices 0..{k - 1} (empty: all classes)")
+  bad = [c for c in classes if c >= k]
+  if bad:
+    raise ConfigError(f"config.classifier.classes={classes!r}: {bad} outside the classifier's "
+                      f"classes 0..{k - 1} (classifier.num_classes={k})")
+
+
+def classifier_workdir(config, workdir: str) -> str:
+  """Where the classifier of a run lives: ``classifier.workdir``, or ``<workdir>/classifier``."""
+  path = _get(config, "classifier.workdir", "")
+  return os.path.abspath(path) if path else os.path.join(os.path.abspath(workdir), "classifier")
+
+
+def get_classifier_optimizer(config):
+  c = config.classifier
+  return train.make_optimizer(c.lr, c.warmup, c.grad_clip, weight_decay=c.weight_decay)
+
+
+def _classifier_init_fn(config, model, optimizer):
+  example = jnp.zeros((1,) + tuple(data_shape(config)))
+  return lambda key: train.init_train_state(key, model, example, jnp.zeros((1,)), optimizer)
+
+
+def init_classifier_state(config, model, optimizer, mesh=None):
+  """A fresh classifier train state from ``config.seed``'s ``classifier`` stream (replicated
+  over ``mesh``)."""
+  init = jax.jit(_classifier_init_fn(config, model, optimizer),
+                 out_shardings=None if mesh is None else parallel.replicated(mesh))
+  return init(keys.stream(config.seed, "classifier"))
+
+
+def abstract_classifier_state(config, model, optimizer):
+  return jax.eval_shape(_classifier_init_fn(config, model, optimizer), jax.random.PRNGKey(0))
+
+
+def classifier_data_view(config_dict: dict) -> dict:
+  """``{config path: value}`` a classifier and the score model it guides must agree on: the
+  SDE and its parameters (its discretisation aside: the classifier sees continuous time), and
+  the data set, shape and scaling."""
+  d = upgrade_saved_config(config_dict)
+  paths = ["training.sde", "data.dataset", "data.centered", "data.image_size", "data.num_channels",
+           "data.dim"]
+  try:
+    paths += [p for p in _sde_paths(SDES[d["training"]["sde"]]).values() if p != "model.num_scales"]
+  except KeyError:
+    pass
+  return {path: _get(d, path, None) for path in paths}
+
+
+def classifier_compatibility_view(config_dict: dict) -> dict:
+  """What a classifier checkpoint must agree with to be resumed or used: the data view and the
+  classifier network's own fields."""
+  view = classifier_data_view(config_dict)
+  d = upgrade_saved_config(config_dict)
+  try:
+    _, paths, values = _classifier_args(d)
+    view.update({paths[arg]: _get(d, paths[arg], None) for arg in values})
+    view["classifier.name"] = d["classifier"]["name"]
+  except (KeyError, ConfigError):
+    view["classifier.name"] = _get(d, "classifier.name", None)
+  return view
 
 
 # --- Checkpoint compatibility -----------------------------------------------------------------

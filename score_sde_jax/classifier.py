@@ -57,9 +57,10 @@ def classifier_losses(sde: SDE, classifier_fn, x0, labels, t, z):
   return loss, jnp.argmax(logits, axis=-1) == labels
 
 
-def get_classifier_loss_fn(sde: SDE, model, *, eps: float = TIME_EPS):
+def get_classifier_loss_fn(sde: SDE, model, *, eps: float = TIME_EPS, with_accuracy: bool = False):
   """``loss_fn(key, params, batch) -> scalar`` for ``make_train_step``: the mean cross-entropy
-  at ``t ~ U(eps, T)``, ``z ~ N(0, I)``; ``batch = (x0, labels)``, ``labels`` ``(B,)`` int."""
+  at ``t ~ U(eps, T)``, ``z ~ N(0, I)``; ``batch = (x0, labels)``, ``labels`` ``(B,)`` int.
+  ``with_accuracy=True``: ``-> (loss, {"accuracy": share of correct argmax})`` (``has_aux``)."""
 
   def loss_fn(key, params, batch):
     x0, labels = batch
@@ -67,6 +68,9 @@ def get_classifier_loss_fn(sde: SDE, model, *, eps: float = TIME_EPS):
     t = jax.random.uniform(key_t, (x0.shape[0],), x0.dtype, minval=eps, maxval=sde.T)
     z = jax.random.normal(key_z, x0.shape, x0.dtype)
     fn = get_classifier_fn(sde, model, params)
-    return jnp.mean(classifier_losses(sde, fn, x0, labels, t, z)[0])
+    loss, correct = classifier_losses(sde, fn, x0, labels, t, z)
+    if with_accuracy:
+      return jnp.mean(loss), {"accuracy": jnp.mean(correct.astype(x0.dtype))}
+    return jnp.mean(loss)
 
   return loss_fn

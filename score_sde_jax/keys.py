@@ -25,6 +25,9 @@ STREAMS = {
     "figures": 10,         # choice of points for figures (numpy)
     "inpaint": 11,         # --mode inpaint: the projection PC sampler
     "inpaint_mask": 12,    # --mode inpaint: random masks (numpy)
+    "classifier": 13,      # --mode train_classifier: the classifier's init and step keys
+    "classifier_eval": 14, # --mode train_classifier: times and noise of the held-out evaluation
+    "conditional": 15,     # --mode conditional: the guided sampler
 }
 
 

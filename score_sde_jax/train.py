@@ -70,10 +70,11 @@ def ema_update(ema_params, params, rate: float):
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
                     ema_rate: float, mesh=None, n_jitted_steps: int = 1, lr_schedule=None,
-                    donate: bool = True):
+                    donate: bool = True, has_aux: bool = False):
   """The train step ``(state, batch) -> (state, metrics)``, jit-compiled over ``mesh``.
 
-  ``loss_fn(key, params, batch) -> scalar``. With a mesh the batch is split
+  ``loss_fn(key, params, batch) -> scalar`` (``has_aux=True``: ``-> (scalar, {name: scalar})``,
+  whose entries join the step's metrics). With a mesh the batch is split
   over its ``data`` axis and the state is replicated; the gradient of the mean
   loss over the global batch is reduced by the compiler from the shardings,
   so there is no hand-written ``pmean``. ``mesh=None``: one device, plain
@@ -84,10 +85,12 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
 
   def one_step(state: TrainState, batch):
     key, step_key = jax.random.split(state.key)
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(step_key, state.params, batch)
+    out, grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=has_aux)(
+        step_key, state.params, batch)
+    loss, aux = out if has_aux else (out, {})
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
     if lr_schedule is not None:
       metrics["lr"] = lr_schedule(state.step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

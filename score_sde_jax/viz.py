@@ -260,3 +260,32 @@ def plot_image_grid(images, path, *, nrow=None, title=None):
   if title:
     ax.set_title(title, fontsize=8)
   return _save(fig, path)
+
+
+def plot_accuracy_vs_time(t_centers, curves: dict, path, *, chance=None,
+                          title="Noise-conditional classifier"):
+  """Accuracy against diffusion time ``t``, one line per entry of ``curves`` (name -> values)."""
+  fig = Figure(figsize=(5.5, 3.6))
+  ax = fig.add_subplot()
+  for name, acc in curves.items():
+    ax.plot(t_centers, acc, marker="o", ms=3, label=name)
+  if chance is not None:
+    ax.axhline(chance, color="grey", ls=":", label="chance")
+  ax.set(xlabel="t", ylabel="held-out accuracy", ylim=(0, 1.02), title=title)
+  ax.legend(frameon=False, fontsize=8)
+  return _save(fig, path)
+
+
+def plot_conditional_samples(samples, labels, data, path, *, title="Class-conditional samples"):
+  """2-D samples coloured by the class they were drawn for, over the data (grey)."""
+  fig = Figure(figsize=(5, 5))
+  ax = fig.add_subplot()
+  ax.scatter(data[:, 0], data[:, 1], s=2, c="lightgrey", label="data")
+  cmap = matplotlib.colormaps["tab10"]
+  for i, k in enumerate(np.unique(labels)):
+    pts = samples[labels == k]
+    ax.scatter(pts[:, 0], pts[:, 1], s=3, color=cmap(i % 10), label=f"class {k}")
+  ax.set_aspect("equal")
+  ax.set_title(title)
+  ax.legend(frameon=False, fontsize=7, markerscale=3, loc="upper right")
+  return _save(fig, path)

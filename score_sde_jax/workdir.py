@@ -224,3 +224,73 @@ def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
   abstract = build.abstract_state(config, model, build.get_optimizer(config))
   state, step = restore_newest(config, manager, abstract, mesh)
   return TrainedRun(workdir, config, step, sde, model, state, mesh)
+
+
+# --- Noise-conditional classifiers ----------------------------------------------------------------
+
+def classifier_checkpoints(classifier_dir: str, config=None):
+  """The orbax manager of a classifier folder (retention from ``config.classifier``)."""
+  directory = os.path.join(classifier_dir, "checkpoints")
+  if config is None:
+    return checkpoint.make_manager(directory)
+  return checkpoint.make_manager(directory, max_to_keep=config.classifier.max_to_keep)
+
+
+def restore_newest_classifier(config, manager, abstract, mesh=None):
+  """``(state, step)`` of the newest classifier checkpoint, or ``(None, 0)``; one trained for
+  another SDE, data set or network is refused naming the field."""
+  step = manager.latest_step()
+  if step is None:
+    return None, 0
+  saved = checkpoint.read_config(manager, step)
+  checkpoint.check_compatible(build.classifier_compatibility_view(saved),
+                              build.classifier_compatibility_view(config.to_dict()),
+                              manager.directory)
+  return checkpoint.restore(manager, step, _restore_target(abstract, mesh)), int(step)
+
+
+@dataclasses.dataclass
+class TrainedClassifier:
+  """A trained noise-conditional classifier: ``classifier_fn(x, t) -> logits`` (model space) of
+  its EMA parameters, for :func:`score_sde_jax.controllable.guided_score`."""
+
+  directory: str
+  config: ml_collections.ConfigDict
+  step: int
+  sde: object
+  model: object
+  state: object
+
+  @property
+  def params(self):
+    return self.state.ema_params
+
+  @property
+  def num_classes(self) -> int:
+    return self.model.num_classes
+
+  @functools.cached_property
+  def classifier_fn(self):
+    from score_sde_jax.classifier import get_classifier_fn
+    return get_classifier_fn(self.sde, self.model, self.params)
+
+
+def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassifier:
+  """The newest checkpoint of a classifier folder (``run.py --mode train_classifier`` writes
+  ``<workdir>/classifier`` unless ``classifier.workdir`` says otherwise). ``config`` (by default
+  the saved one) must agree with it on the SDE, the data and the classifier network: a
+  classifier trained for another SDE or data shape is refused before anything compiles."""
+  directory = check_workdir(directory)
+  manager = (classifier_checkpoints(directory)
+             if os.path.isdir(os.path.join(directory, "checkpoints")) else None)
+  step = manager.latest_step() if manager is not None else None
+  if step is None:
+    raise WorkdirError(f"classifier folder {directory!r}: no checkpoint in "
+                       f"{os.path.join(directory, 'checkpoints')}; train one first "
+                       f"(run.py --mode train_classifier)")
+  config = saved_config(manager, step) if config is None else config
+  build.validate_classifier_config(config)
+  sde, model = build.get_sde(config), build.get_classifier_model(config)
+  abstract = build.abstract_classifier_state(config, model, build.get_classifier_optimizer(config))
+  state, step = restore_newest_classifier(config, manager, abstract, mesh)
+  return TrainedClassifier(directory, config, step, sde, model, state)

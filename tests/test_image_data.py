@@ -32,6 +32,47 @@ def test_digits_shapes_levels_and_splits():
   np.testing.assert_allclose(test * 16, data.test_levels, atol=1e-5)
 
 
+def test_labelled_batches_are_the_unlabelled_batches_with_their_classes():
+  """Digits carry scikit-learn's classes through the fixed split; a batch with labels holds the
+  same images as the batch without, each with its own digit's class."""
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  by_image = {}
+  for img, label in zip(digits.images.astype(np.uint8), digits.target):
+    by_image.setdefault(img.tobytes(), set()).add(int(label))
+  data = image_data.digits()
+  assert data.num_classes == 10
+  for split in ("train", "test"):
+    x, y = next(data.batches(64, seed=1, split=split, labels=True))
+    np.testing.assert_array_equal(x, next(data.batches(64, seed=1, split=split)))
+    assert y.dtype == np.int32 and y.shape == (64,)
+    levels = np.round(x[..., 0] * 16).astype(np.uint8)
+    assert all(int(k) in by_image[img.tobytes()] for img, k in zip(levels, y))
+  xs, ys = next(data.batches(8, seed=1, start_step=2, steps_per_batch=3, labels=True))
+  assert xs.shape == (3, 8, 8, 8, 1) and ys.shape == (3, 8)
+  np.testing.assert_array_equal(ys[1], next(data.batches(8, seed=1, start_step=3, labels=True))[1])
+  np.testing.assert_array_equal(data.held_out_labels(5), next(data.batches(5, 0, split="test",
+                                                                           labels=True))[1])
+
+
+def test_npz_labels_and_unlabelled_data(tmp_path):
+  rng = np.random.default_rng(0)
+  images, labels = rng.integers(0, 256, (20, 4, 4, 1), dtype=np.uint8), np.arange(20) % 3
+  np.savez(tmp_path / "l.npz", images=images, labels=labels)
+  data = ImageArrays.from_npz(str(tmp_path / "l.npz"), image_size=4, num_channels=1)
+  assert data.num_classes == 3
+  x, y = next(data.batches(20, seed=0, split="test", labels=True))
+  for img, k in zip(np.round(x * 255).astype(np.uint8), y):
+    assert k == labels[np.flatnonzero((images == img).all(axis=(1, 2, 3)))[0]]
+  np.savez(tmp_path / "u.npz", images=images)
+  unlabelled = ImageArrays.from_npz(str(tmp_path / "u.npz"), image_size=4, num_channels=1)
+  assert unlabelled.num_classes is None
+  with pytest.raises(DataError, match="u.npz: has no class labels"):
+    next(unlabelled.batches(4, seed=0, labels=True))
+  with pytest.raises(DataError, match=r"labels of shape \(19,\)"):
+    ImageArrays(images, labels=labels[:19])
+
+
 def test_digits_through_the_config():
   config = ddpmpp_vp.get_config()
   data = build.get_dataset(config)
@@ -56,18 +97,20 @@ def _cifar_batch(n, seed):
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
   data = images.transpose(0, 3, 1, 2).reshape(n, 3072)  # rows of CHW, as the real files
-  return images, pickle.dumps({b"batch_label": b"x", b"labels": list(rng.integers(0, 10, n)),
-                               b"data": data, b"filenames": [b"f"] * n}, protocol=2)
+  labels = [int(v) for v in rng.integers(0, 10, n)]
+  return images, labels, pickle.dumps({b"batch_label": b"x", b"labels": labels, b"data": data,
+                                       b"filenames": [b"f"] * n}, protocol=2)
 
 
 def _write_cifar(folder):
   os.makedirs(folder / "cifar-10-batches-py")
-  train, blobs = [], {}
+  train, train_labels, blobs = [], [], {}
   for i in range(1, 6):
-    imgs, blob = _cifar_batch(4, i)
+    imgs, labels, blob = _cifar_batch(4, i)
     train.append(imgs)
+    train_labels += labels
     blobs[f"data_batch_{i}"] = blob
-  test, blobs["test_batch"] = _cifar_batch(3, 99)
+  test, test_labels, blobs["test_batch"] = _cifar_batch(3, 99)
   for name, blob in blobs.items():
     (folder / "cifar-10-batches-py" / name).write_bytes(blob)
   with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
@@ -75,15 +118,17 @@ def _write_cifar(folder):
       info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
       info.size = len(blob)
       tar.addfile(info, io.BytesIO(blob))
-  return np.concatenate(train), test
+  return np.concatenate(train), test, np.asarray(train_labels), np.asarray(test_labels)
 
 
 def test_cifar10_reads_the_archive_and_the_folder(tmp_path):
-  train, test = _write_cifar(tmp_path)
+  train, test, train_labels, test_labels = _write_cifar(tmp_path)
   for path in (tmp_path / "cifar-10-python.tar.gz", tmp_path / "cifar-10-batches-py", tmp_path):
     data = image_data.cifar10(str(path))
     np.testing.assert_array_equal(data.train_levels, train)
     np.testing.assert_array_equal(data.test_levels, test)
+    np.testing.assert_array_equal(data.train_labels, train_labels)   # the classes, for classifiers
+    np.testing.assert_array_equal(data.held_out_labels(3), test_labels)
     assert data.shape == (32, 32, 3)
 
 

@@ -1,6 +1,7 @@
 """Image eval's probability-flow figures: semantic interpolation grid and encode-decode
 reconstructions, with their error, against the exact flow of a network that outputs zero."""
 
+import json
 import os
 
 import jax.numpy as jnp
@@ -108,3 +109,41 @@ def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
   assert result["mask"] is None and result["task"] == "colorize"
   assert os.path.isfile(os.path.join(str(tmp_path / "wd"), "figures",
                                      "colorize_luminance_step0.png"))
+
+
+def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp_path):
+  """``--mode train_classifier`` on digits (a WRN-10-1 for 4 steps: the method's numbers are
+  tested on the mixture in test_modes.py) writes its checkpoint, metrics and report into
+  ``<workdir>/classifier``; guided sampling with it and a score network at initialisation
+  returns one row per requested class, in [0, 1], and a figure with one row per class."""
+  from score_sde_jax.modes import train_classifier
+  from score_sde_jax.modes.conditional import sample_classes
+  from score_sde_jax.sampling.pc import pc_nfe
+  from score_sde_jax.workdir import load_classifier
+  config = ddpmpp_vp.get_config()
+  config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 10
+  c = config.classifier
+  c.blocks_per_group, c.channel_multiplier, c.embedding_size = 1, 1, 16
+  c.n_iters, c.batch_size, c.log_freq, c.eval_freq, c.snapshot_freq = 4, 16, 2, 2, 2
+  workdir = str(tmp_path / "wd")
+  train_classifier(config, workdir)
+  folder = os.path.join(workdir, "classifier")
+  assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == ["2", "4"]
+  with open(os.path.join(folder, "eval", "classifier_step4.json")) as f:
+    report = json.load(f)
+  assert report["num_evaluations"] == 180 * 23 and 0.0 <= report["accuracy"] <= 1.0
+  clf = load_classifier(folder)
+  assert clf.step == 4 and clf.num_classes == 10
+  sde, model = build.get_sde(config), build.get_model(config)
+  state = build.init_state(config, model, build.get_optimizer(config))
+  run = TrainedRun(workdir, config, 0, sde, model, state)
+  samples, labels, result = sample_classes(run, clf, (0, 7, 3), samples_per_class=2, scale=2.0,
+                                           dataset=build.get_dataset(config))
+  s = config.sampling
+  assert samples.shape == (3, 2, 8, 8, 1) and labels.tolist() == [0, 7, 3]
+  assert samples.min() >= 0.0 and samples.max() <= 1.0
+  assert result["nfe"] == pc_nfe(s.predictor, s.corrector, s.n_steps_each, 10)
+  assert len(result["classifier_agreement_by_class"]) == 3
+  path = os.path.join(workdir, "figures", "conditional_pc_euler_maruyama_none_scale2_step0.png")
+  with Image.open(path) as img:
+    assert img.size[1] > img.size[0] > 100     # 3 rows of 2 images

@@ -38,6 +38,7 @@ class ImageArrays:
 
   Args:
     images: integer array ``(N, H, W, C)`` (``(N, H, W)`` is read as one channel).
+    labels: optional class labels ``(N,)`` (integers from 0), for noise-conditional classifiers.
     num_levels: grey levels per channel (256 for 8-bit data).
     eval_fraction: share of the images held out (the ``test`` / ``eval`` split).
     random_flip: flip training images horizontally with probability 1/2.
@@ -46,11 +47,16 @@ class ImageArrays:
 
   def __init__(self, images, *, num_levels: int = 256, eval_fraction: float = 0.1,
                random_flip: bool = False, uniform_dequantization: bool = False, name: str = "images",
-               test_images=None):
+               test_images=None, labels=None, test_labels=None):
     images = _check_levels(images, num_levels, name)
+    labels = _check_labels(labels, len(images), name)
     if test_images is not None:  # an official test split (CIFAR-10)
       self.train_levels = images
       self.test_levels = _check_levels(test_images, num_levels, name + " (test)")
+      test_labels = _check_labels(test_labels, len(self.test_levels), name + " (test)")
+      if (labels is None) != (test_labels is None):
+        raise DataError(f"{name}: class labels for one split only")
+      self.train_labels, self.test_labels = labels, test_labels
     else:
       n_eval = max(1, int(round(len(images) * eval_fraction)))
       if n_eval >= len(images):
@@ -58,10 +64,13 @@ class ImageArrays:
       order = np.random.default_rng(0).permutation(len(images))  # fixed: the split never changes
       self.test_levels = _take(images, order[:n_eval])
       self.train_levels = _take(images, order[n_eval:])
+      self.test_labels = None if labels is None else labels[order[:n_eval]]
+      self.train_labels = None if labels is None else labels[order[n_eval:]]
     self.num_levels = num_levels
     self.random_flip = random_flip
     self.uniform_dequantization = uniform_dequantization
     self.shape = images.shape[1:]
+    self.name = name
 
   is_image = True
 
@@ -69,14 +78,32 @@ class ImageArrays:
   def example_shape(self) -> tuple:
     return tuple(self.shape)
 
+  @property
+  def num_classes(self) -> int | None:
+    """Number of classes of the labels (the largest label + 1), or ``None`` without labels."""
+    if self.train_labels is None:
+      return None
+    return int(max(self.train_labels.max(initial=0), self.test_labels.max(initial=0))) + 1
+
   def held_out(self, n: int, seed: int = 0) -> np.ndarray:
     """The first ``n`` held-out images as integer levels (the split is fixed; ``seed`` is unused)."""
     return self.test_levels[:n]
 
+  def held_out_labels(self, n: int, seed: int = 0) -> np.ndarray:
+    """The class labels of :meth:`held_out` ``(n, seed)``."""
+    self._require_labels()
+    return self.test_labels[:n]
+
+  def _require_labels(self):
+    if self.train_labels is None:
+      raise DataError(f"{self.name}: has no class labels (digits, CIFAR-10 and npz files with a "
+                      f"'labels' array have them)")
+
   @classmethod
   def from_npz(cls, path: str, *, image_size: int, num_channels: int, key: str | None = None,
                preprocess=None, **kwargs) -> "ImageArrays":
-    """Reads ``path`` (the array under ``key``, or its only array) and checks the image shape.
+    """Reads ``path`` (the array under ``key``, or its only array besides ``labels``) and checks
+    the image shape. An array ``labels`` ``(N,)`` holds the images' classes.
 
     With ``preprocess`` (a function of a PIL image and ``image_size``), images that are not
     ``image_size`` square go through it first."""
@@ -84,17 +111,19 @@ class ImageArrays:
       raise DataError(f"{path}: no such file")
     try:
       with np.load(path) as f:
-        names = list(f.keys())
+        names = [n for n in f.keys() if n != "labels"]  # 'labels': class labels, if any
         if key is None and len(names) != 1:
           raise DataError(f"{path}: holds arrays {names}; name the one with the images (key)")
         images = f[key or names[0]]
+        labels = f["labels"] if "labels" in f.keys() and key != "labels" else None
     except DataError:
       raise
     except Exception as e:  # noqa: BLE001 - any failure to read is one clear error
       raise DataError(f"{path}: unreadable npz file ({e})") from None
     if preprocess is not None and images.ndim in (3, 4) and images.shape[1:3] != (image_size,) * 2:
       images = _preprocess_arrays(_check_levels(images, 256, path), preprocess, image_size, path)
-    return _checked_shape(cls(images, name=path, **kwargs), path, image_size, num_channels)
+    return _checked_shape(cls(images, name=path, labels=labels, **kwargs), path, image_size,
+                          num_channels)
 
   def to_unit(self, levels, rng=None):
     """Levels to floats in [0, 1]: ``k / (K - 1)``, or ``(k + U) / K`` when dequantizing."""
@@ -102,7 +131,7 @@ class ImageArrays:
       return ((levels + rng.random(levels.shape)) / self.num_levels).astype(np.float32)
     return (levels / (self.num_levels - 1)).astype(np.float32)
 
-  def _train_batch(self, batch_size, seed, step, rows=None):
+  def _train_batch(self, batch_size, seed, step, rows=None, labels=False):
     rng = np.random.default_rng([seed, 0, step])
     idx = rng.choice(len(self.train_levels), size=batch_size,
                      replace=batch_size > len(self.train_levels))
@@ -116,12 +145,16 @@ class ImageArrays:
     if flip is not None:
       levels = np.where(flip[:, None, None, None], levels[:, :, ::-1], levels)
     if noise is not None:
-      return ((levels + noise) / self.num_levels).astype(np.float32)
-    return self.to_unit(levels)
+      x = ((levels + noise) / self.num_levels).astype(np.float32)
+    else:
+      x = self.to_unit(levels)
+    return (x, self.train_labels[idx].astype(np.int32)) if labels else x
 
   def batches(self, batch_size: int, seed: int, start_step: int = 0, *, split: str = "train",
-              steps_per_batch: int = 0, rows: slice | None = None) -> Iterator[np.ndarray]:
-    """Infinite iterator of ``(batch_size, H, W, C)`` float32 batches.
+              steps_per_batch: int = 0, rows: slice | None = None,
+              labels: bool = False) -> Iterator[np.ndarray]:
+    """Infinite iterator of ``(batch_size, H, W, C)`` float32 batches (``labels=True``: pairs
+    ``(images, int32 labels (batch_size,))``; the images are the same).
 
     ``train``: random images (and flips) drawn from ``default_rng([seed, 0, step])``.
     ``eval`` / ``test``: the held-out images in order, cycling, without noise.
@@ -129,23 +162,46 @@ class ImageArrays:
     the choice of images is made for the whole batch first, so it does not
     depend on the number of processes, and only the kept rows are gathered.
     """
+    if labels:
+      self._require_labels()
     if split == "train":
       step = start_step
       while True:
         if steps_per_batch:
-          yield np.stack([self._train_batch(batch_size, seed, step + j, rows)
-                          for j in range(steps_per_batch)])
+          yield _stack([self._train_batch(batch_size, seed, step + j, rows, labels)
+                        for j in range(steps_per_batch)])
           step += steps_per_batch
         else:
-          yield self._train_batch(batch_size, seed, step, rows)
+          yield self._train_batch(batch_size, seed, step, rows, labels)
           step += 1
     else:
       n = len(self.test_levels)
       i = 0
       while True:
         idx = (i + np.arange(batch_size)) % n
-        yield self.to_unit(self.test_levels[idx if rows is None else idx[rows]])
+        idx = idx if rows is None else idx[rows]
+        x = self.to_unit(self.test_levels[idx])
+        yield (x, self.test_labels[idx].astype(np.int32)) if labels else x
         i = (i + batch_size) % n
+
+
+def _stack(batches):
+  """Stacks batches, or ``(x, labels)`` pairs field by field."""
+  if isinstance(batches[0], tuple):
+    return tuple(np.stack(parts) for parts in zip(*batches))
+  return np.stack(batches)
+
+
+def _check_labels(labels, n, name):
+  if labels is None:
+    return None
+  labels = np.asarray(labels)
+  if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{name}: labels of shape {labels.shape} and dtype {labels.dtype}, expected "
+                    f"({n},) integers (one class per image)")
+  if n and labels.min() < 0:
+    raise DataError(f"{name}: negative class label {labels.min()}")
+  return labels
 
 
 def _preprocess_arrays(images, preprocess, image_size, name):
@@ -172,9 +228,10 @@ def _checked_shape(data, name, image_size, num_channels):
 def digits(**kwargs) -> ImageArrays:
   """scikit-learn's 8x8 handwritten digits (1797 images, 17 grey levels 0..16), shipped with it."""
   from sklearn.datasets import load_digits  # imported here: only this data set needs scikit-learn
-  levels = load_digits().images.astype(np.uint8)[..., None]
+  data = load_digits()
   kwargs.setdefault("num_levels", 17)
-  return ImageArrays(levels, name="digits", **kwargs)
+  return ImageArrays(data.images.astype(np.uint8)[..., None], labels=data.target, name="digits",
+                     **kwargs)
 
 
 class _NumpyUnpickler(__import__("pickle").Unpickler):
@@ -195,13 +252,16 @@ def _cifar_batch(raw: bytes, name: str):
   try:
     batch = _NumpyUnpickler(io.BytesIO(raw), encoding="bytes").load()
     data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64) if b"labels" in batch else None
   except DataError:
     raise
   except Exception as e:  # noqa: BLE001
     raise DataError(f"{name}: unreadable CIFAR-10 batch ({e})") from None
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
     raise DataError(f"{name}: data of shape {data.shape}, expected (N, 3072)")
-  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> NHWC
+  if labels is not None and labels.shape != (len(data),):
+    labels = None  # not one label per image: treated as unlabelled
+  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # CHW rows -> NHWC
 
 
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -233,8 +293,7 @@ def cifar10(path: str, **kwargs) -> ImageArrays:
       if os.path.isfile(archive):
         return cifar10(archive, **kwargs)
       raise DataError(f"{path}: no {CIFAR_TEST} here or in cifar-10-batches-py/")
-    train = np.concatenate([read(n) for n in CIFAR_TRAIN])
-    test = read(CIFAR_TEST)
+    train, test = [read(n) for n in CIFAR_TRAIN], read(CIFAR_TEST)
   else:
     try:
       with tarfile.open(path) as tar:
@@ -243,11 +302,13 @@ def cifar10(path: str, **kwargs) -> ImageArrays:
           if n not in members:
             raise DataError(f"{path}: archive has no {n}")
           return _cifar_batch(tar.extractfile(members[n]).read(), f"{path}:{n}")
-        train = np.concatenate([read(n) for n in CIFAR_TRAIN])
-        test = read(CIFAR_TEST)
+        train, test = [read(n) for n in CIFAR_TRAIN], read(CIFAR_TEST)
     except (tarfile.TarError, OSError, EOFError) as e:
       raise DataError(f"{path}: unreadable archive ({e})") from None
-  return ImageArrays(train, test_images=test, name=path, **kwargs)
+  labelled = all(lab is not None for _, lab in train + [test])
+  return ImageArrays(np.concatenate([im for im, _ in train]), test_images=test[0], name=path,
+                     labels=np.concatenate([lab for _, lab in train]) if labelled else None,
+                     test_labels=test[1] if labelled else None, **kwargs)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -26,6 +26,7 @@ class ToyDistribution:
 
   dim: int
   is_image = False  # vector data: points in their natural range
+  num_classes = None  # classes of sample_with_labels (GaussianMixture: its components)
 
   @property
   def example_shape(self) -> tuple:
@@ -34,6 +35,14 @@ class ToyDistribution:
   def held_out(self, n: int, seed: int) -> np.ndarray:
     """``n`` test points (float32), the same for a given seed."""
     return next(self.batches(n, seed, split="test"))
+
+  def held_out_labels(self, n: int, seed: int) -> np.ndarray:
+    """The class labels of :meth:`held_out` ``(n, seed)``."""
+    return next(self.batches(n, seed, split="test", labels=True))[1]
+
+  def sample_with_labels(self, rng: np.random.Generator, n: int):
+    raise ValueError(f"{type(self).__name__}: has no class labels (a GaussianMixture's components "
+                     f"are its classes)")
 
   def to_unit(self, x):
     """Loader output as the scaler expects it (points are already in their range)."""
@@ -44,7 +53,7 @@ class ToyDistribution:
 
   def batches(self, batch_size: int, seed: int, start_step: int = 0, *,
               split: str = "train", steps_per_batch: int = 0,
-              rows: slice | None = None) -> Iterator[np.ndarray]:
+              rows: slice | None = None, labels: bool = False) -> Iterator[np.ndarray]:
     """Infinite iterator of float32 batches, a pure function of ``(seed, split, step)``.
 
     Batch ``i`` (counting from 0) is drawn from ``default_rng([seed, split_id,
@@ -53,21 +62,29 @@ class ToyDistribution:
     item stacks the batches of ``k`` consecutive steps into ``(k, batch_size, dim)``.
     ``rows`` keeps only those rows of each (global) batch: a process's share
     under data parallelism, so the global batch does not depend on the
-    number of processes.
+    number of processes. ``labels=True``: pairs ``(points, int32 labels)`` from
+    :meth:`sample_with_labels` (the same points).
     """
     split_id = {"train": 0, "eval": 1, "test": 2}[split]
+    if labels:
+      self.sample_with_labels(np.random.default_rng(0), 1)  # fails here for unlabelled data
     step = start_step
     while True:
       if steps_per_batch:
-        yield np.stack([self._batch(batch_size, seed, split_id, step + j, rows)
-                        for j in range(steps_per_batch)])
+        parts = [self._batch(batch_size, seed, split_id, step + j, rows, labels)
+                 for j in range(steps_per_batch)]
+        yield tuple(map(np.stack, zip(*parts))) if labels else np.stack(parts)
         step += steps_per_batch
       else:
-        yield self._batch(batch_size, seed, split_id, step, rows)
+        yield self._batch(batch_size, seed, split_id, step, rows, labels)
         step += 1
 
-  def _batch(self, batch_size, seed, split_id, step, rows=None):
+  def _batch(self, batch_size, seed, split_id, step, rows=None, labels=False):
     rng = np.random.default_rng([seed, split_id, step])
+    if labels:
+      x, y = self.sample_with_labels(rng, batch_size)
+      x, y = x.astype(np.float32), y.astype(np.int32)
+      return (x, y) if rows is None else (x[rows], y[rows])
     batch = self.sample(rng, batch_size).astype(np.float32)
     return batch if rows is None else batch[rows]
 
@@ -126,6 +143,10 @@ class GaussianMixture(ToyDistribution):
   @property
   def n_components(self) -> int:
     return self.means.shape[0]
+
+  @property
+  def num_classes(self) -> int:
+    return self.n_components
 
   def sample(self, rng, n):
     return self.sample_with_labels(rng, n)[0]

@@ -105,6 +105,53 @@ def log_row(fetched, k, steps, seconds):
   return row
 
 
+def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per_call, log_freq,
+             manager, writer, config_dict, checkpoint_due, evaluate=None, after_checkpoint=None,
+             desc="train"):
+  """Calls ``train_step`` on ``batches`` from ``start_step`` to ``n_iters``; the loop that score
+  models and classifiers share. Every ``log_freq`` steps the mean of the step metrics since the
+  last row is written (and a non-finite loss stops the run, keeping the last good checkpoint);
+  ``evaluate(state, prev, step)`` runs after every call; a checkpoint is saved when
+  ``checkpoint_due(step)`` and at the end, then ``after_checkpoint(state, step)`` runs. The
+  writer and the checkpoint manager are closed (and waited for) on the way out."""
+  k = steps_per_call
+  step = start_step
+  bar = tqdm(total=n_iters, initial=start_step, unit="step", dynamic_ncols=True,
+             disable=not parallel.is_main_process(), desc=desc)
+  last_time, last_step = time.perf_counter(), start_step
+  pending = []  # device metrics of the calls since the last log, fetched together
+  try:
+    while step < n_iters:
+      batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
+      state, metrics = train_step(state, batch)
+      prev, step = step, step + k
+      pending.append(metrics)
+      bar.update(k)
+      if step // log_freq > prev // log_freq or step >= n_iters:
+        fetched, pending = jax.device_get(pending), []
+        if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
+          raise TrainingDiverged(
+              f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
+              f"The last good checkpoint (step {manager.latest_step()}) in {manager.directory} "
+              f"is kept")
+        now = time.perf_counter()
+        row = log_row(fetched, k, step - last_step, now - last_time)
+        last_time, last_step = now, step
+        writer.write(step, row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+      if evaluate is not None:
+        evaluate(state, prev, step)
+      if checkpoint_due(step) or step >= n_iters:
+        save_checkpoint(manager, step, state, config_dict)
+        if after_checkpoint is not None:
+          after_checkpoint(state, step)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    writer.close()
+  return state
+
+
 def train_and_evaluate(config, workdir: str):
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state."""
   workdir = workdir_lib.check_workdir(workdir)
@@ -153,44 +200,22 @@ def train_and_evaluate(config, workdir: str):
         config, sde, (n,) + tuple(build.data_shape(config)),
         get_data_inverse_scaler(config.data.centered), sde.sampling_eps, mesh=mesh)
 
-  step = start_step
-  bar = tqdm(total=t.n_iters, initial=start_step, unit="step", dynamic_ncols=True,
-             disable=not is_main, desc="train")
-  last_time, last_step = time.perf_counter(), start_step
-  pending = []  # device metrics of the calls since the last log, fetched together
-  try:
-    while step < t.n_iters:
-      batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
-      state, metrics = train_step(state, batch)
-      prev, step = step, step + k
-      pending.append(metrics)
-      bar.update(k)
-      if step // t.log_freq > prev // t.log_freq or step >= t.n_iters:
-        fetched, pending = jax.device_get(pending), []
-        if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
-          raise TrainingDiverged(
-              f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
-              f"The last good checkpoint (step {manager.latest_step()}) in {manager.directory} "
-              f"is kept")
-        now = time.perf_counter()
-        row = log_row(fetched, k, step - last_step, now - last_time)
-        last_time, last_step = now, step
-        writer.write(step, row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-      if e.enable_loss and held_out and any(s % t.eval_freq == 0 for s in range(prev + 1, step + 1)):
-        writer.write(step, {"eval_loss": mean_loss(step_fn=eval_step, state=state, batches=held_out,
-                                                   key=keys.stream(config.seed, "eval_loss"))})
-      final = step >= t.n_iters
-      if step % t.snapshot_freq_for_preemption == 0 or step % t.snapshot_freq == 0 or final:
-        save_checkpoint(manager, step, state, config_dict)
-        if snapshot_sampler is not None and (step % t.snapshot_freq == 0 or final):
-          snapshot_figure(config=config, workdir=workdir, sampling_fn=snapshot_sampler,
-                          score_fn=score_fn_of(config, sde, model, state.ema_params), step=step,
-                          dataset=dataset)
-  finally:
-    bar.close()
-    manager.wait_until_finished()
-    writer.close()
+  def evaluate(state, prev, step):
+    if e.enable_loss and held_out and any(s % t.eval_freq == 0 for s in range(prev + 1, step + 1)):
+      writer.write(step, {"eval_loss": mean_loss(step_fn=eval_step, state=state, batches=held_out,
+                                                 key=keys.stream(config.seed, "eval_loss"))})
+
+  def after_checkpoint(state, step):
+    if snapshot_sampler is not None and (step % t.snapshot_freq == 0 or step >= t.n_iters):
+      snapshot_figure(config=config, workdir=workdir, sampling_fn=snapshot_sampler,
+                      score_fn=score_fn_of(config, sde, model, state.ema_params), step=step,
+                      dataset=dataset)
+
+  state = run_loop(
+      state=state, train_step=train_step, batches=batches, mesh=mesh, start_step=start_step,
+      n_iters=t.n_iters, steps_per_call=k, log_freq=t.log_freq, manager=manager, writer=writer,
+      config_dict=config_dict, evaluate=evaluate, after_checkpoint=after_checkpoint,
+      checkpoint_due=lambda s: s % t.snapshot_freq_for_preemption == 0 or s % t.snapshot_freq == 0)
   if is_main:
     paths = figures.training_figures(config, workdir, parallel.to_host(state), sde, model, dataset)
     print("figures:\n  " + "\n  ".join(paths))

@@ -1,0 +1,145 @@
+"""``--mode conditional``: class-conditional samples of the EMA score model guided by the run's
+noise-conditional classifier (``--mode train_classifier``): the score
+``score + classifier.scale * grad_x log p_t(y | x)`` in the config's sampler (PC, the diffrax
+reverse SDE, or the probability-flow ODE).
+
+``classifier.samples_per_class`` samples of each class in ``classifier.classes`` (empty: all).
+Writes ``samples/conditional_<sampler>_scale<s>_step<step>.npz`` (``samples``
+``(K, n, ...)``, ``labels`` ``(K,)``), ``eval/conditional_...json`` (the share of samples that
+the classifier, at the smallest time, assigns to the class asked for; for the Gaussian mixture
+also the share whose exact posterior does, and their exact log-density) and a figure: one row
+per class for images, the samples coloured by class over the data for 2-D points.
+
+The classifier must have been trained for the score model's SDE, data set, shape and scaling:
+otherwise one error names the field, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde_jax import build, checkpoint, controllable, keys, parallel, viz
+from score_sde_jax import workdir as workdir_lib
+
+
+def check_classifier_matches(run, clf) -> None:
+  """Refuses a classifier trained for another SDE, data set, data shape or scaling."""
+  mine = build.classifier_data_view(run.config.to_dict())
+  theirs = build.classifier_data_view(clf.config.to_dict())
+  for path in dict.fromkeys(list(mine) + list(theirs)):  # the SDE's name first
+    if mine.get(path) != theirs.get(path):
+      raise checkpoint.IncompatibleCheckpoint(
+          f"config.{path}={mine.get(path)!r}: the classifier in {clf.directory} was trained with "
+          f"{path}={theirs.get(path)!r}; train one for this run (run.py --mode train_classifier, "
+          f"or set classifier.workdir)")
+
+
+def conditional(config, workdir: str):
+  """Samples every requested class; returns ``(samples (K, n, ...), labels (K,), result)``."""
+  build.validate_config(config)
+  build.validate_classifier_config(config)
+  mesh = parallel.make_mesh()
+  run = workdir_lib.load_workdir(workdir, config, mesh=mesh)
+  clf = workdir_lib.load_classifier(build.classifier_workdir(config, run.workdir), mesh=mesh)
+  check_classifier_matches(run, clf)
+  c = config.classifier
+  classes = build.classifier_classes(config)
+  bad = [k for k in classes if k >= clf.num_classes]
+  if bad:
+    raise build.ConfigError(f"config.classifier.classes={tuple(classes)}: {bad} outside the "
+                            f"trained classifier's classes 0..{clf.num_classes - 1}")
+  return sample_classes(run, clf, classes, samples_per_class=c.samples_per_class, scale=c.scale,
+                        dataset=build.get_dataset(config))
+
+
+def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, dataset=None):
+  """``(samples (K, n, ...), labels (K,), result)`` in data space; writes files when the run
+  has a workdir and ``dataset`` is given (for the metrics and the figure)."""
+  config, n, classes = run.config, samples_per_class, np.asarray(classes, np.int32)
+  flow = build.samples_by_flow(config.sampling.method)
+  score_fn = run.flow_score_fn if flow else run.score_fn
+  # The probability-flow ODE is solved per example with one class per call; the SDE samplers
+  # take every class in one batch.
+  per_class = flow
+  batch = n if per_class else n * len(classes)
+  try:
+    parallel.check_mesh(batch, run.mesh, "classifier.samples_per_class" if per_class else
+                        "classifier.samples_per_class * number of classes")
+  except ValueError as e:
+    raise build.ConfigError(f"config.{e}") from None
+  sampling_fn = run.sampling_fn(batch)
+  key = keys.stream(config.seed, "conditional")
+  start = time.perf_counter()
+  if per_class:
+    chunks, nfes = [], []
+    for i, k in enumerate(classes):
+      guided = controllable.guided_score(score_fn, clf.classifier_fn, int(k), scale,
+                                         num_classes=clf.num_classes)
+      x, nfe = sampling_fn(jax.random.fold_in(key, i), guided)
+      chunks.append(parallel.to_host(x))
+      nfes.append(nfe)
+    samples, nfe = np.stack(chunks), max(nfes)
+  else:
+    guided = controllable.guided_score(score_fn, clf.classifier_fn, np.repeat(classes, n), scale,
+                                       num_classes=clf.num_classes)
+    x, nfe = sampling_fn(key, guided)
+    samples = parallel.to_host(x).reshape((len(classes), n) + run.data_shape)
+  seconds = time.perf_counter() - start
+  if dataset is not None and dataset.is_image:
+    samples = np.clip(samples, 0.0, 1.0)
+  result = {"step": run.step, "classifier_step": clf.step, "sampler": build.sampling_tag(config),
+            "scale": float(scale), "classes": classes.tolist(), "samples_per_class": n,
+            "nfe": int(nfe), "seconds": round(seconds, 2)}
+  result.update(class_metrics(run, clf, samples, classes, dataset))
+  if dataset is None or not parallel.is_main_process():
+    return samples, classes, result
+  tag = f"conditional_{result['sampler']}_scale{scale:g}_step{run.step}"
+  os.makedirs(os.path.join(run.workdir, "samples"), exist_ok=True)
+  np.savez(os.path.join(run.workdir, "samples", f"{tag}.npz"), samples=samples, labels=classes,
+           nfe=np.asarray(nfe))
+  workdir_lib.write_json(os.path.join(run.workdir, "eval", f"{tag}.json"), result)
+  print(json.dumps(result))
+  path = _figure(run, dataset, samples, classes, scale, tag)
+  if path:
+    print(f"figures:\n  {path}")
+  return samples, classes, result
+
+
+def class_metrics(run, clf, samples, classes, dataset=None) -> dict:
+  """How often the samples are of the class asked for: by the classifier at the smallest
+  sampling time, and for the Gaussian mixture by its exact posterior (plus exact log-density)."""
+  k, n = samples.shape[:2]
+  x = jnp.asarray(samples.reshape((k * n,) + samples.shape[2:]), jnp.float32)
+  asked = np.repeat(classes, n)
+  t = jnp.full((k * n,), run.sde.sampling_eps)
+  logits = np.asarray(jax.jit(clf.classifier_fn)(run.scaler(x), t))
+  out = {"classifier_agreement": float(np.mean(logits.argmax(-1) == asked)),
+         "classifier_agreement_by_class": [round(float(np.mean(v)), 4) for v in
+                                           (logits.argmax(-1) == asked).reshape(k, n)]}
+  if dataset is not None and hasattr(dataset, "marginal_log_posterior"):
+    post = np.asarray(dataset.marginal_log_posterior(run.sde, x, t))
+    out["exact_posterior_agreement"] = float(np.mean(post.argmax(-1) == asked))
+    out["exact_posterior_of_class"] = float(np.mean(np.exp(post[np.arange(k * n), asked])))
+    out["exact_log_prob_of_samples"] = float(np.mean(np.asarray(dataset.log_prob(x))))
+  return out
+
+
+def _figure(run, dataset, samples, classes, scale, tag):
+  path = os.path.join(run.workdir, "figures", f"{tag}.png")
+  k, n = samples.shape[:2]
+  title = f"classes {classes.tolist()} (one per row), scale {scale:g}, step {run.step}"
+  if dataset.is_image:
+    return viz.plot_image_grid(samples.reshape((-1,) + samples.shape[2:]), path, nrow=n,
+                               title=title)
+  if samples.shape[-1] != 2:
+    return None
+  data = dataset.held_out(2000, run.config.seed)
+  return viz.plot_conditional_samples(samples.reshape(-1, 2), np.repeat(classes, n), data, path,
+                                      title=f"class-conditional samples, scale {scale:g}, "
+                                            f"step {run.step}")
