@@ -68,19 +68,19 @@ def _restore_target(abstract, mesh):
   return checkpoint.abstract_like(abstract, sharding)
 
 
-def restore_newest(config, manager, abstract, mesh=None):
+def restore_newest(config, manager, abstract, mesh=None, *, view=build.compatibility_view):
   """``(state, step)`` of the newest checkpoint, or ``(None, 0)`` without one.
 
   A checkpoint written under settings this config cannot continue from (another
-  network, SDE, time convention or data shape) is refused with
+  network, SDE, time convention or data shape: what ``view`` of the two configs
+  compares; a classifier's is ``build.classifier_compatibility_view``) is refused with
   :class:`score_sde_jax.checkpoint.IncompatibleCheckpoint` naming the field.
   """
   step = manager.latest_step()
   if step is None:
     return None, 0
   saved = checkpoint.read_config(manager, step)
-  checkpoint.check_compatible(build.compatibility_view(saved),
-                              build.compatibility_view(config.to_dict()), manager.directory)
+  checkpoint.check_compatible(view(saved), view(config.to_dict()), manager.directory)
   return checkpoint.restore(manager, step, _restore_target(abstract, mesh)), int(step)
 
 
@@ -205,6 +205,16 @@ class TrainedRun:
                                                  **self._flow_options()))
 
 
+def _newest(folder: str, what: str, train_first: str):
+  """``(manager, step)`` of a folder's newest checkpoint; none is one clear error."""
+  manager = checkpoints(folder) if os.path.isdir(os.path.join(folder, "checkpoints")) else None
+  step = manager.latest_step() if manager is not None else None
+  if step is None:
+    raise WorkdirError(f"{what}={folder!r}: no checkpoint in "
+                       f"{os.path.join(folder, 'checkpoints')}; {train_first}")
+  return manager, step
+
+
 def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
   """A trained or converted workdir's newest checkpoint, ready to sample and evaluate.
 
@@ -213,11 +223,7 @@ def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
   and data shape. Nothing of the data set is read.
   """
   workdir = check_workdir(workdir)
-  manager = checkpoints(workdir) if os.path.isdir(os.path.join(workdir, "checkpoints")) else None
-  step = manager.latest_step() if manager is not None else None
-  if step is None:
-    raise WorkdirError(f"workdir={workdir!r}: no checkpoint in "
-                       f"{os.path.join(workdir, 'checkpoints')}; train first (run.py --mode train)")
+  manager, step = _newest(workdir, "workdir", "train first (run.py --mode train)")
   config = saved_config(manager, step) if config is None else config
   build.validate_model_config(config)
   sde, model = build.get_sde(config), build.get_model(config)
@@ -234,19 +240,6 @@ def classifier_checkpoints(classifier_dir: str, config=None):
   if config is None:
     return checkpoint.make_manager(directory)
   return checkpoint.make_manager(directory, max_to_keep=config.classifier.max_to_keep)
-
-
-def restore_newest_classifier(config, manager, abstract, mesh=None):
-  """``(state, step)`` of the newest classifier checkpoint, or ``(None, 0)``; one trained for
-  another SDE, data set or network is refused naming the field."""
-  step = manager.latest_step()
-  if step is None:
-    return None, 0
-  saved = checkpoint.read_config(manager, step)
-  checkpoint.check_compatible(build.classifier_compatibility_view(saved),
-                              build.classifier_compatibility_view(config.to_dict()),
-                              manager.directory)
-  return checkpoint.restore(manager, step, _restore_target(abstract, mesh)), int(step)
 
 
 @dataclasses.dataclass
@@ -281,16 +274,12 @@ def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassif
   the saved one) must agree with it on the SDE, the data and the classifier network: a
   classifier trained for another SDE or data shape is refused before anything compiles."""
   directory = check_workdir(directory)
-  manager = (classifier_checkpoints(directory)
-             if os.path.isdir(os.path.join(directory, "checkpoints")) else None)
-  step = manager.latest_step() if manager is not None else None
-  if step is None:
-    raise WorkdirError(f"classifier folder {directory!r}: no checkpoint in "
-                       f"{os.path.join(directory, 'checkpoints')}; train one first "
-                       f"(run.py --mode train_classifier)")
+  manager, step = _newest(directory, "classifier folder",
+                          "train one first (run.py --mode train_classifier)")
   config = saved_config(manager, step) if config is None else config
   build.validate_classifier_config(config)
   sde, model = build.get_sde(config), build.get_classifier_model(config)
   abstract = build.abstract_classifier_state(config, model, build.get_classifier_optimizer(config))
-  state, step = restore_newest_classifier(config, manager, abstract, mesh)
+  state, step = restore_newest(config, manager, abstract, mesh,
+                               view=build.classifier_compatibility_view)
   return TrainedClassifier(directory, config, step, sde, model, state)

@@ -105,6 +105,19 @@ def log_row(fetched, k, steps, seconds):
   return row
 
 
+def start_or_resume(config, folder, manager, state, mesh, *, view=build.compatibility_view):
+  """``(state, start_step)``: the newest checkpoint in ``manager`` if there is one (refused when
+  ``view`` of its config differs), else ``state``; writes ``config.json`` and cuts
+  ``metrics.jsonl`` back to the step resumed from."""
+  restored, start_step = workdir_lib.restore_newest(config, manager, state, mesh, view=view)
+  if parallel.is_main_process():
+    workdir_lib.write_json(os.path.join(folder, "config.json"), config.to_dict())
+    truncate_metrics(os.path.join(folder, "metrics.jsonl"), start_step)
+  if start_step:
+    log(f"resuming from step {start_step} in {folder}")
+  return (restored if restored is not None else state), start_step
+
+
 def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per_call, log_freq,
              manager, writer, config_dict, checkpoint_due, evaluate=None, after_checkpoint=None,
              desc="train"):
@@ -167,14 +180,8 @@ def train_and_evaluate(config, workdir: str):
   config_dict = config.to_dict()
   manager = workdir_lib.checkpoints(workdir, config)
   optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer, mesh)
-  restored, start_step = workdir_lib.restore_newest(config, manager, state, mesh)
-  state = restored if restored is not None else state
-  if is_main:
-    workdir_lib.write_json(os.path.join(workdir, "config.json"), config_dict)
-    truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
-  if start_step:
-    log(f"resuming from step {start_step} in {workdir}")
+  state, start_step = start_or_resume(config, workdir, manager,
+                                      build.init_state(config, model, optimizer, mesh), mesh)
 
   train_step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True),
                                      optimizer, ema_rate=config.model.ema_rate, mesh=mesh,

@@ -23,8 +23,8 @@ import numpy as np
 from score_sde_jax import build, classifier, keys, parallel, train, viz
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.data import get_data_scaler
-from score_sde_jax.metric_writer import MetricWriter, truncate_metrics
-from score_sde_jax.modes.train import check_batch, run_loop
+from score_sde_jax.metric_writer import MetricWriter
+from score_sde_jax.modes.train import check_batch, run_loop, start_or_resume
 
 
 def check_labels(config, dataset) -> None:
@@ -105,14 +105,9 @@ def train_classifier(config, workdir: str):
   manager = workdir_lib.classifier_checkpoints(directory, config)
   optimizer = build.get_classifier_optimizer(config)
   seed = keys.stream_seed(config.seed, "classifier")  # its batches differ from the score model's
-  state = build.init_classifier_state(config, model, optimizer, mesh)
-  restored, start_step = workdir_lib.restore_newest_classifier(config, manager, state, mesh)
-  state = restored if restored is not None else state
-  if is_main:
-    workdir_lib.write_json(os.path.join(directory, "config.json"), config_dict)
-    truncate_metrics(os.path.join(directory, "metrics.jsonl"), start_step)
-  if start_step and is_main:
-    print(f"resuming the classifier from step {start_step} in {directory}", flush=True)
+  state, start_step = start_or_resume(
+      config, directory, manager, build.init_classifier_state(config, model, optimizer, mesh),
+      mesh, view=build.classifier_compatibility_view)
 
   loss_fn = classifier.get_classifier_loss_fn(sde, model, eps=c.eps, with_accuracy=True)
   k = config.training.n_jitted_steps
