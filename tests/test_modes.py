@@ -193,6 +193,13 @@ def test_train_classifier_then_conditional_mode_samples_each_component(trained):
                                 samples)
   assert os.path.getsize(os.path.join(trained, "figures", f"{tag}.png")) > 10_000
 
+  # The probability-flow ODE: one class per call.
+  ode = _classifier_config(samples_per_class=64, classes=(0, 4))
+  ode.sampling.method, ode.sampling.rtol, ode.sampling.atol = "ode", 1e-3, 1e-3
+  samples, labels, result = modes.conditional(ode, trained)
+  assert samples.shape == (2, 64, 2) and labels.tolist() == [0, 4]
+  assert result["exact_posterior_agreement"] >= 0.95, result
+
   # Errors, each before anything compiles.
   bad = _classifier_config(classes=(2, 8))
   with pytest.raises(build.ConfigError, match=r"config.classifier.classes=\(2, 8\): \[8\] outside"):
