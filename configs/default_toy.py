@@ -44,6 +44,13 @@ def get_default_configs():
   sampling.atol = 1e-5
   sampling.ode_num_steps = 0            # ode: steps of a fixed-step solver (0: adaptive)
   sampling.sde_num_steps = 1000         # sde: Euler-Maruyama steps of the diffrax solve
+  sampling.fast_num_steps = 20          # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
+  sampling.fast_schedule = "edm"        # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
+  sampling.dpm_order = 2                # dpm_solver: 1 (DDIM), 2, 3
+  sampling.edm_churn = 0.0              # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
+  sampling.edm_s_tmin = 0.0
+  sampling.edm_s_tmax = 1e6
+  sampling.edm_s_noise = 1.0
 
   # evaluation
   config.eval = evaluate = ml_collections.ConfigDict()

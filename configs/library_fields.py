@@ -66,6 +66,11 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           rtol=1e-5, atol=1e-5,
           ode_num_steps=0,         # 0: adaptive steps
           sde_num_steps=1000,      # --config.sampling.method=sde (diffrax reverse SDE)
+          fast_num_steps=20,       # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
+          fast_schedule="edm",     # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
+          dpm_order=2,             # dpm_solver: 1 (DDIM), 2, 3
+          edm_churn=0.0,           # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
+          edm_s_tmin=0.0, edm_s_tmax=1e6, edm_s_noise=1.0,
       ),
       "eval": dict(
           num_batches=1,           # eval-loss batches per evaluation during training

@@ -129,6 +129,18 @@ _SAMPLING_SPEC = {
     "sampling.sde_num_steps": _POSITIVE_INT,
 }
 
+# Fields of the few-step samplers, checked when sampling.method names one of them.
+_FAST_SPEC = {
+    "sampling.fast_num_steps": _POSITIVE_INT,
+    "sampling.fast_schedule": _one_of(sampling.SCHEDULES),
+}
+_METHOD_SPEC = {
+    "dpm_solver": {"sampling.dpm_order": (lambda v: _POSITIVE_INT[0](v) and v <= 3,
+                                          "1 (DDIM), 2 or 3")},
+    "edm": {"sampling.edm_churn": layers.NON_NEGATIVE, "sampling.edm_s_tmin": layers.NON_NEGATIVE,
+            "sampling.edm_s_tmax": layers.NON_NEGATIVE, "sampling.edm_s_noise": layers.NON_NEGATIVE},
+}
+
 
 INPAINT_TASKS = ("inpaint", "colorize")
 INPAINT_MASKS = ("half", "center", "random")
@@ -363,6 +375,15 @@ def validate_config(config) -> None:
   _check_spec(config, {"sampling.method": _one_of(SAMPLING_METHODS)})
   _check_spec(config, _SAMPLING_SPEC)
   t, s = config.training, config.sampling
+  if s.method in _METHOD_SPEC:
+    _check_spec(config, {**_FAST_SPEC, **_METHOD_SPEC[s.method]})
+    if s.method == "edm" and s.edm_s_tmax < s.edm_s_tmin:
+      raise ConfigError(f"config.sampling.edm_s_tmax={s.edm_s_tmax}: must be >= "
+                        f"sampling.edm_s_tmin={s.edm_s_tmin}")
+    try:
+      sampling.fast.check_exponential_form(get_sde(config))
+    except ValueError as e:
+      raise ConfigError(f"config.sampling.method={s.method!r}: {e}") from None
   if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
     raise ConfigError(
         f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
@@ -405,7 +426,20 @@ def _sde(s, sde, shape, eps, mesh):
       mesh=mesh)
 
 
-SAMPLING_METHODS = {"pc": _pc, "ode": _ode, "sde": _sde}
+def _dpm(s, sde, shape, eps, mesh):
+  return lambda key, score_fn: sampling.dpm_solver_sample(
+      key, sde, score_fn, shape, num_steps=s.fast_num_steps, order=s.dpm_order,
+      schedule=s.fast_schedule, eps=eps, denoise=s.noise_removal, mesh=mesh)
+
+
+def _edm(s, sde, shape, eps, mesh):
+  return lambda key, score_fn: sampling.edm_sample(
+      key, sde, score_fn, shape, num_steps=s.fast_num_steps, schedule=s.fast_schedule,
+      churn=s.edm_churn, s_tmin=s.edm_s_tmin, s_tmax=s.edm_s_tmax, s_noise=s.edm_s_noise,
+      eps=eps, denoise=s.noise_removal, mesh=mesh)
+
+
+SAMPLING_METHODS = {"pc": _pc, "ode": _ode, "sde": _sde, "dpm_solver": _dpm, "edm": _edm}
 
 
 def get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=None):
@@ -414,8 +448,10 @@ def get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=None):
   As the paper's ``get_sampling_fn``: ``sampling.method`` is ``pc`` (fields
   ``predictor``, ``corrector``, ``snr``, ``n_steps_each``, ``noise_removal``,
   ``probability_flow``), ``ode`` (``ode_solver``, ``rtol``, ``atol`` and, for
-  fixed steps, ``ode_num_steps``) or ``sde`` (diffrax Euler-Maruyama with
-  ``sde_num_steps``). Samples are returned in data space (``inverse_scaler``),
+  fixed steps, ``ode_num_steps``), ``sde`` (diffrax Euler-Maruyama with
+  ``sde_num_steps``), ``dpm_solver`` (DPM-Solver++ with ``dpm_order``, ``fast_num_steps``,
+  ``fast_schedule``) or ``edm`` (EDM's Heun with ``fast_num_steps``, ``fast_schedule`` and the
+  churn ``edm_churn``, ``edm_s_tmin``, ``edm_s_tmax``, ``edm_s_noise``). Samples are returned in data space (``inverse_scaler``),
   split over ``mesh`` when one is given.
   """
   method = _choice(config, "sampling.method", SAMPLING_METHODS)
@@ -435,6 +471,10 @@ def sampling_tag(config) -> str:
     return f"pc_{s.predictor}_{s.corrector}"
   if s.method == "ode":
     return f"ode_{s.ode_solver}" + (f"{s.ode_num_steps}" if s.ode_num_steps else "")
+  if s.method == "dpm_solver":
+    return f"dpm{s.dpm_order}_{s.fast_schedule}{s.fast_num_steps}"
+  if s.method == "edm":
+    return f"edm_{s.fast_schedule}{s.fast_num_steps}" + (f"_churn{s.edm_churn:g}" if s.edm_churn else "")
   return f"sde_em{s.sde_num_steps}"
 
 
@@ -462,8 +502,9 @@ def get_score_fn(config, sde, model, params, *, flow: bool = False):
 
 
 def samples_by_flow(method: str) -> bool:
-  """Whether the sampling method (``config.sampling.method``) solves the probability-flow ODE."""
-  return method == "ode"
+  """Whether the sampling method (``config.sampling.method``) solves the probability-flow ODE
+  (``ode``, ``dpm_solver``, ``edm``: their score is the flow's, see :func:`get_score_fn`)."""
+  return method in ("ode", "dpm_solver", "edm")
 
 
 def get_loss_fn(config, sde, model, *, train_mode: bool):

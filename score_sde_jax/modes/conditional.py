@@ -64,9 +64,9 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
   config, n, classes = run.config, samples_per_class, np.asarray(classes, np.int32)
   flow = build.samples_by_flow(config.sampling.method)
   score_fn = run.flow_score_fn if flow else run.score_fn
-  # The probability-flow ODE is solved per example with one class per call; the SDE samplers
-  # take every class in one batch.
-  per_class = flow
+  # The adaptive probability-flow ODE is solved per example with one class per call; the
+  # other samplers take every class in one batch.
+  per_class = config.sampling.method == "ode"
   batch = n if per_class else n * len(classes)
   try:
     parallel.check_mesh(batch, run.mesh, "classifier.samples_per_class" if per_class else

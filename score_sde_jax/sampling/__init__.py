@@ -1,10 +1,12 @@
 """Samplers: predictor-corrector (``lax.scan``), probability-flow ODE and reverse SDE (diffrax),
-Langevin dynamics. Every sampler sees only a ``score_fn(x, t)``, takes the PRNG key first and
-returns a :class:`SampleResult` ``(samples, nfe)``."""
+Langevin dynamics, and few-step probability-flow solvers (DPM-Solver++, DDIM, EDM's Heun).
+Every sampler sees only a ``score_fn(x, t)``, takes the PRNG key first and returns a
+:class:`SampleResult` ``(samples, nfe)``."""
 
 from score_sde_jax.sampling import flow
 from score_sde_jax.sampling.common import SampleResult, time_grid
 from score_sde_jax.sampling.correctors import CORRECTORS, get_corrector
+from score_sde_jax.sampling.fast import SCHEDULES, dpm_solver_sample, edm_sample
 from score_sde_jax.sampling.flow import SOLVERS, flow_nfe, ode_sample, solve_flow
 from score_sde_jax.sampling.langevin import annealed_langevin_sample, langevin_sample
 from score_sde_jax.sampling.paths import ode_paths, reverse_sde_paths
@@ -13,8 +15,9 @@ from score_sde_jax.sampling.predictors import PREDICTORS, get_predictor
 from score_sde_jax.sampling.reverse_sde import sde_sample
 
 __all__ = [
-    "CORRECTORS", "PREDICTORS", "SOLVERS", "SampleResult", "annealed_langevin_sample",
-    "flow_nfe", "get_corrector", "get_predictor", "langevin_sample",
+    "CORRECTORS", "PREDICTORS", "SCHEDULES", "SOLVERS", "SampleResult",
+    "annealed_langevin_sample", "dpm_solver_sample", "edm_sample", "flow_nfe", "get_corrector",
+    "get_predictor", "langevin_sample",
     "ode_paths", "ode_sample", "pc_sample", "reverse_sde_paths", "sde_sample", "solve_flow",
     "time_grid",
 ]
