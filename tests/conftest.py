@@ -19,6 +19,16 @@ def x64():
     jax.config.update("jax_enable_x64", False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+  """Drops JAX's compiled executables after each test module. Every XLA:CPU executable holds
+  memory mappings (about 450 per test of tests/test_fast_samplers.py); a whole-suite process
+  that kept them all reached the kernel's vm.max_map_count (65530) and LLVM aborted in the
+  middle of a compilation ("Fatal Python error: Aborted" in tests/test_workdir.py)."""
+  yield
+  jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def root():
   return ROOT
