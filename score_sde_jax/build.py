@@ -522,11 +522,12 @@ def _init_fn(config, model, optimizer):
   return lambda key: train.init_train_state(key, model, example, jnp.ones((1,)), optimizer)
 
 
-def init_state(config, model, optimizer, mesh=None):
-  """A fresh train state from ``config.seed`` (replicated over ``mesh``)."""
+def init_state(config, model, optimizer, mesh=None, *, key=None):
+  """A fresh train state of ``model`` (a score network or a classifier: both take ``(x, label)``)
+  from ``key``, by default ``PRNGKey(config.seed)`` (replicated over ``mesh``)."""
   init = jax.jit(_init_fn(config, model, optimizer),
                  out_shardings=None if mesh is None else parallel.replicated(mesh))
-  return init(jax.random.PRNGKey(config.seed))
+  return init(jax.random.PRNGKey(config.seed) if key is None else key)
 
 
 def abstract_state(config, model, optimizer):
@@ -616,21 +617,10 @@ def get_classifier_optimizer(config):
   return train.make_optimizer(c.lr, c.warmup, c.grad_clip, weight_decay=c.weight_decay)
 
 
-def _classifier_init_fn(config, model, optimizer):
-  example = jnp.zeros((1,) + tuple(data_shape(config)))
-  return lambda key: train.init_train_state(key, model, example, jnp.zeros((1,)), optimizer)
-
-
 def init_classifier_state(config, model, optimizer, mesh=None):
   """A fresh classifier train state from ``config.seed``'s ``classifier`` stream (replicated
-  over ``mesh``)."""
-  init = jax.jit(_classifier_init_fn(config, model, optimizer),
-                 out_shardings=None if mesh is None else parallel.replicated(mesh))
-  return init(keys.stream(config.seed, "classifier"))
-
-
-def abstract_classifier_state(config, model, optimizer):
-  return jax.eval_shape(_classifier_init_fn(config, model, optimizer), jax.random.PRNGKey(0))
+  over ``mesh``); :func:`abstract_state` describes it."""
+  return init_state(config, model, optimizer, mesh, key=keys.stream(config.seed, "classifier"))
 
 
 def classifier_data_view(config_dict: dict) -> dict:

@@ -279,7 +279,7 @@ def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassif
   config = saved_config(manager, step) if config is None else config
   build.validate_classifier_config(config)
   sde, model = build.get_sde(config), build.get_classifier_model(config)
-  abstract = build.abstract_classifier_state(config, model, build.get_classifier_optimizer(config))
+  abstract = build.abstract_state(config, model, build.get_classifier_optimizer(config))
   state, step = restore_newest(config, manager, abstract, mesh,
                                view=build.classifier_compatibility_view)
   return TrainedClassifier(directory, config, step, sde, model, state)

@@ -99,6 +99,19 @@ def check_exponential_form(sde, ts=(0.05, 0.3, 0.7, 0.95), rtol: float = 1e-3) -
                        f"need that form")
 
 
+def _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, what):
+  """The checks both samplers share, then their time grid: ``(shape, eps, ts)``."""
+  checks.check_key(key, what)
+  shape = checks.check_shape(shape)
+  eps = checks.check_eps(eps, sde)
+  num_steps = checks.check_int("num_steps", num_steps, 1)
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r}: expected one of {list(SCHEDULES)}")
+  check_exponential_form(sde)
+  parallel.check_mesh(shape[0], mesh, "shape[0]")
+  return shape, eps, time_steps(sde, num_steps, eps, schedule)
+
+
 def _data_prediction(sde, score_fn, x, t):
   """``x0 = (x + sigma^2 score) / alpha`` at the scalar time ``t``."""
   tb = jnp.full((x.shape[0],), t)
@@ -117,12 +130,11 @@ def step_orders(num_steps: int, order: int, lower_order_final: bool) -> np.ndarr
   return orders.astype(np.int32)
 
 
-def dpm_solver_update(x, t_s, t, x0s, lams, alpha_t, sigma_t, sigma_s, order):
-  """One DPM-Solver++ multistep update from ``x`` at ``t_s`` to ``t``.
+def dpm_solver_update(x, x0s, lams, alpha_t, sigma_t, sigma_s, order):
+  """One DPM-Solver++ multistep update of ``x`` at the time of ``lams[1]`` to that of ``lams[0]``.
 
   ``x0s``: data predictions at the last three times (newest first), ``lams`` their log-SNRs;
   ``order`` 1 (DDIM), 2 or 3 (the official multistep formulas, Lu et al. 2022, Alg. 2)."""
-  del t_s, t
   lam_t, lam_0, lam_1, lam_2 = lams
   m0, m1, m2 = x0s
   h = lam_t - lam_0
@@ -176,8 +188,8 @@ def _dpm_solver(key, score_fn, ts, orders, t_mid, *, sde, shape, denoise, first_
 
   def step(carry, i):
     x, hist, lam_hist = carry
-    x = dpm_solver_update(x, ts[i - 1], ts[i], hist, (lams[i],) + lam_hist, alphas[i], sigmas[i],
-                          sigmas[i - 1], orders[i - 1])
+    x = dpm_solver_update(x, hist, (lams[i],) + lam_hist, alphas[i], sigmas[i], sigmas[i - 1],
+                          orders[i - 1])
     x = parallel.constrain_batch(x, mesh)
     m = _data_prediction(sde, score_fn, x, ts[i])
     return (x, (m,) + hist[:2], (lams[i],) + lam_hist[:2]), None
@@ -187,8 +199,8 @@ def _dpm_solver(key, score_fn, ts, orders, t_mid, *, sde, shape, denoise, first_
     return _data_prediction(sde, score_fn, x, ts[n]) if denoise else x
   # The last step's data prediction is computed only when it is returned (denoise).
   (x, hist, lam_hist), _ = jax.lax.scan(step, (x, hist, lam_hist), jnp.arange(start, n))
-  x = dpm_solver_update(x, ts[n - 1], ts[n], hist, (lams[n],) + lam_hist, alphas[n], sigmas[n],
-                        sigmas[n - 1], orders[n - 1])
+  x = dpm_solver_update(x, hist, (lams[n],) + lam_hist, alphas[n], sigmas[n], sigmas[n - 1],
+                        orders[n - 1])
   if denoise:
     x = _data_prediction(sde, score_fn, x, ts[n])
   return x
@@ -214,17 +226,10 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
     ``SampleResult(samples, nfe)`` with ``nfe = num_steps (+ 1 at order 3) (+ 1 with
     denoise)``.
   """
-  checks.check_key(key, "dpm_solver_sample")
-  shape = checks.check_shape(shape)
-  eps = checks.check_eps(eps, sde)
-  num_steps = checks.check_int("num_steps", num_steps, 1)
   if order not in (1, 2, 3):
     raise ValueError(f"order={order!r}: expected 1, 2 or 3")
-  if schedule not in SCHEDULES:
-    raise ValueError(f"schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  check_exponential_form(sde)
-  parallel.check_mesh(shape[0], mesh, "shape[0]")
-  ts = time_steps(sde, num_steps, eps, schedule)
+  shape, eps, ts = _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh,
+                                 "dpm_solver_sample")
   orders = jnp.asarray(step_orders(num_steps, order, lower_order_final))
   first_2s = order == 3
   t_mid = time_of_log_snr(sde, (log_snr(sde, ts[0]) + log_snr(sde, ts[1])) / 2, eps)
@@ -236,8 +241,8 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
 # --- EDM's Heun sampler -------------------------------------------------------------------------
 
 def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps: float):
-  """``(gammas, hat_times)``: EDM's noise increase ``gamma_i`` per step and the times at which
-  ``sigma / alpha`` has grown to ``(1 + gamma_i)`` times its value (numpy)."""
+  """The times at which each step's ``sigma / alpha`` has grown by EDM's churn to ``(1 + gamma_i)``
+  times its value, ``gamma_i = min(churn / n, sqrt 2 - 1)`` inside ``[s_tmin, s_tmax]`` (numpy)."""
   n = len(ts) - 1
   alpha, sigma = (np.asarray(v, np.float64) for v in coefficients(sde, ts))
   s = sigma / alpha
@@ -247,7 +252,7 @@ def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps:
   lam_max = float(log_snr(sde, sde.T))
   lams = np.maximum(-np.log(hat), lam_max)   # beyond T: held at T (gamma then shrinks)
   hat_t = np.where(gammas > 0, np.asarray(time_of_log_snr(sde, jnp.asarray(lams), eps)), ts[:-1])
-  return gammas, hat_t
+  return hat_t
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "denoise", "mesh"))
@@ -292,22 +297,14 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   Returns:
     ``SampleResult(samples, nfe)`` with ``nfe = 2 num_steps (+ 1 with denoise)``.
   """
-  checks.check_key(key, "edm_sample")
-  shape = checks.check_shape(shape)
-  eps = checks.check_eps(eps, sde)
-  num_steps = checks.check_int("num_steps", num_steps, 1)
   churn = checks.check_number("churn", churn, positive=False)
   s_noise = checks.check_number("s_noise", s_noise, positive=False)
   if churn < 0 or s_noise < 0:
     raise ValueError(f"churn={churn!r}, s_noise={s_noise!r}: must be >= 0")
   if not (s_tmin >= 0 and s_tmax >= s_tmin):
     raise ValueError(f"s_tmin={s_tmin!r}, s_tmax={s_tmax!r}: need 0 <= s_tmin <= s_tmax")
-  if schedule not in SCHEDULES:
-    raise ValueError(f"schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  check_exponential_form(sde)
-  parallel.check_mesh(shape[0], mesh, "shape[0]")
-  ts = time_steps(sde, num_steps, eps, schedule)
-  _, hat_ts = edm_churn_times(sde, ts, churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, eps=eps)
+  shape, eps, ts = _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, "edm_sample")
+  hat_ts = edm_churn_times(sde, ts, churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, eps=eps)
   x = _edm_heun(key, as_pytree_fn(score_fn), jnp.asarray(ts), jnp.asarray(hat_ts),
                 jnp.asarray(s_noise, _float()), sde=sde, shape=shape, denoise=bool(denoise), mesh=mesh)
   return SampleResult(x, 2 * num_steps + int(bool(denoise)))
