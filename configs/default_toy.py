@@ -46,6 +46,8 @@ def get_default_configs():
   sampling.sde_num_steps = 1000         # sde: Euler-Maruyama steps of the diffrax solve
   sampling.fast_num_steps = 20          # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
   sampling.fast_schedule = "edm"        # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
+  sampling.fast_sigma_min = 0.01        # dpm_solver / edm: noise range of the steps, as sigma / alpha
+  sampling.fast_sigma_max = 10.0        #   (0: the SDE's own at eps / T); 10 = 5x the ring's radius
   sampling.dpm_order = 2                # dpm_solver: 1 (DDIM), 2, 3
   sampling.edm_churn = 0.0              # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
   sampling.edm_s_tmin = 0.0

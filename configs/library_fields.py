@@ -68,6 +68,8 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           sde_num_steps=1000,      # --config.sampling.method=sde (diffrax reverse SDE)
           fast_num_steps=20,       # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
           fast_schedule="edm",     # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
+          fast_sigma_min=0.0,      # dpm_solver / edm: noise range of the steps as sigma / alpha
+          fast_sigma_max=0.0,      #   (0: the SDE's own at eps / T)
           dpm_order=2,             # dpm_solver: 1 (DDIM), 2, 3
           edm_churn=0.0,           # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
           edm_s_tmin=0.0, edm_s_tmax=1e6, edm_s_noise=1.0,

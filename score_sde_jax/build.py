@@ -133,6 +133,8 @@ _SAMPLING_SPEC = {
 _FAST_SPEC = {
     "sampling.fast_num_steps": _POSITIVE_INT,
     "sampling.fast_schedule": _one_of(sampling.SCHEDULES),
+    "sampling.fast_sigma_min": layers.NON_NEGATIVE,
+    "sampling.fast_sigma_max": layers.NON_NEGATIVE,
 }
 _METHOD_SPEC = {
     "dpm_solver": {"sampling.dpm_order": (lambda v: _POSITIVE_INT[0](v) and v <= 3,
@@ -380,10 +382,20 @@ def validate_config(config) -> None:
     if s.method == "edm" and s.edm_s_tmax < s.edm_s_tmin:
       raise ConfigError(f"config.sampling.edm_s_tmax={s.edm_s_tmax}: must be >= "
                         f"sampling.edm_s_tmin={s.edm_s_tmin}")
+    if s.fast_sigma_min and s.fast_sigma_max and not s.fast_sigma_min < s.fast_sigma_max:
+      raise ConfigError(f"config.sampling.fast_sigma_max={s.fast_sigma_max}: must be above "
+                        f"sampling.fast_sigma_min={s.fast_sigma_min} (0: the SDE's own)")
     try:
       sampling.fast.check_exponential_form(get_sde(config))
     except ValueError as e:
       raise ConfigError(f"config.sampling.method={s.method!r}: {e}") from None
+    if s.fast_sigma_max:
+      sde = get_sde(config)
+      try:
+        sampling.fast.time_steps(sde, s.fast_num_steps, sde.sampling_eps, s.fast_schedule,
+                                 sigma_min=s.fast_sigma_min or None, sigma_max=s.fast_sigma_max)
+      except ValueError as e:
+        raise ConfigError(f"config.sampling.fast_{e}") from None
   if t.snapshot_freq_for_preemption % t.n_jitted_steps or t.snapshot_freq % t.n_jitted_steps:
     raise ConfigError(
         f"config.training.snapshot_freq_for_preemption={t.snapshot_freq_for_preemption} and "
@@ -426,17 +438,22 @@ def _sde(s, sde, shape, eps, mesh):
       mesh=mesh)
 
 
+def _sigma_range(s):
+  """The few-step samplers' ``sigma_min`` / ``sigma_max`` (config 0: the SDE's own, ``None``)."""
+  return {"sigma_min": s.fast_sigma_min or None, "sigma_max": s.fast_sigma_max or None}
+
+
 def _dpm(s, sde, shape, eps, mesh):
   return lambda key, score_fn: sampling.dpm_solver_sample(
       key, sde, score_fn, shape, num_steps=s.fast_num_steps, order=s.dpm_order,
-      schedule=s.fast_schedule, eps=eps, denoise=s.noise_removal, mesh=mesh)
+      schedule=s.fast_schedule, eps=eps, denoise=s.noise_removal, mesh=mesh, **_sigma_range(s))
 
 
 def _edm(s, sde, shape, eps, mesh):
   return lambda key, score_fn: sampling.edm_sample(
       key, sde, score_fn, shape, num_steps=s.fast_num_steps, schedule=s.fast_schedule,
       churn=s.edm_churn, s_tmin=s.edm_s_tmin, s_tmax=s.edm_s_tmax, s_noise=s.edm_s_noise,
-      eps=eps, denoise=s.noise_removal, mesh=mesh)
+      eps=eps, denoise=s.noise_removal, mesh=mesh, **_sigma_range(s))
 
 
 SAMPLING_METHODS = {"pc": _pc, "ode": _ode, "sde": _sde, "dpm_solver": _dpm, "edm": _edm}
@@ -450,8 +467,8 @@ def get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=None):
   ``probability_flow``), ``ode`` (``ode_solver``, ``rtol``, ``atol`` and, for
   fixed steps, ``ode_num_steps``), ``sde`` (diffrax Euler-Maruyama with
   ``sde_num_steps``), ``dpm_solver`` (DPM-Solver++ with ``dpm_order``, ``fast_num_steps``,
-  ``fast_schedule``) or ``edm`` (EDM's Heun with ``fast_num_steps``, ``fast_schedule`` and the
-  churn ``edm_churn``, ``edm_s_tmin``, ``edm_s_tmax``, ``edm_s_noise``). Samples are returned in data space (``inverse_scaler``),
+  ``fast_schedule``, ``fast_sigma_min`` / ``fast_sigma_max``) or ``edm`` (EDM's Heun with the
+  same ``fast_*`` fields and the churn ``edm_churn``, ``edm_s_tmin``, ``edm_s_tmax``, ``edm_s_noise``). Samples are returned in data space (``inverse_scaler``),
   split over ``mesh`` when one is given.
   """
   method = _choice(config, "sampling.method", SAMPLING_METHODS)
@@ -464,6 +481,13 @@ def get_sampling_fn(config, sde, shape, inverse_scaler, eps, mesh=None):
   return sampling_fn
 
 
+def _range_tag(s) -> str:
+  if not (s.fast_sigma_min or s.fast_sigma_max):
+    return ""
+  lo, hi = (f"{v:g}" if v else "sde" for v in (s.fast_sigma_min, s.fast_sigma_max))
+  return f"_sigma{lo}-{hi}"
+
+
 def sampling_tag(config) -> str:
   """A short name of the configured sampler, for file names."""
   s = config.sampling
@@ -472,9 +496,10 @@ def sampling_tag(config) -> str:
   if s.method == "ode":
     return f"ode_{s.ode_solver}" + (f"{s.ode_num_steps}" if s.ode_num_steps else "")
   if s.method == "dpm_solver":
-    return f"dpm{s.dpm_order}_{s.fast_schedule}{s.fast_num_steps}"
+    return f"dpm{s.dpm_order}_{s.fast_schedule}{s.fast_num_steps}" + _range_tag(s)
   if s.method == "edm":
-    return f"edm_{s.fast_schedule}{s.fast_num_steps}" + (f"_churn{s.edm_churn:g}" if s.edm_churn else "")
+    return (f"edm_{s.fast_schedule}{s.fast_num_steps}" + _range_tag(s)
+            + (f"_churn{s.edm_churn:g}" if s.edm_churn else ""))
   return f"sde_em{s.sde_num_steps}"
 
 

@@ -289,3 +289,23 @@ def plot_conditional_samples(samples, labels, data, path, *, title="Class-condit
   ax.set_title(title)
   ax.legend(frameon=False, fontsize=7, markerscale=3, loc="upper right")
   return _save(fig, path)
+
+
+def plot_quality_vs_nfe(panels: dict, path, *, references: dict | None = None,
+                        ylabel="|mean log p(samples) - mean log p(exact)| (nats)",
+                        title="Few-step samplers"):
+  """Sample quality against network evaluations, one panel per entry of ``panels``
+  (name -> {sampler -> (nfe list, values)}), log-log; ``references`` (panel -> {name ->
+  (nfe, value)}) are drawn as single marked points (the many-step samplers)."""
+  fig = Figure(figsize=(4.2 * len(panels), 3.6))
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, (panel, curves) in zip(axes, panels.items()):
+    for name, (nfe, vals) in curves.items():
+      ax.plot(nfe, np.maximum(vals, 1e-4), marker="o", ms=3, label=name)
+    for name, (nfe, val) in ((references or {}).get(panel) or {}).items():
+      ax.plot([nfe], [max(val, 1e-4)], marker="*", ms=9, ls="none", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="NFE", title=f"{title}: {panel}")
+    ax.grid(alpha=0.3, which="both")
+  axes[0].set_ylabel(ylabel)
+  axes[-1].legend(frameon=False, fontsize=7, loc="upper right")
+  return _save(fig, path)

@@ -63,20 +63,39 @@ def time_of_log_snr(sde, lam, eps: float, iters: int = 60):
   return (lo + hi) / 2
 
 
-def time_steps(sde, num_steps: int, eps: float, schedule: str = "logsnr", rho: float = 7.0):
-  """``num_steps + 1`` decreasing times from ``T`` to ``eps`` (numpy)."""
-  if schedule == "time":
-    return np.linspace(sde.T, eps, num_steps + 1)
+def time_steps(sde, num_steps: int, eps: float, schedule: str = "logsnr", rho: float = 7.0,
+               sigma_min=None, sigma_max=None):
+  """``num_steps + 1`` decreasing times from ``T`` to ``eps`` (numpy).
+
+  ``sigma_min`` / ``sigma_max`` (EDM's noise range, in units of ``sigma / alpha``; ``None``: the
+  SDE's own at ``eps`` / ``T``): the grid ends at the later of ``eps`` and the time where
+  ``sigma / alpha = sigma_min``; with ``sigma_max`` below the SDE's ``sigma / alpha`` at ``T``
+  the first step goes from ``T`` straight to ``sigma_max`` (exact there while the data
+  prediction is constant) and the schedule spreads the other steps over the range."""
   lam_T, lam_eps = (float(log_snr(sde, t)) for t in (sde.T, eps))
+  if sigma_min is not None and -np.log(sigma_min) < lam_eps:
+    eps = float(time_of_log_snr(sde, jnp.asarray(-np.log(sigma_min)), eps))
+    lam_eps = -np.log(sigma_min)
+  capped = sigma_max is not None and -np.log(sigma_max) > lam_T and num_steps > 1
+  lam_hi = -np.log(sigma_max) if capped else lam_T
+  if capped and lam_hi >= lam_eps:
+    raise ValueError(f"sigma_max={sigma_max!r}: must be above the noise level where the steps end "
+                     f"(sigma / alpha = {np.exp(-lam_eps):.4g})")
+  n = num_steps - int(capped)
+  if schedule == "time":
+    t_hi = float(time_of_log_snr(sde, jnp.asarray(lam_hi), eps)) if capped else sde.T
+    ts = np.linspace(t_hi, eps, n + 1)
+    return np.concatenate([[sde.T], ts]) if capped else ts
   if schedule == "logsnr":
-    lams = np.linspace(lam_T, lam_eps, num_steps + 1)
+    lams = np.linspace(lam_hi, lam_eps, n + 1)
   elif schedule == "edm":
     # sigma / alpha = exp(-lambda), spaced uniformly in its 1/rho power.
-    hi, lo = np.exp(-lam_T) ** (1 / rho), np.exp(-lam_eps) ** (1 / rho)
-    lams = -rho * np.log(hi + np.linspace(0.0, 1.0, num_steps + 1) * (lo - hi))
+    hi, lo = np.exp(-lam_hi) ** (1 / rho), np.exp(-lam_eps) ** (1 / rho)
+    lams = -rho * np.log(hi + np.linspace(0.0, 1.0, n + 1) * (lo - hi))
   else:
     raise ValueError(f"schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  t = np.asarray(time_of_log_snr(sde, jnp.asarray(lams[1:-1]), eps), np.float64)
+  inner = lams[:-1] if capped else lams[1:-1]
+  t = np.asarray(time_of_log_snr(sde, jnp.asarray(inner), eps), np.float64)
   return np.concatenate([[sde.T], t, [eps]])
 
 
@@ -99,7 +118,7 @@ def check_exponential_form(sde, ts=(0.05, 0.3, 0.7, 0.95), rtol: float = 1e-3) -
                        f"need that form")
 
 
-def _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, what):
+def _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, what, sigma_min, sigma_max):
   """The checks both samplers share, then their time grid: ``(shape, eps, ts)``."""
   checks.check_key(key, what)
   shape = checks.check_shape(shape)
@@ -107,9 +126,15 @@ def _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, what):
   num_steps = checks.check_int("num_steps", num_steps, 1)
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule={schedule!r}: expected one of {list(SCHEDULES)}")
+  for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+    if v is not None:
+      checks.check_number(name, v)
+  if sigma_min is not None and sigma_max is not None and not sigma_min < sigma_max:
+    raise ValueError(f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}: need sigma_min < sigma_max")
   check_exponential_form(sde)
   parallel.check_mesh(shape[0], mesh, "shape[0]")
-  return shape, eps, time_steps(sde, num_steps, eps, schedule)
+  ts = time_steps(sde, num_steps, eps, schedule, sigma_min=sigma_min, sigma_max=sigma_max)
+  return shape, float(ts[-1]), ts
 
 
 def _data_prediction(sde, score_fn, x, t):
@@ -208,7 +233,8 @@ def _dpm_solver(key, score_fn, ts, orders, t_mid, *, sde, shape, denoise, first_
 
 def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: int = 2,
                       schedule: str = "logsnr", eps=None, denoise: bool = False,
-                      lower_order_final: bool = True, mesh=None) -> SampleResult:
+                      lower_order_final: bool = True, sigma_min=None, sigma_max=None,
+                      mesh=None) -> SampleResult:
   """Samples with DPM-Solver++ multistep (``order`` 1 = DDIM, 2, 3) in ``num_steps`` steps.
 
   Each step costs one score evaluation (the data prediction at the step's start, reused by
@@ -221,6 +247,8 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
   ``schedule``: ``logsnr`` (default), ``time`` or ``edm`` (see the module docstring).
   ``denoise=True``: return the data prediction at ``eps`` (DPM-Solver's ``denoise_to_zero``;
   one evaluation more). ``eps`` defaults to the SDE's ``sampling_eps``.
+  ``sigma_min`` / ``sigma_max``: the noise range the steps cover, in units of ``sigma / alpha``
+  (see :func:`time_steps`; ``None``: the SDE's own range from ``T`` to ``eps``).
 
   Returns:
     ``SampleResult(samples, nfe)`` with ``nfe = num_steps (+ 1 at order 3) (+ 1 with
@@ -229,7 +257,7 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
   if order not in (1, 2, 3):
     raise ValueError(f"order={order!r}: expected 1, 2 or 3")
   shape, eps, ts = _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh,
-                                 "dpm_solver_sample")
+                                 "dpm_solver_sample", sigma_min, sigma_max)
   orders = jnp.asarray(step_orders(num_steps, order, lower_order_final))
   first_2s = order == 3
   t_mid = time_of_log_snr(sde, (log_snr(sde, ts[0]) + log_snr(sde, ts[1])) / 2, eps)
@@ -285,14 +313,15 @@ def _edm_heun(key, score_fn, ts, hat_ts, s_noise, *, sde, shape, denoise, mesh):
 
 def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str = "edm",
                churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-               s_noise: float = 1.0, eps=None, denoise: bool = True, mesh=None) -> SampleResult:
+               s_noise: float = 1.0, eps=None, denoise: bool = True, sigma_min=None,
+               sigma_max=None, mesh=None) -> SampleResult:
   """Samples with EDM's second-order Heun sampler (Karras et al. 2022, Algorithm 2) on the
   SDE's ``sigma / alpha`` parameterisation: ``num_steps`` Heun steps from ``T`` to ``eps``
   (two score evaluations each) and, with ``denoise``, EDM's final Euler step to
   ``sigma = 0`` (one more). ``churn`` (S_churn) adds noise ``gamma = min(churn / num_steps,
   sqrt 2 - 1)`` at steps whose ``sigma / alpha`` lies in ``[s_tmin, s_tmax]``, scaled by
-  ``s_noise`` (0: the deterministic ODE sampler). ``schedule`` as :func:`dpm_solver_sample`,
-  ``edm`` by default.
+  ``s_noise`` (0: the deterministic ODE sampler). ``schedule``, ``sigma_min`` and ``sigma_max``
+  as :func:`dpm_solver_sample`, ``schedule="edm"`` by default.
 
   Returns:
     ``SampleResult(samples, nfe)`` with ``nfe = 2 num_steps (+ 1 with denoise)``.
@@ -303,7 +332,8 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
     raise ValueError(f"churn={churn!r}, s_noise={s_noise!r}: must be >= 0")
   if not (s_tmin >= 0 and s_tmax >= s_tmin):
     raise ValueError(f"s_tmin={s_tmin!r}, s_tmax={s_tmax!r}: need 0 <= s_tmin <= s_tmax")
-  shape, eps, ts = _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, "edm_sample")
+  shape, eps, ts = _checked_grid(key, sde, shape, eps, num_steps, schedule, mesh, "edm_sample",
+                                 sigma_min, sigma_max)
   hat_ts = edm_churn_times(sde, ts, churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, eps=eps)
   x = _edm_heun(key, as_pytree_fn(score_fn), jnp.asarray(ts), jnp.asarray(hat_ts),
                 jnp.asarray(s_noise, _float()), sde=sde, shape=shape, denoise=bool(denoise), mesh=mesh)
