@@ -64,9 +64,8 @@ def fast_samplers(sde, score, shape, nfe, sigma_range):
       lambda k, o=o: dpm_solver_sample(k, sde, score, shape, num_steps=nfe - 1 - (o == 3),
                                        order=o, schedule="edm", denoise=True, **sigma_range))
       for o in (1, 2, 3)}
-  if nfe >= 5:
-    out["edm heun"] = lambda k: edm_sample(k, sde, score, shape, num_steps=(nfe - 1) // 2,
-                                           schedule="edm", **sigma_range)
+  out["edm heun"] = lambda k: edm_sample(k, sde, score, shape, num_steps=(nfe - 1) // 2,
+                                         schedule="edm", **sigma_range)
   return out
 
 

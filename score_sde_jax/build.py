@@ -385,12 +385,12 @@ def validate_config(config) -> None:
     if s.fast_sigma_min and s.fast_sigma_max and not s.fast_sigma_min < s.fast_sigma_max:
       raise ConfigError(f"config.sampling.fast_sigma_max={s.fast_sigma_max}: must be above "
                         f"sampling.fast_sigma_min={s.fast_sigma_min} (0: the SDE's own)")
+    sde = get_sde(config)
     try:
-      sampling.fast.check_exponential_form(get_sde(config))
+      sampling.fast.check_exponential_form(sde)
     except ValueError as e:
       raise ConfigError(f"config.sampling.method={s.method!r}: {e}") from None
     if s.fast_sigma_max:
-      sde = get_sde(config)
       try:
         sampling.fast.time_steps(sde, s.fast_num_steps, sde.sampling_eps, s.fast_schedule,
                                  sigma_min=s.fast_sigma_min or None, sigma_max=s.fast_sigma_max)
