@@ -17,7 +17,24 @@ draws), and MMD on the first ``--n`` samples. The few-step samplers use the toy 
 range (``sigma_min=0.01``, ``sigma_max=10``) and, as ``range=sde``, the SDE's own.
 ``--figure PATH`` draws |logp_gap| against NFE.
 
+``--part digits --workdir W``: a trained digits workdir (``configs/digits/*``) with a digit
+classifier in ``W/classifier`` (``run.py --mode train_classifier``). ``--n_images`` samples of
+each sampler against the 180 held-out digits: the Frechet distance in the classifier's features
+at the smallest time (``fd``; FID's formula, features of its last hidden layer) and MMD in pixel
+space (``pixel_mmd``), with ``--n_images`` training digits as the data's own level; references
+PC-1000 (reverse diffusion + Langevin) and the adaptive ODE (the config's tolerances), then the
+few-step samplers at ``--digits_nfes`` with the SDE's noise range and ``--digits_range``. Each
+line has the wall time of the call (``first_call_s``, compilation included; the few-step rows
+also ``wall_s`` of a second call), XLA's GFLOP per score evaluation, the achieved GFLOP/s and its
+ratio to a 3x3 convolution peak measured in the same run. ``--figure PATH``: FD against NFE.
+
   python benchmarks/sampling.py [--part all|solvers|fast] [--n 2000] [--repeats 3]
+  python benchmarks/sampling.py --part digits --workdir W [--n_images 256] [--figure PATH]
+  python benchmarks/sampling.py --part digits --replot LINES.jsonl --figure PATH
+  python benchmarks/sampling.py --part digits_goal --workdir W [--n_images 256]
+
+``--part digits_goal``: FD with its sampling noise for EDM's Heun with churn (S_churn = 5,
+10 steps, 21 NFE) over 6 keys and PC-1000 over 3.
 """
 
 import argparse
@@ -27,13 +44,16 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import conv_peak_gflops, flops_of  # noqa: E402
+from score_sde_jax import build, viz, workdir as workdir_lib  # noqa: E402
 from score_sde_jax.data import GaussianMixture  # noqa: E402
-from score_sde_jax.metrics import mmd  # noqa: E402
-from score_sde_jax import viz  # noqa: E402
+from score_sde_jax.metrics import frechet_distance, mmd  # noqa: E402
+from score_sde_jax.modes.conditional import check_classifier_matches  # noqa: E402
 from score_sde_jax.sampling import (annealed_langevin_sample, dpm_solver_sample,  # noqa: E402
                                     edm_sample, ode_sample, pc_sample, sde_sample)
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE  # noqa: E402
@@ -112,14 +132,140 @@ def fast_part(args, gmm):
     print(json.dumps({"bench": "fast_sampling", "figure": args.figure}))
 
 
+def _digits_setup(args):
+  """The trained run, its classifier, the held-out digits, ``quality(x)`` and the lines' common
+  fields."""
+  run = workdir_lib.load_workdir(args.workdir)
+  clf = workdir_lib.load_classifier(build.classifier_workdir(run.config, run.workdir))
+  check_classifier_matches(run, clf)
+  dataset = build.get_dataset(run.config)
+  held_out = dataset.to_unit(dataset.test_levels)
+  eps = run.sde.sampling_eps
+  features_fn = jax.jit(lambda x: clf.feature_fn(run.scaler(x), jnp.full((x.shape[0],), eps)))
+  features = lambda x: np.asarray(features_fn(jnp.asarray(x, jnp.float32)))
+  f_held = features(held_out)
+  flat = lambda x: np.asarray(x).reshape(len(x), -1)
+  quality = lambda x: {"fd": round(frechet_distance(features(x), f_held), 3),
+                       "pixel_mmd": round(mmd(flat(x), flat(held_out)), 5)}
+  base = {"bench": "digits_sampling", "workdir": args.workdir, "step": run.step,
+          "classifier_step": clf.step, "sde": run.config.training.sde,
+          "n_images": args.n_images, "n_held_out": len(held_out)}
+  return run, dataset, held_out, quality, base
+
+
+def digits_part(args):
+  run, dataset, held_out, quality, base = _digits_setup(args)
+  n = args.n_images
+  train = dataset.to_unit(dataset.train_levels[np.random.default_rng(0).choice(
+      len(dataset.train_levels), n, replace=False)])
+  shape = (n,) + run.data_shape
+  x0 = jnp.zeros(shape, jnp.float32)
+  score_flops = flops_of(jax.jit(run.score_fn).lower(x0, jnp.full((n,), 0.5)).compile())
+  peak = conv_peak_gflops()
+  base["conv_peak_gflops"] = round(peak, 1)
+  s = run.config.sampling
+  lo, hi = args.digits_range
+  rows = []
+  for nfe in args.digits_nfes:
+    for range_name, rng in (("sde", (0.0, 0.0)), (f"{lo:g}-{hi:g}", (lo, hi))):
+      r = dict(fast_schedule="edm", fast_sigma_min=rng[0], fast_sigma_max=rng[1],
+               noise_removal=True)
+      for o in (1, 2, 3):
+        rows.append((f"dpm_solver++ order {o}" + (" (ddim)" if o == 1 else ""), range_name, 2,
+                     dict(method="dpm_solver", dpm_order=o, fast_num_steps=nfe - 1 - (o == 3), **r)))
+      rows.append(("edm heun", range_name, 2,
+                   dict(method="edm", fast_num_steps=(nfe - 1) // 2, edm_churn=0.0, **r)))
+  rows += [("pc reverse_diffusion+langevin N=1000", "reference", 1, dict(
+               method="pc", predictor="reverse_diffusion", corrector="langevin")),
+           (f"ode {s.ode_solver} rtol={s.rtol:g} atol={s.atol:g}", "reference", 1,
+            dict(method="ode", ode_num_steps=0))]
+  out = [{**base, "sampler": "training digits (data's own level)", **quality(train)}]
+  print(json.dumps(out[0]), flush=True)
+  for name, range_name, calls, sampling in rows:
+    times = []
+    for i in range(calls):
+      t0 = time.perf_counter()
+      x, nfe = run.sample(jax.random.PRNGKey(i), n, batch_size=n, **sampling)
+      times.append(time.perf_counter() - t0)
+    wall = times[-1]
+    gflops = score_flops * nfe / 1e9 / wall
+    row = {**base, "sampler": name, "range": range_name, "nfe": int(nfe),
+           "first_call_s": round(times[0], 2), "wall_s": round(wall, 2) if calls > 1 else None,
+           "gflop_per_eval": round(score_flops / 1e9, 3), "achieved_gflops": round(gflops, 1),
+           "ratio_to_conv_peak": round(gflops / peak, 3), **quality(x)}
+    print(json.dumps(row), flush=True)
+    out.append(row)
+  if args.figure:
+    digits_figure(out, args.figure)
+
+
+def digits_goal(args):
+  """The issue's digits goal, with sampling noise: FD of EDM's Heun with churn at 21 NFE over
+  6 keys and of PC-1000 over 3 (``--n_images`` each), as mean and standard deviation."""
+  run, _, _, quality, base = _digits_setup(args)
+  for name, keys, sampling in (
+      ("edm heun churn=5, 10 steps, the SDE's range", range(300, 306), dict(
+          method="edm", fast_num_steps=10, fast_schedule="edm", fast_sigma_min=0.0,
+          fast_sigma_max=0.0, noise_removal=True, edm_churn=5.0)),
+      ("pc reverse_diffusion+langevin N=1000", range(300, 303), dict(
+          method="pc", predictor="reverse_diffusion", corrector="langevin"))):
+    fds = []
+    for k in keys:
+      x, nfe = run.sample(jax.random.PRNGKey(k), args.n_images, batch_size=args.n_images,
+                          **sampling)
+      fds.append(quality(x)["fd"])
+    print(json.dumps({**base, "bench": "digits_goal", "sampler": name, "nfe": int(nfe),
+                      "keys": list(keys), "fd": fds, "fd_mean": round(float(np.mean(fds)), 3),
+                      "fd_std": round(float(np.std(fds, ddof=1)), 3)}), flush=True)
+
+
+def digits_figure(rows, path):
+  """FD against NFE from the ``digits_sampling`` lines: one panel per noise range, the
+  references as points and the training digits' FD as a dashed line."""
+  curves, references, levels = {}, {}, {}
+  for row in rows:
+    if "nfe" not in row:
+      levels[row["sampler"]] = row["fd"]
+    elif row["range"] == "reference":
+      references[row["sampler"].split(" rtol")[0]] = (row["nfe"], row["fd"])
+    else:
+      panel = "the SDE's noise range" if row["range"] == "sde" else f"sigma {row['range']}"
+      nf, v = curves.setdefault(panel, {}).setdefault(row["sampler"], ([], []))
+      nf.append(row["nfe"]), v.append(row["fd"])
+  viz.plot_quality_vs_nfe(curves, path, references={p: references for p in curves}, levels=levels,
+                          title=f"Digits ({rows[0]['sde']})",
+                          ylabel="Frechet distance to held-out digits")
+  print(json.dumps({"bench": "digits_sampling", "figure": path}))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--part", choices=("all", "solvers", "fast"), default="all")
+  parser.add_argument("--part", choices=("all", "solvers", "fast", "digits", "digits_goal"),
+                      default="all")
+  parser.add_argument("--workdir", default=None, help="--part digits: a trained digits workdir")
+  parser.add_argument("--n_images", type=int, default=256)
+  parser.add_argument("--digits_nfes", type=lambda v: tuple(map(int, v.split(","))),
+                      default=(10, 20, 50))
+  parser.add_argument("--digits_range", type=lambda v: tuple(map(float, v.split(","))),
+                      default=(0.002, 80.0), help="sigma_min,sigma_max (EDM's image range)")
   parser.add_argument("--n", type=int, default=2000)
   parser.add_argument("--n_logp", type=int, default=100_000)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--figure", default=None)
+  parser.add_argument("--replot", default=None,
+                      help="--part digits: draw --figure from this file of its JSON lines")
   args = parser.parse_args()
+  if args.part == "digits" and args.replot:
+    if not args.figure:
+      parser.error("--replot draws a figure: give --figure PATH")
+    with open(args.replot) as f:
+      rows = [json.loads(line) for line in f if line.startswith("{")]
+    return digits_figure([r for r in rows if "sampler" in r], args.figure)
+  if args.part in ("digits", "digits_goal"):
+    if not args.workdir:
+      parser.error(f"--part {args.part} needs --workdir (a trained digits workdir with a "
+                   f"classifier)")
+    return (digits_part if args.part == "digits" else digits_goal)(args)
   gmm = GaussianMixture.ring()
   if args.part in ("all", "fast"):
     fast_part(args, gmm)

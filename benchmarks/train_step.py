@@ -22,13 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default_toy  # noqa: E402
 from score_sde_jax import build, models, parallel, train  # noqa: E402
-
-
-def flops_of(compiled):
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost.get("flops", float("nan"))) if cost else float("nan")
+from benchmarks.common import flops_of  # noqa: E402
 
 
 def bench(config, repeats):

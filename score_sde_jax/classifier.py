@@ -48,6 +48,29 @@ def get_classifier_fn(sde: SDE, model, params):
   return jax.tree_util.Partial(NetworkClassifier(sde, model), params)
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkFeatures:
+  """``(params, x, t) -> (B, F)``: the classifier's last hidden layer (what its output layer
+  reads; the networks ``sow`` it as ``intermediates/features``)."""
+
+  sde: SDE
+  model: Any
+
+  def __call__(self, params, x, t):
+    t = batch_times(t, x)
+    _, state = self.model.apply({"params": params}, x, noise_label(self.sde, t), train=False,
+                                mutable=["intermediates"])
+    (features,) = state["intermediates"]["features"]
+    return features
+
+
+def get_feature_fn(sde: SDE, model, params):
+  """``feature_fn(x, t) -> (B, F)``: the classifier's features of ``x`` at noise level ``t``,
+  for sample-quality metrics in the classifier's feature space (FID-style
+  :func:`score_sde_jax.metrics.frechet_distance`); a ``Partial`` as :func:`get_classifier_fn`."""
+  return jax.tree_util.Partial(NetworkFeatures(sde, model), params)
+
+
 def classifier_losses(sde: SDE, classifier_fn, x0, labels, t, z):
   """Per-example cross-entropy of ``classifier_fn`` on ``x_t = mean(x0, t) + std(t) z``, and
   whether its most likely class is the label: ``(loss (B,), correct (B,))``."""

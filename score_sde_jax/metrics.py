@@ -1,8 +1,10 @@
-"""Sample-quality metrics for vector data: kernel MMD and sliced Wasserstein distance.
+"""Sample-quality metrics for vector data: kernel MMD, sliced Wasserstein and Frechet distance.
 
-Both compare two sample sets ``x`` ``(n, D)`` and ``y`` ``(m, D)``. Written out
-here because they are a few lines of ``jnp`` and the usual packages for them
-(e.g. POT, or MMD in torch-based libraries) would bring a second array library.
+Each compares two sample sets ``x`` ``(n, D)`` and ``y`` ``(m, D)``. Written out
+here because they are a few lines of ``jnp`` / numpy and the usual packages for them
+(e.g. POT, MMD in torch-based libraries, pytorch-fid / clean-fid) would bring a second array
+library; FID's Inception network is not usable here (no downloads), so for images the
+features come from a classifier the project trains (:func:`score_sde_jax.classifier.get_feature_fn`).
 """
 
 from __future__ import annotations
@@ -52,3 +54,42 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0) -> float:
   qx = np.quantile(px, levels, axis=0, method="inverted_cdf") if len(px) != len(levels) else px
   qy = np.quantile(py, levels, axis=0, method="inverted_cdf") if len(py) != len(levels) else py
   return float(np.sqrt(np.mean((qx - qy) ** 2)))
+
+
+def gaussian_stats(features):
+  """``(mean (D,), covariance (D, D))`` of ``features`` ``(n, D)``, in float64 (``ddof=1``)."""
+  f = np.asarray(features, np.float64)
+  if f.ndim != 2 or f.shape[0] < 2:
+    raise ValueError(f"features: expected an array (n >= 2, D), got shape {f.shape}")
+  return f.mean(0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def _psd_sqrt(c):
+  w, v = np.linalg.eigh(c)
+  return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance_from_stats(mu1, cov1, mu2, cov2) -> float:
+  """Squared 2-Wasserstein (Frechet) distance between ``N(mu1, cov1)`` and ``N(mu2, cov2)``:
+  ``|mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1^1/2 cov2 cov1^1/2)^1/2)``.
+
+  The trace of the cross term is taken from the eigenvalues of the symmetric
+  ``cov1^1/2 cov2 cov1^1/2`` (similar to ``cov1 cov2``), so it is real and exact for the
+  rank-deficient covariances of few samples, where FID's ``scipy.linalg.sqrtm(cov1 @ cov2)``
+  needs an offset and drops imaginary parts.
+  """
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+  if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
+    raise ValueError(f"frechet_distance: means {mu1.shape} / {mu2.shape} and covariances "
+                     f"{cov1.shape} / {cov2.shape} do not describe two Gaussians of one dimension")
+  s1 = _psd_sqrt(cov1)
+  cross = np.sqrt(np.clip(np.linalg.eigvalsh(s1 @ cov2 @ s1), 0.0, None)).sum()
+  return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2.0 * cross)
+
+
+def frechet_distance(x, y) -> float:
+  """Frechet distance between Gaussians fitted to feature sets ``x`` ``(n, D)`` and
+  ``y`` ``(m, D)`` (FID's formula on whatever features are given). Biased upwards by
+  ``O(D / n)``: compare numbers only at equal ``n`` and ``m``."""
+  return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))

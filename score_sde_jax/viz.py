@@ -292,11 +292,13 @@ def plot_conditional_samples(samples, labels, data, path, *, title="Class-condit
 
 
 def plot_quality_vs_nfe(panels: dict, path, *, references: dict | None = None,
+                        levels: dict | None = None,
                         ylabel="|mean log p(samples) - mean log p(exact)| (nats)",
                         title="Few-step samplers"):
   """Sample quality against network evaluations, one panel per entry of ``panels``
   (name -> {sampler -> (nfe list, values)}), log-log; ``references`` (panel -> {name ->
-  (nfe, value)}) are drawn as single marked points (the many-step samplers)."""
+  (nfe, value)}) are drawn as single marked points (the many-step samplers), ``levels``
+  (name -> value) as dashed horizontal lines in every panel (e.g. the data's own level)."""
   fig = Figure(figsize=(4.2 * len(panels), 3.6))
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (panel, curves) in zip(axes, panels.items()):
@@ -304,6 +306,8 @@ def plot_quality_vs_nfe(panels: dict, path, *, references: dict | None = None,
       ax.plot(nfe, np.maximum(vals, 1e-4), marker="o", ms=3, label=name)
     for name, (nfe, val) in ((references or {}).get(panel) or {}).items():
       ax.plot([nfe], [max(val, 1e-4)], marker="*", ms=9, ls="none", label=name)
+    for name, val in (levels or {}).items():
+      ax.axhline(max(val, 1e-4), color="0.4", ls="--", lw=1, label=name)
     ax.set(xscale="log", yscale="log", xlabel="NFE", title=f"{title}: {panel}")
     ax.grid(alpha=0.3, which="both")
   axes[0].set_ylabel(ylabel)

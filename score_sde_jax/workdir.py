@@ -267,6 +267,13 @@ class TrainedClassifier:
     from score_sde_jax.classifier import get_classifier_fn
     return get_classifier_fn(self.sde, self.model, self.params)
 
+  @functools.cached_property
+  def feature_fn(self):
+    """``feature_fn(x, t) -> (B, F)`` (model space): the last hidden layer, for
+    :func:`score_sde_jax.metrics.frechet_distance`."""
+    from score_sde_jax.classifier import get_feature_fn
+    return get_feature_fn(self.sde, self.model, self.params)
+
 
 def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassifier:
   """The newest checkpoint of a classifier folder (``run.py --mode train_classifier`` writes

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from score_sde_jax.classifier import (classifier_losses, get_classifier_fn, get_classifier_loss_fn,
-                                      noise_label)
+                                      get_feature_fn, noise_label)
 from score_sde_jax.controllable import guided_score
 from score_sde_jax.data import GaussianMixture
 from score_sde_jax.models.classifier import ClassifierMLP, WideResNet
@@ -65,6 +65,23 @@ def test_wideresnet_logits_depend_on_noise_and_are_per_example():
   assert not np.allclose(fn(x, jnp.full((4,), 0.9)), logits, atol=1e-4)
   with pytest.raises(ValueError, match="num_classes=1: expected an integer >= 2"):
     WideResNet(num_classes=1)
+
+
+@pytest.mark.parametrize("model,x", [
+    (WideResNet(num_classes=3, blocks_per_group=1, channel_multiplier=1), (4, 8, 8, 1)),
+    (ClassifierMLP(num_classes=5, hidden=16), (4, 2))], ids=["wrn", "mlp"])
+def test_features_are_what_the_output_layer_reads(model, x):
+  # The logits are one Dense layer of the features: logits = features @ W + b.
+  x = jax.random.normal(jax.random.PRNGKey(1), x)
+  params = model.init(jax.random.PRNGKey(0), x, jnp.zeros((4,)))["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  t = jnp.asarray([0.1, 0.3, 0.5, 0.9])
+  features = get_feature_fn(VPSDE(), model, params)(x, t)
+  out = params[sorted((k for k in params if k.startswith("Dense_")),
+                      key=lambda k: int(k.split("_")[1]))[-1]]
+  np.testing.assert_allclose(features @ out["kernel"] + out["bias"],
+                             get_classifier_fn(VPSDE(), model, params)(x, t), rtol=1e-5, atol=1e-5)
+  assert features.shape == (4, out["kernel"].shape[0])
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE(sigma_max=5.0)], ids=["vp", "ve"])

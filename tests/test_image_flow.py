@@ -134,6 +134,14 @@ def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp
   assert report["num_evaluations"] == 180 * 23 and 0.0 <= report["accuracy"] <= 1.0
   clf = load_classifier(folder)
   assert clf.step == 4 and clf.num_classes == 10
+  # Its features (WRN-10-1: 64 channels pooled) are what its output layer reads.
+  x, t = jnp.linspace(-1, 1, 2 * 64).reshape(2, 8, 8, 1), jnp.asarray([0.01, 0.5])
+  features = clf.feature_fn(x, t)
+  dense = clf.params[max((k for k in clf.params if k.startswith("Dense_")),
+                         key=lambda k: int(k.split("_")[1]))]
+  assert features.shape == (2, 64)
+  np.testing.assert_allclose(features @ dense["kernel"] + dense["bias"], clf.classifier_fn(x, t),
+                             rtol=1e-5, atol=1e-5)
   sde, model = build.get_sde(config), build.get_model(config)
   state = build.init_state(config, model, build.get_optimizer(config))
   run = TrainedRun(workdir, config, 0, sde, model, state)

@@ -103,6 +103,7 @@ class WideResNet(nn.Module):
                             name=f"WideResnetGroup_{g}_block_{i}")(x, temb)
     x = _norm_act(x, "pre-pool-bn")
     x = jnp.mean(x, axis=(1, 2))
+    self.sow("intermediates", "features", x)    # the pooled features (Frechet distance)
     return nn.Dense(self.num_classes, kernel_init=_dense_out_init)(x)
 
 
@@ -133,4 +134,5 @@ class ClassifierMLP(nn.Module):
     for _ in range(self.num_layers):
       r = nn.Dense(self.hidden)(act(h)) + nn.Dense(self.hidden)(act(temb))
       h = h + nn.Dense(self.hidden)(act(r))
+    self.sow("intermediates", "features", act(h))
     return nn.Dense(self.num_classes)(act(h))
