@@ -11,8 +11,11 @@ package needs it.
 from __future__ import annotations
 
 import collections
+import math
+import os
 import pickle
 import zipfile
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,14 +36,83 @@ _STORAGES = {
 }
 
 
+class _Storage(NamedTuple):
+  """A storage record of the archive: its name and its elements."""
+
+  name: str
+  array: np.ndarray
+
+
+class _TensorRecord(NamedTuple):
+  """A tensor as the pickle describes it; checked against its storage by :func:`_tensor` once
+  the whole object is read (so an error can name the tensor)."""
+
+  storage: Any
+  offset: Any
+  size: Any
+  stride: Any
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
                        backward_hooks=None, metadata=None):
+  return _TensorRecord(storage, storage_offset, size, stride)
+
+
+def _ints(value, what):
+  if not (isinstance(value, (tuple, list)) and
+          all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+    raise CheckpointFormatError(f"{what} {value!r} is not a tuple of non-negative integers")
+  return tuple(value)
+
+
+def _tensor(record: _TensorRecord, name: str, max_bytes: int) -> np.ndarray:
+  """The array of ``record``, refused unless every element it addresses lies in its storage and
+  its size fits in the file (a stride-0 tensor could otherwise ask for any amount of memory)."""
+  what = f"tensor {name}"
+  if not isinstance(record.storage, _Storage):
+    raise CheckpointFormatError(f"{what}: its storage is {type(record.storage).__name__}, not a "
+                                f"storage record")
+  storage, n = record.storage.array, len(record.storage.array)
+  where = f"{what} (storage {record.storage.name}, {n} elements)"
+  offset = record.offset
+  if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= n):
+    raise CheckpointFormatError(f"{where}: offset {offset!r} outside the storage")
+  size, stride = _ints(record.size, f"{where}: size"), _ints(record.stride, f"{where}: stride")
+  if len(size) != len(stride):
+    raise CheckpointFormatError(f"{where}: size {size} and stride {stride} differ in length")
+  numel = math.prod(size)
+  if numel * storage.dtype.itemsize > max_bytes:
+    raise CheckpointFormatError(f"{where}: size {size} ({numel} elements) is larger than the "
+                                f"file ({max_bytes} bytes)")
+  if numel == 0:
+    return np.zeros(size, storage.dtype)
+  last = offset + sum((k - 1) * st for k, st in zip(size, stride))
+  if last >= n:
+    raise CheckpointFormatError(f"{where}: size {size}, stride {stride} and offset {offset} "
+                                f"reach element {last}, past the storage's end")
   itemsize = storage.dtype.itemsize
-  if not size:
-    return np.array(storage[storage_offset])
-  view = np.lib.stride_tricks.as_strided(storage[storage_offset:], shape=tuple(size),
-                                         strides=tuple(s * itemsize for s in stride))
+  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                         strides=tuple(st * itemsize for st in stride))
   return np.array(view)  # own the memory, C order
+
+
+def _materialize(obj, name: str, max_bytes: int, depth: int = 0):
+  """``obj`` with every tensor record replaced by its checked array (``name``: its key path)."""
+  if depth > 100:
+    raise CheckpointFormatError(f"{name}: nested more than 100 levels deep")
+  if isinstance(obj, _TensorRecord):
+    return _tensor(obj, name, max_bytes)
+  if isinstance(obj, _Storage):
+    raise CheckpointFormatError(f"{name}: a bare storage record, not a tensor")
+  if isinstance(obj, dict):
+    out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+    for k, v in obj.items():
+      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), max_bytes, depth + 1)
+    return out
+  if isinstance(obj, (list, tuple)):
+    items = [_materialize(v, f"{name}[{i}]", max_bytes, depth + 1) for i, v in enumerate(obj)]
+    return items if isinstance(obj, list) else tuple(items)
+  return obj
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
@@ -73,28 +145,37 @@ class _Unpickler(pickle.Unpickler):
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
       raise CheckpointFormatError(f"unknown persistent id {pid!r}")
     storage_type, key = pid[1], pid[2]
-    if key not in self._cache:
+    if not isinstance(storage_type, _StorageType):
+      raise CheckpointFormatError(f"persistent id {pid!r}: {storage_type!r} is not a storage type")
+    if not isinstance(key, str):
+      raise CheckpointFormatError(f"persistent id {pid!r}: the record key is not a string")
+    if (key, storage_type.dtype) not in self._cache:
       name = f"{self._prefix}/data/{key}"
       try:
         raw = self._archive.read(name)
       except KeyError:
         raise CheckpointFormatError(f"storage record {name} is missing (truncated file?)") from None
-      self._cache[key] = np.frombuffer(raw, dtype=storage_type.dtype)
-    return self._cache[key]
+      usable = len(raw) - len(raw) % storage_type.dtype.itemsize
+      self._cache[key, storage_type.dtype] = _Storage(
+          f"data/{key}", np.frombuffer(raw[:usable], dtype=storage_type.dtype))
+    return self._cache[key, storage_type.dtype]
 
 
 def load(path: str):
   """The object ``torch.save`` wrote to ``path``, with tensors as NumPy arrays.
 
-  Raises :class:`CheckpointFormatError` naming the file for a missing,
-  truncated or non-checkpoint file.
+  The file is untrusted input: only the globals of a checkpoint of tensors are accepted (no code
+  runs), and every tensor is checked against its storage record before an array is made.
+  Raises :class:`CheckpointFormatError` naming the file (and the tensor, where one is at fault)
+  for a missing, truncated, damaged or non-checkpoint file.
   """
   try:
     archive = zipfile.ZipFile(path)
   except FileNotFoundError:
     raise CheckpointFormatError(f"{path}: no such file") from None
-  except (zipfile.BadZipFile, OSError) as e:
-    raise CheckpointFormatError(f"{path}: not a PyTorch zip checkpoint ({e})") from None
+  except Exception as e:  # noqa: BLE001 -- BadZipFile, OSError, or whatever a damaged directory raises
+    raise CheckpointFormatError(f"{path}: not a PyTorch zip checkpoint ({type(e).__name__}: "
+                                f"{e})") from None
   with archive:
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
     if len(pickles) != 1:
@@ -102,8 +183,12 @@ def load(path: str):
     prefix = pickles[0][: -len("/data.pkl")]
     try:
       with archive.open(pickles[0]) as f:
-        return _Unpickler(f, archive, prefix).load()
+        obj = _Unpickler(f, archive, prefix).load()
+      return _materialize(obj, "", os.path.getsize(path))
     except CheckpointFormatError as e:
       raise CheckpointFormatError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:
       raise CheckpointFormatError(f"{path}: unreadable checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001 -- any other failure of a damaged pickle or archive
+      raise CheckpointFormatError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
+                                  f"{e})") from None

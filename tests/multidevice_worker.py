@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from configs.toy import gmm_vp  # noqa: E402
 from score_sde_jax import build, likelihood, parallel, train  # noqa: E402
@@ -91,8 +92,12 @@ def main_float32(one, many, out):
     s1, l1 = train_states(one, config, n_steps, k)
     sn, ln = train_states(many, config, n_steps, k)
     out[f"train_{n_steps}_k{k}"] = {
+        "n_steps": n_steps, "lr": config.optim.lr, "beta1": config.optim.beta1, "beta2": 0.999,
         "params": max_diff(s1.params, sn.params), "ema": max_diff(s1.ema_params, sn.ema_params),
-        "opt_state": max_diff(s1.opt_state, sn.opt_state), "loss": max_diff(l1, ln),
+        "first_loss": max_diff(l1[:1], ln[:1]), "loss": max_diff(l1, ln),
+        # Adam's first moment: after one step (1 - beta1) times the clipped gradient.
+        "mu": max_diff(optax.tree_utils.tree_get(s1.opt_state, "mu"),
+                       optax.tree_utils.tree_get(sn.opt_state, "mu")),
         "param_sharding": str(jax.tree.leaves(sn.params)[0].sharding.spec),
         "moved_from_init": max_diff(s1.params, train_states(one, config, 0, 1)[0].params)[0]}
 
