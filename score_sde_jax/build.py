@@ -13,6 +13,7 @@ naming the config field, its value and what is allowed, before anything compiles
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import dataclasses
 import re
@@ -78,7 +79,8 @@ _POSITIVE_INT, _NON_NEG_INT, _POSITIVE, _BOOL, _RATE, _one_of = (
     layers.POSITIVE_INT, layers.NON_NEGATIVE_INT, layers.POSITIVE, layers.BOOL, layers.RATE,
     layers.one_of)
 _TIME = (lambda v: _POSITIVE[0](v) and v < 1, "a number in (0, 1)")
-_FINITE = (layers.FINITE[0], "a finite number (< 0: no clipping)")
+_GRAD_CLIP = (lambda v: layers.FINITE[0](v) and v != 0,
+              "a finite number > 0, or < 0 for no clipping (0 would zero every update)")
 
 
 _LOOP_SPEC = {
@@ -111,7 +113,7 @@ _LOOP_SPEC = {
     "optim.eps": _POSITIVE,
     "optim.weight_decay": layers.NON_NEGATIVE,
     "optim.warmup": _NON_NEG_INT,
-    "optim.grad_clip": _FINITE,
+    "optim.grad_clip": _GRAD_CLIP,
     "seed": _NON_NEG_INT,
 }
 
@@ -140,7 +142,9 @@ _METHOD_SPEC = {
     "dpm_solver": {"sampling.dpm_order": (lambda v: _POSITIVE_INT[0](v) and v <= 3,
                                           "1 (DDIM), 2 or 3")},
     "edm": {"sampling.edm_churn": layers.NON_NEGATIVE, "sampling.edm_s_tmin": layers.NON_NEGATIVE,
-            "sampling.edm_s_tmax": layers.NON_NEGATIVE, "sampling.edm_s_noise": layers.NON_NEGATIVE},
+            "sampling.edm_s_tmax": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    and v >= 0, "a number >= 0 (inf: no upper end)"),
+            "sampling.edm_s_noise": layers.NON_NEGATIVE},
 }
 
 
@@ -338,8 +342,27 @@ def setup(config):
 
 # --- Validation -----------------------------------------------------------------------------------
 
+# Fields whose value may be infinite (EDM's S_tmax: no upper end of the churn range).
+_INFINITE_ALLOWED = frozenset({"sampling.edm_s_tmax"})
+
+
+def _check_finite(value, path: str = "") -> None:
+  """No NaN anywhere in the config, and no infinity outside :data:`_INFINITE_ALLOWED`: a NaN
+  passes every comparison-based check (``grad_clip=nan`` turned clipping off silently)."""
+  if isinstance(value, dict):
+    for k, v in value.items():
+      _check_finite(v, f"{path}.{k}" if path else k)
+  elif isinstance(value, (list, tuple)):
+    for i, v in enumerate(value):
+      _check_finite(v, f"{path}[{i}]")
+  elif isinstance(value, float) and not math.isfinite(value):
+    if math.isnan(value) or path.split("[")[0] not in _INFINITE_ALLOWED:
+      raise ConfigError(f"config.{path}={value}: expected a finite number")
+
+
 def validate_model_config(config) -> None:
   """Checks what building the SDE and the network needs (enough for ``convert`` and ``info``)."""
+  _check_finite(config.to_dict())
   sde = get_sde(config)
   get_model(config)
   _check_spec(config, {"training.continuous": _BOOL, "model.scale_by_sigma": _BOOL})
@@ -567,7 +590,7 @@ _CLASSIFIER_SPEC = {
     "classifier.n_iters": _POSITIVE_INT,
     "classifier.lr": _POSITIVE,
     "classifier.warmup": _NON_NEG_INT,
-    "classifier.grad_clip": _FINITE,
+    "classifier.grad_clip": _GRAD_CLIP,
     "classifier.weight_decay": layers.NON_NEGATIVE,
     "classifier.ema_rate": _RATE,
     "classifier.eps": _TIME,

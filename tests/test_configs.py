@@ -78,6 +78,14 @@ def test_the_example_configs_exist():
     ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),
     ("model.ema_rate", 1.5, "config.model.ema_rate=1.5: expected a number in [0, 1)"),
     ("training.snapshot_freq_for_preemption", 1001, "must be multiples of training.n_jitted_steps"),
+    ("optim.grad_clip", 0.0, "config.optim.grad_clip=0.0: expected a finite number > 0, or < 0 "
+     "for no clipping (0 would zero every update)"),
+    # A NaN passes every comparison-based check: refused in any field, also unread ones.
+    ("optim.grad_clip", float("nan"), "config.optim.grad_clip=nan: expected a finite number"),
+    ("model.beta_max", float("inf"), "config.model.beta_max=inf: expected a finite number"),
+    ("model.sigma_max", float("nan"), "config.model.sigma_max=nan: expected a finite number"),
+    ("data.std", float("-inf"), "config.data.std=-inf: expected a finite number"),
+    ("sampling.edm_s_tmax", float("nan"), "config.sampling.edm_s_tmax=nan: expected a finite"),
 ])
 def test_bad_values_name_field_value_and_allowed(path, value, message):
   config = gmm_vp.get_config()
@@ -87,6 +95,12 @@ def test_bad_values_name_field_value_and_allowed(path, value, message):
   with pytest.raises(build.ConfigError) as err:
     build.validate_config(config)
   assert message in str(err.value)
+
+
+def test_infinity_is_allowed_where_it_means_no_bound():
+  config = gmm_vp.get_config()
+  config.sampling.method, config.sampling.edm_s_tmax = "edm", float("inf")   # EDM's S_tmax
+  build.validate_config(config)
 
 
 def _cli(*args):
