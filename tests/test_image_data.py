@@ -183,8 +183,15 @@ def test_bad_image_inputs_give_one_clear_error(tmp_path):
   with pytest.raises(DataError, match="float.npz: dtype float32, expected integer levels"):
     ImageArrays.from_npz(str(tmp_path / "float.npz"), image_size=8, num_channels=3)
   (tmp_path / "junk.npz").write_bytes(b"junk")
-  with pytest.raises(DataError, match="junk.npz: unreadable npz"):
+  with pytest.raises(DataError, match=r"junk.npz: not an npz file \(an npz is a zip archive"):
     ImageArrays.from_npz(str(tmp_path / "junk.npz"), image_size=8, num_channels=3)
+  (tmp_path / "text.npz").write_text("0 1 2\n3 4 5\n")   # no hint to load pickles unsafely
+  with pytest.raises(DataError) as err:
+    ImageArrays.from_npz(str(tmp_path / "text.npz"), image_size=8, num_channels=3)
+  assert "pickle" not in str(err.value) and "not an npz file" in str(err.value)
+  (tmp_path / "cut.npz").write_bytes((tmp_path / "float.npz").read_bytes()[:60])   # a cut zip
+  with pytest.raises(DataError, match="cut.npz: unreadable npz"):
+    ImageArrays.from_npz(str(tmp_path / "cut.npz"), image_size=8, num_channels=3)
   config = ddpmpp_vp.get_config()
   config.data.dataset = "CIFAR10"
   with pytest.raises(build.ConfigError, match="config.data.path=''"):

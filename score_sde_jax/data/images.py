@@ -109,6 +109,11 @@ class ImageArrays:
     ``image_size`` square go through it first."""
     if not os.path.isfile(path):
       raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+      magic = f.read(4)
+    if magic != b"PK\x03\x04":   # np.load would try it as a pickle and suggest allow_pickle
+      raise DataError(f"{path}: not an npz file (an npz is a zip archive of .npy arrays, as "
+                      f"numpy.savez writes)")
     try:
       with np.load(path) as f:
         names = [n for n in f.keys() if n != "labels"]  # 'labels': class labels, if any
