@@ -123,9 +123,15 @@ def test_incompatible_checkpoint_and_nan_loss(tmp_path, root):
   code, _, err = _run(root, wd, "--config.training.n_iters=400", "--config.optim.lr=1e30",
                       "--config.optim.warmup=0")
   assert code == 2 and "not finite" in err, err
+  assert "The last good checkpoint (step 200)" in err, err
   after, step = _restore(config, str(wd))
   assert step == 200
   _assert_same_state(after, before)
+
+  # The same from scratch: the message says that there is no checkpoint (it said "step None").
+  code, _, err = _run(root, tmp_path / "fresh", "--config.training.n_iters=400",
+                      "--config.optim.lr=1e30", "--config.optim.warmup=0")
+  assert code == 2 and "No checkpoint was written yet" in err and "None" not in err, err
 
 
 def test_a_config_with_tuples_resumes_from_its_json_copy():

@@ -143,10 +143,13 @@ def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per
       if step // log_freq > prev // log_freq or step >= n_iters:
         fetched, pending = jax.device_get(pending), []
         if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
+          good = manager.latest_step()
+          kept = (f"The last good checkpoint (step {good}) in {manager.directory} is kept"
+                  if good is not None else f"No checkpoint was written yet ({manager.directory} "
+                  f"has none)")
           raise TrainingDiverged(
               f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
-              f"The last good checkpoint (step {manager.latest_step()}) in {manager.directory} "
-              f"is kept")
+              f"{kept}")
         now = time.perf_counter()
         row = log_row(fetched, k, step - last_step, now - last_time)
         last_time, last_step = now, step
