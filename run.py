@@ -13,7 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import build, checkpoint, parallel
+from score_sde_jax import build, checkpoint, cli, parallel
 from score_sde_jax.data import DataError
 from score_sde_jax.modes import MODES, TrainingDiverged
 from score_sde_jax.workdir import WorkdirError
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)   # flag and config-file mistakes: one line

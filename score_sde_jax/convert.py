@@ -183,4 +183,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "New workdir for the converted checkpoint.")
   flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main)
+  from score_sde_jax import cli
+  app.run(main, flags_parser=cli.parse_flags)

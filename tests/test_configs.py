@@ -124,6 +124,30 @@ def test_cli_override_of_the_wrong_type(tmp_path):
   assert "training.batch_size" in out.stderr and "abc" in out.stderr
 
 
+@pytest.mark.slow
+def test_cli_flag_and_config_file_mistakes_are_one_line(tmp_path):
+  """Mistakes absl and ml_collections find while parsing the flags (before ``main``) are one
+  ``error:`` line and exit code 2; they were tracebacks of up to 53 lines."""
+  (tmp_path / "syntax.py").write_text("def get_config(:\n")
+  (tmp_path / "empty.py").write_text("x = 1\n")
+  cases = {
+      ("--config.training.foo=1",): "error: --config.training.foo: config.training has no field "
+                                    "'foo' (its fields: batch_size, continuous,",
+      ("--config.trainin.n_iters=1",): "error: --config.trainin.n_iters: config has no field "
+                                       "'trainin' (its fields: classifier, data,",
+      ("--config.training.n_iters=abc",): "error: flag --config.training.n_iters=abc: invalid",
+      (f"--config={tmp_path / 'missing.py'}",): f"error: --config={tmp_path / 'missing.py'}: no "
+                                                f"such file",
+      (f"--config={tmp_path / 'syntax.py'}",): "syntax.py: syntax error at line 1:",
+      (f"--config={tmp_path / 'empty.py'}",): "empty.py: defines no get_config()",
+  }
+  for args, message in cases.items():
+    r = _cli("--mode=info", *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert message in lines[0], (message, lines[0])
+
+
 def test_validating_a_config_leaves_jax_uninitialised():
   """run.py validates before jax.distributed.initialize, which must come before any JAX work."""
   code = ("from configs.toy import gmm_vp; from configs.digits import ncsnpp_ve; "
