@@ -7,6 +7,8 @@ Several processes (hosts) run the same command with --coordinator_address,
 SLURM / Open MPI, where JAX detects them); see the README's "Scaling out".
 """
 
+import os
+import signal
 import sys
 
 from absl import app, flags
@@ -15,7 +17,7 @@ from ml_collections import config_flags
 
 from score_sde_jax import build, checkpoint, cli, parallel
 from score_sde_jax.data import DataError
-from score_sde_jax.modes import MODES, TrainingDiverged
+from score_sde_jax.modes import MODES, TrainingDiverged, TrainingInterrupted, request_stop
 from score_sde_jax.workdir import WorkdirError
 
 FLAGS = flags.FLAGS
@@ -52,11 +54,36 @@ def main(argv):
                           names=dict(coordinator_address="--coordinator_address",
                                      num_processes="--num_processes", process_id="--process_id",
                                      timeout="--distributed_timeout"))
+    if FLAGS.mode in ("train", "train_classifier"):
+      signal.signal(signal.SIGINT, _stop_training)
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
           TrainingDiverged, parallel.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except (KeyboardInterrupt, TrainingInterrupted):
+    folder = (build.classifier_workdir(FLAGS.config, FLAGS.workdir)
+              if FLAGS.mode == "train_classifier" else FLAGS.workdir)
+    print(f"interrupted: {_newest_checkpoint(folder)}", file=sys.stderr)
+    sys.exit(130)
+
+
+def _stop_training(signum, frame):
+  """The first Ctrl-C stops training between two calls (pending checkpoint writes finish); a
+  second one interrupts at once."""
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  request_stop()
+
+
+def _newest_checkpoint(workdir) -> str:
+  """Where a rerun of the same command resumes from (for the Ctrl-C line)."""
+  folder = os.path.join(workdir or "", "checkpoints")
+  steps = sorted(int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else ())
+                 if n.isdigit())
+  if not steps:
+    return f"no checkpoint in {folder} yet"
+  return (f"the newest checkpoint is {os.path.join(folder, str(steps[-1]))}; the same command "
+          f"resumes from it")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,27 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, root):
 
 
 @pytest.mark.slow
+def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path, root):
+  """SIGINT (Ctrl-C) during training: exit code 130 and one line naming the newest checkpoint,
+  not a KeyboardInterrupt traceback."""
+  proc = _run(root, tmp_path / "wd", "--config.training.n_iters=100000", wait=False)
+  ckpt_dir = tmp_path / "wd" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if ckpt_dir.exists() and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.05)
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert "Traceback" not in err, err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f"interrupted: the newest checkpoint is {ckpt_dir}/"), last
+  assert last.endswith("; the same command resumes from it")
+
+
+@pytest.mark.slow
 def test_incompatible_checkpoint_and_nan_loss(tmp_path, root):
   wd = tmp_path / "wd"
   code, _, err = _run(root, wd, "--config.training.n_iters=200")

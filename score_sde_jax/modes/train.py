@@ -13,6 +13,7 @@ coordinates the checkpoint writes itself).
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import jax
@@ -28,6 +29,22 @@ from score_sde_jax.metric_writer import MetricWriter, truncate_metrics
 
 class TrainingDiverged(RuntimeError):
   """The loss or the parameters became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+  """A stop was requested (:func:`request_stop`, run.py's Ctrl-C): the loop ended between two
+  calls, with pending checkpoint writes finished."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+  """Asks the running training loop to stop after its current call. run.py's SIGINT handler
+  calls this rather than raising ``KeyboardInterrupt`` at an arbitrary point: raised inside
+  orbax's asynchronous save (asyncio turns it into a cancelled task), it was swallowed and
+  training went on, or the save deadlocked."""
+  _STOP.set()
 
 
 def log(*args):
@@ -133,8 +150,11 @@ def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per
              disable=not parallel.is_main_process(), desc=desc)
   last_time, last_step = time.perf_counter(), start_step
   pending = []  # device metrics of the calls since the last log, fetched together
+  _STOP.clear()
   try:
     while step < n_iters:
+      if _STOP.is_set():
+        raise TrainingInterrupted(f"stopped at step {step}")
       batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
       state, metrics = train_step(state, batch)
       prev, step = step, step + k
