@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from score_sde_jax import build, checkpoint, cli, parallel
 from score_sde_jax.data import DataError
 from score_sde_jax.modes import MODES, TrainingDiverged, TrainingInterrupted, request_stop
+from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.workdir import WorkdirError
 
 FLAGS = flags.FLAGS
@@ -78,11 +79,10 @@ def _stop_training(signum, frame):
 def _newest_checkpoint(workdir) -> str:
   """Where a rerun of the same command resumes from (for the Ctrl-C line)."""
   folder = os.path.join(workdir or "", "checkpoints")
-  steps = sorted(int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else ())
-                 if n.isdigit())
-  if not steps:
+  step = workdir_lib.checkpoints(workdir).latest_step() if os.path.isdir(folder) else None
+  if step is None:
     return f"no checkpoint in {folder} yet"
-  return (f"the newest checkpoint is {os.path.join(folder, str(steps[-1]))}; the same command "
+  return (f"the newest checkpoint is {os.path.join(folder, str(step))}; the same command "
           f"resumes from it")
 
 
