@@ -42,8 +42,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   try:
-    if FLAGS.mode != "info" and not FLAGS.workdir:
-      raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
+    if FLAGS.mode != "info":
+      if not FLAGS.workdir:
+        raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
+      workdir_lib.check_writable(workdir_lib.check_workdir(FLAGS.workdir))
     if FLAGS.distributed or any(v is not None for v in (
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
       if FLAGS.mode != "info":
@@ -59,7 +61,7 @@ def main(argv):
       signal.signal(signal.SIGINT, _stop_training)
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
-          TrainingDiverged, parallel.DistributedError) as e:
+          checkpoint.NotEnoughSpace, TrainingDiverged, parallel.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except (KeyboardInterrupt, TrainingInterrupted):
@@ -67,6 +69,9 @@ def main(argv):
               if FLAGS.mode == "train_classifier" else FLAGS.workdir)
     print(f"interrupted: {_newest_checkpoint(folder)}", file=sys.stderr)
     sys.exit(130)
+  except Exception as e:  # noqa: BLE001 (only file-system errors are reported, others raise)
+    cli.exit_on_os_error(e)
+    raise
 
 
 def _stop_training(signum, frame):

@@ -29,6 +29,7 @@ def get_default_configs():
   training.max_to_keep = 3
   training.snapshot_sampling = False    # sample figures at snapshots (sampling issue)
   training.eps = 1e-5                   # smallest training time
+  training.resume_new_data = False      # resume a workdir with another data.dataset / data.path
 
   # sampling (used by --mode sample)
   config.sampling = sampling = ml_collections.ConfigDict()

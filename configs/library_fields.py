@@ -59,6 +59,7 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
       "training": dict(
           max_to_keep=3,           # checkpoints kept (the original keeps all snapshots)
           eps=1e-5,                # smallest training time, as the original's losses.py
+          resume_new_data=False,   # resume a workdir with another data.dataset / data.path
       ),
       "sampling": dict(
           method="pc", predictor="reverse_diffusion", corrector="langevin",

@@ -13,9 +13,9 @@ naming the config field, its value and what is allowed, before anything compiles
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-import dataclasses
 import re
 
 import jax
@@ -685,7 +685,7 @@ def classifier_data_view(config_dict: dict) -> dict:
   return {path: _get(d, path, None) for path in paths}
 
 
-def classifier_compatibility_view(config_dict: dict) -> dict:
+def classifier_compatibility_view(config_dict: dict, *, optimizer: bool = True) -> dict:
   """What a classifier checkpoint must agree with to be resumed or used: the data view and the
   classifier network's own fields."""
   view = classifier_data_view(config_dict)
@@ -696,6 +696,8 @@ def classifier_compatibility_view(config_dict: dict) -> dict:
     view["classifier.name"] = d["classifier"]["name"]
   except (KeyError, ConfigError):
     view["classifier.name"] = _get(d, "classifier.name", None)
+  if optimizer:
+    view.update(optimizer_view(d, "classifier"))
   return view
 
 
@@ -720,9 +722,41 @@ def upgrade_saved_config(config_dict: dict) -> dict:
   return config_dict
 
 
-def compatibility_view(config_dict: dict) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """A config value compared by the kind of thing it makes (``kind``), not by the value itself:
+  the optimizer's state has one structure for every ``grad_clip >= 0`` and another without
+  clipping, so only a change of kind stops a checkpoint from restoring."""
+  value: object = dataclasses.field(compare=False)
+  kind: str
+
+  def __repr__(self):
+    return f"{self.value!r} ({self.kind})"
+
+
+def optimizer_view(config_dict: dict, section: str = "optim") -> dict:
+  """The fields of an optimizer section (``optim``, ``classifier``) that shape its state:
+  clipping on or off, Adam or AdamW."""
+  o = config_dict.get(section, {})
+  clip, decay = o.get("grad_clip"), o.get("weight_decay")
+  if not isinstance(clip, (int, float)) or not isinstance(decay, (int, float)):
+    return {}
+  return {f"{section}.grad_clip": Kind(clip, "clipping on" if clip >= 0 else "clipping off"),
+          f"{section}.weight_decay": Kind(decay, "AdamW" if decay > 0 else "Adam")}
+
+
+def resume_data_view(config_dict: dict) -> dict:
+  """What resumed training must agree with unless ``training.resume_new_data`` is set: the data
+  set and where it is read from."""
+  d = upgrade_saved_config(config_dict)
+  return {path: _get(d, path, None) for path in ("data.dataset", "data.path")}
+
+
+def compatibility_view(config_dict: dict, *, optimizer: bool = True) -> dict:
   """``{config path: value}`` of what a checkpoint must agree with: the SDE, the time convention,
-  the network's own fields and the data's shape and scaling (fields nothing reads do not count)."""
+  the network's own fields, the data's shape and scaling (fields nothing reads do not count), and
+  to resume training the structure of the optimizer's state (:func:`optimizer_view`; sampling
+  and evaluation restore it with the checkpoint's own optimizer settings)."""
   d = upgrade_saved_config(config_dict)
   paths = ["training.sde", "training.continuous", "model.name", "model.scale_by_sigma",
            "data.centered", "data.image_size", "data.dim"]
@@ -732,4 +766,5 @@ def compatibility_view(config_dict: dict) -> dict:
     paths += [model_paths[arg] for arg in values if arg not in cls.unused_fields(values)]
   except (KeyError, ConfigError):
     pass  # an unknown SDE or network: the names alone differ
-  return {path: _get(d, path, None) for path in dict.fromkeys(paths)}
+  view = {path: _get(d, path, None) for path in dict.fromkeys(paths)}
+  return {**view, **optimizer_view(d)} if optimizer else view

@@ -1,18 +1,115 @@
 """Orbax checkpoint helpers: one ``CheckpointManager`` per workdir.
 
-Each checkpoint step holds two items: ``state`` (the train-state pytree) and
+Each checkpoint step holds three items: ``state`` (the train-state pytree),
 ``config`` (the run's config as JSON, to refuse resuming under an
-incompatible config). Orbax writes a step to a temporary folder and renames it
-when complete, so a run killed mid-save leaves the previous steps intact and
-``latest_step`` never returns a partial one.
+incompatible config) and ``checksums`` (two 32-bit sums of every array's
+bits, computed on the device before the write). Orbax writes a step to a
+temporary folder and renames it when complete, so a run killed mid-save
+leaves the previous steps intact; but neither orbax nor tensorstore checks
+the values it reads back (flipped bits in a data file restore silently), so
+:func:`restore` verifies the checksums and any failure to read a step is one
+:class:`CheckpointDamaged` naming the step folder. Steps written before the
+checksums existed (or by other tools) restore without the check.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
+import sys
+import traceback
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+class CheckpointDamaged(Exception):
+  """A step folder cannot be read back: incomplete, unreadable, or its arrays do not match the
+  checksums written with them. ``step_dir`` is the folder, ``reason`` one line."""
+
+  def __init__(self, step_dir: str, reason: str):
+    super().__init__(f"checkpoint {step_dir} is damaged: {reason}")
+    self.step_dir, self.reason = step_dir, reason
+
+
+class _DropTensorstoreTaskErrors(logging.Filter):
+  """A damaged step fails several of orbax's read tasks at once; :func:`restore` reports the
+  first as one line, and asyncio would log every other one (each a page of tensorstore spec)
+  as "Task (or Future) exception was never retrieved" when it is collected."""
+
+  def filter(self, record):
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not (text.startswith(("Task exception was never retrieved",
+                                 "Future exception was never retrieved"))
+                and "tensorstore" in text)
+
+
+logging.getLogger("asyncio").addFilter(_DropTensorstoreTaskErrors())
+
+
+def _late_read_callbacks(unraisable, previous=sys.unraisablehook):
+  """The same failure's other reads finish after orbax has closed its event loop; their
+  completion callbacks each raise "Event loop is closed" as an unraisable exception (dozens of
+  tracebacks for one damaged step). Those alone are dropped; everything else goes on to the
+  previous hook."""
+  e, tb = unraisable.exc_value, unraisable.exc_traceback
+  frames = traceback.extract_tb(tb) if tb is not None else []
+  if (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+      and any(f.name == "call_soon_threadsafe" for f in frames)):
+    return
+  previous(unraisable)
+
+
+sys.unraisablehook = _late_read_callbacks
+
+
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint was written under settings that the current run cannot continue from."""
+
+
+def step_dir(manager: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(str(manager.directory), str(step))
+
+
+def _words(x):
+  """The array's bits as uint32 words (any dtype; PRNG key arrays by their data)."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32).ravel()
+  size = x.dtype.itemsize
+  if size == 4:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+  if size == 8:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()   # (..., 2) words
+  unsigned = {1: jnp.uint8, 2: jnp.uint16}[size]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+
+
+@jax.jit
+def _sums(tree):
+  """Per leaf ``[sum w_i, sum (i + 1) w_i]`` of its uint32 words, modulo 2^32 (Fletcher-like:
+  any single-bit flip changes the first, a swap of two words the second). Integer sums are exact
+  in any reduction order, so the numbers are the same on every machine and sharding."""
+  def leaf(x):
+    w = _words(x)
+    i = jnp.arange(1, w.size + 1, dtype=jnp.uint32)
+    return jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum(w * i, dtype=jnp.uint32)])
+  return jax.tree.map(leaf, tree)
+
+
+def checksums(tree) -> dict:
+  """``{leaf path: [s1, s2]}`` of a pytree of arrays (see :func:`_sums`)."""
+  def host(x):  # replicated over several processes: any local copy
+    return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
+  return {jax.tree_util.keystr(path): [int(v) for v in host(s)]
+          for path, s in jax.tree_util.tree_leaves_with_path(_sums(tree))}
 
 
 def make_manager(directory: str, *, max_to_keep: int = 3,
@@ -25,11 +122,37 @@ def make_manager(directory: str, *, max_to_keep: int = 3,
 
 def save(manager: ocp.CheckpointManager, step: int, state, config_dict: dict,
          *, wait: bool = False) -> None:
-  """Saves ``state`` and ``config_dict`` under ``step`` (asynchronously unless ``wait``)."""
+  """Saves ``state``, ``config_dict`` and the state's checksums under ``step`` (asynchronously
+  unless ``wait``; the checksums are computed first, on the device)."""
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             config=ocp.args.JsonSave(config_dict)))
+                                             config=ocp.args.JsonSave(config_dict),
+                                             checksums=ocp.args.JsonSave(checksums(state))))
   if wait:
     manager.wait_until_finished()
+
+
+class NotEnoughSpace(RuntimeError):
+  """The checkpoint folder's disk has less free space than a checkpoint takes."""
+
+
+def _folder_bytes(folder: str) -> int:
+  return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(folder) for f in files)
+
+
+def check_space(manager: ocp.CheckpointManager, state) -> None:
+  """Refuses (one line) to start a checkpoint write that the disk cannot hold: the size is the
+  largest step already in the folder plus 10 %, or without one the state's bytes (orbax
+  compresses, so that is an upper bound). A write that runs out of space half-way leaves only a
+  temporary folder, but the run would stop with pages of tensorstore errors."""
+  folder = str(manager.directory)
+  sizes = [_folder_bytes(step_dir(manager, s)) for s in manager.all_steps()]
+  need = int(1.1 * max(sizes)) if sizes else sum(x.nbytes for x in jax.tree.leaves(state))
+  free = shutil.disk_usage(folder).free
+  if free < need:
+    raise NotEnoughSpace(
+        f"no space for a checkpoint in {folder}: it takes about {need / 2**20:.1f} MiB and "
+        f"{free / 2**20:.1f} MiB are free; free some space (or lower training.max_to_keep) and run "
+        f"the same command again to resume from the newest checkpoint")
 
 
 def abstract_like(state, sharding=None):
@@ -40,28 +163,69 @@ def abstract_like(state, sharding=None):
   return jax.tree.map(leaf, state)
 
 
+def _reason(e: BaseException) -> str:
+  """One line for an orbax / tensorstore failure (their messages run to hundreds of lines)."""
+  text = " ".join(re.sub(r"\s*\[tensorstore_spec.*", "", str(e), flags=re.S).split())
+  if len(text) > 240:  # tensorstore nests the cause at the end: keep both ends
+    text = f"{text[:100]} ... {text[-130:]}"
+  return f"{type(e).__name__}: {text}"
+
+
+def _complete(manager, step) -> None:
+  folder = step_dir(manager, step)
+  for item in ("state", "config"):
+    if not os.path.isdir(os.path.join(folder, item)):
+      raise CheckpointDamaged(folder, f"it has no {item!r} item (an interrupted copy or an "
+                              f"emptied folder)")
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-  """Restores the state saved at ``step`` into the structure of ``abstract_state``."""
-  out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+  """Restores the state saved at ``step`` into the structure of ``abstract_state`` and checks it
+  against the saved checksums; an unreadable or changed step is :class:`CheckpointDamaged`."""
+  _complete(manager, step)
+  folder = step_dir(manager, step)
+  has_sums = os.path.isdir(os.path.join(folder, "checksums"))
+  args = dict(state=ocp.args.StandardRestore(abstract_state))
+  if has_sums:
+    args["checksums"] = ocp.args.JsonRestore()
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(**args))
+  except Exception as e:  # noqa: BLE001 (orbax / tensorstore raise many types for one cause)
+    if "tree structures do not match" in str(e):  # a config the view did not catch, not damage
+      raise IncompatibleCheckpoint(
+          f"the train state in {folder} has another structure than this config builds (the "
+          f"network or the optimizer changed); use the checkpoint's config or a new workdir"
+      ) from None
+    raise CheckpointDamaged(folder, _reason(e)) from e
+  if has_sums:
+    saved, found = out.checksums, checksums(out.state)
+    for path in saved:
+      if found.get(path) != saved[path]:
+        raise CheckpointDamaged(folder, f"the values of state{path} do not match the checksum "
+                                f"written with them")
   return out.state
 
 
-class IncompatibleCheckpoint(ValueError):
-  """A checkpoint was written under settings that the current run cannot continue from."""
-
-
-def check_compatible(saved_view: dict, current_view: dict, where: str) -> None:
+def check_compatible(saved_view: dict, current_view: dict, where: str,
+                     hints: dict | None = None) -> None:
   """Refuses to continue when the two views (``{config path: value}``) differ, naming the first
-  field that does."""
+  field that does; ``hints`` (``{path: text}``) adds another way out for a field."""
   for path in sorted(set(saved_view) | set(current_view)):
     saved, current = saved_view.get(path), current_view.get(path)
     if saved != current:
+      hint = f" ({hints[path]})" if hints and path in hints else ""
       raise IncompatibleCheckpoint(
           f"config.{path}={current!r}: the checkpoint in {where} was written with "
-          f"{path}={saved!r}; use that value or a new workdir")
+          f"{path}={saved!r}; use that value or a new workdir{hint}")
 
 
 def read_config(manager: ocp.CheckpointManager, step: int) -> dict:
-  """The config dict saved with ``step``."""
-  out = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  """The config dict saved with ``step`` (:class:`CheckpointDamaged` when it cannot be read)."""
+  _complete(manager, step)
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  except Exception as e:  # noqa: BLE001
+    raise CheckpointDamaged(step_dir(manager, step), _reason(e)) from e
+  if not isinstance(out.config, dict):
+    raise CheckpointDamaged(step_dir(manager, step), "its saved config is not a JSON object")
   return out.config

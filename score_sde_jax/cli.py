@@ -9,6 +9,7 @@ given to ``absl.app.run``; :func:`flag_error` turns the exception into the line.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import sys
@@ -98,3 +99,33 @@ def parse_flags(argv):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
   return rest
+
+
+def os_error_of(e):
+  """The file-system error behind ``e`` (orbax and tensorstore wrap them), or None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError) and (e.filename or e.errno in (
+        errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def describe_os_error(e: OSError) -> str:
+  where = f": {e.filename}" if e.filename else ""
+  text = f"{e.strerror or e}{where}"
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    text += ("; free some space and run the same command again (training resumes from the "
+             "newest complete checkpoint)")
+  return text
+
+
+def exit_on_os_error(e: BaseException) -> None:
+  """One ``error:`` line and exit code 1 when a file-system error is behind ``e``; else returns
+  (the caller re-raises: anything else is a bug to see in full)."""
+  os_error = os_error_of(e)
+  if os_error is not None:
+    print(f"error: {describe_os_error(os_error)}", file=sys.stderr)
+    sys.exit(1)

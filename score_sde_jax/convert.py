@@ -163,7 +163,6 @@ def convert(path: str, config, workdir: str) -> str:
 
 def main(argv):
   from absl import flags
-  from ml_collections import config_flags  # noqa: F401  (flags defined below)
   del argv
   FLAGS = flags.FLAGS
   try:
@@ -171,6 +170,10 @@ def main(argv):
   except (CheckpointFormatError, ConversionError, build.ConfigError, workdir_lib.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except Exception as e:  # noqa: BLE001 (file-system errors are one line, others raise)
+    from score_sde_jax import cli
+    cli.exit_on_os_error(e)
+    raise
   print(f"converted {FLAGS.checkpoint} -> {out}")
 
 

@@ -141,6 +141,13 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def sync(name: str) -> None:
+  """Every process waits here for the others (nothing to wait for with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
 # --- Meshes and shardings -----------------------------------------------------------------------
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:

@@ -70,7 +70,7 @@ def ema_update(ema_params, params, rate: float):
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
                     ema_rate: float, mesh=None, n_jitted_steps: int = 1, lr_schedule=None,
-                    donate: bool = True, has_aux: bool = False):
+                    donate: bool = True, has_aux: bool = False, scan: bool | None = None):
   """The train step ``(state, batch) -> (state, metrics)``, jit-compiled over ``mesh``.
 
   ``loss_fn(key, params, batch) -> scalar`` (``has_aux=True``: ``-> (scalar, {name: scalar})``,
@@ -80,7 +80,8 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   so there is no hand-written ``pmean``. ``mesh=None``: one device, plain
   ``jit``. The state is donated unless ``donate=False``. With
   ``n_jitted_steps = k > 1`` the batch has a leading axis of ``k`` steps run
-  by ``lax.scan`` in one call, and every metric is ``(k,)``.
+  by ``lax.scan`` in one call, and every metric is ``(k,)``; ``scan=True`` gives that form for
+  ``k = 1`` too (a loop's last, shorter call).
   """
 
   def one_step(state: TrainState, batch):
@@ -97,7 +98,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
                               ema_params=ema_update(state.ema_params, params, ema_rate), key=key)
     return new_state, metrics
 
-  if n_jitted_steps > 1:
+  if n_jitted_steps > 1 or scan:
     def step_fn(state, batches):
       return jax.lax.scan(one_step, state, batches)
     batch_axis = 1

@@ -12,10 +12,19 @@ set nor anything but the newest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import socket
+import sys
+import time
+
+try:
+  import fcntl
+except ImportError:  # Windows
+  fcntl = None
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +53,74 @@ def check_workdir(workdir: str) -> str:
   return workdir
 
 
+class WorkdirLocked(WorkdirError):
+  """Another process is training in this folder."""
+
+
+LOCK_FILE = "train.lock"
+
+
+def _holder(text: str) -> str:
+  try:
+    info = json.loads(text)
+    return (f"process {info['pid']} on host {info['host']} (started {info['started']}: "
+            f"{info['command']})")
+  except (ValueError, KeyError, TypeError):
+    return "another process"
+
+
+@contextlib.contextmanager
+def lock(folder: str):
+  """Holds ``folder/train.lock`` exclusively while training writes the folder.
+
+  The lock is the operating system's (``flock``): it ends with the process that holds it, so
+  a run killed with SIGKILL leaves no lock behind, only the file with its holder's pid and host;
+  the next run takes it over and says whose it was. A second trainer gets one
+  :class:`WorkdirLocked` line naming the holder. Only process 0 of a multi-process run takes
+  it (the others write no files of their own). Where ``flock`` does not exist (Windows), there
+  is no lock.
+  """
+  if fcntl is None or not parallel.is_main_process():
+    yield
+    return
+  path = os.path.join(folder, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+      raise WorkdirLocked(f"workdir={folder!r}: {holder} is training in it ({path}); wait for "
+                          f"it to finish, stop it, or use another workdir") from None
+    previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    if previous:
+      _warn(f"{path} was left by {_holder(previous)}, which no longer holds it (it was killed "
+            f"or its machine stopped); taking it over")
+    info = dict(pid=os.getpid(), host=socket.gethostname(),
+                started=time.strftime("%Y-%m-%d %H:%M:%S"), command=" ".join(sys.argv)[:500])
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    os.fsync(fd)
+    try:
+      yield
+    finally:
+      os.ftruncate(fd, 0)  # a clean exit leaves an empty (unheld) lock file
+  finally:
+    os.close(fd)  # releases the flock
+
+
+def check_writable(workdir: str) -> None:
+  """The workdir (or, before it exists, its parent) must be writable: one line naming the
+  folder and why not, before anything is read or compiled."""
+  folder = workdir if os.path.isdir(workdir) else os.path.dirname(workdir)
+  if os.access(folder, os.W_OK):
+    return
+  read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+  raise WorkdirError(f"workdir={workdir!r}: cannot write in {folder!r} "
+                     f"({'read-only file system' if read_only else 'permission denied'}); "
+                     f"give a folder you can write to")
+
+
 def write_json(path: str, obj) -> None:
   """Writes ``obj`` as JSON atomically (a kill never leaves half a file)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -68,20 +145,71 @@ def _restore_target(abstract, mesh):
   return checkpoint.abstract_like(abstract, sharding)
 
 
-def restore_newest(config, manager, abstract, mesh=None, *, view=build.compatibility_view):
-  """``(state, step)`` of the newest checkpoint, or ``(None, 0)`` without one.
+def _warn(message: str) -> None:
+  if parallel.is_main_process():
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _move_aside(folder: str) -> str:
+  """Renames a damaged step folder to ``<step>.damaged`` (orbax ignores it; nothing is deleted)."""
+  target, n = folder + ".damaged", 1
+  while os.path.exists(target):
+    target, n = f"{folder}.damaged.{n}", n + 1
+  os.rename(folder, target)
+  return target
+
+
+def newest_good(manager, attempt, *, move_damaged: bool = False):
+  """``(attempt(step), step)`` for the newest step whose ``attempt`` does not raise
+  :class:`~score_sde_jax.checkpoint.CheckpointDamaged`, or ``(None, None)`` without checkpoints.
+
+  Each damaged step costs one warning line naming its folder and the reason; the previous step
+  is tried next. ``move_damaged`` (training, which will write those step numbers again) renames
+  the damaged folders newer than the step used to ``<step>.damaged``; nothing is deleted. When
+  every step is damaged it is a :class:`WorkdirError`: starting afresh is for the user to decide.
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      result = attempt(step)
+    except checkpoint.CheckpointDamaged as e:
+      damaged.append(e)
+      _warn(f"{e}; trying the previous step")
+      continue
+    if damaged and move_damaged:
+      if parallel.is_main_process():
+        for e in damaged:
+          _warn(f"{e.step_dir} moved to {_move_aside(e.step_dir)} (step {step} is resumed, and "
+                f"training writes the later steps again)")
+      parallel.sync("damaged_checkpoints_moved")
+      manager.reload()
+    return result, int(step)
+  if damaged:
+    raise WorkdirError(
+        f"no readable checkpoint in {manager.directory}: all {len(damaged)} step folders are "
+        f"damaged (the newest: {damaged[0].reason}); move them elsewhere to start afresh")
+  return None, None
+
+
+def restore_newest(config, manager, abstract, mesh=None, *, view=build.compatibility_view,
+                   move_damaged: bool = False, hints: dict | None = None):
+  """``(state, step)`` of the newest readable checkpoint, or ``(None, 0)`` without one.
 
   A checkpoint written under settings this config cannot continue from (another
-  network, SDE, time convention or data shape: what ``view`` of the two configs
-  compares; a classifier's is ``build.classifier_compatibility_view``) is refused with
-  :class:`score_sde_jax.checkpoint.IncompatibleCheckpoint` naming the field.
+  network, SDE, time convention, data shape or optimizer structure: what ``view`` of the two
+  configs compares; a classifier's is ``build.classifier_compatibility_view``) is refused with
+  :class:`score_sde_jax.checkpoint.IncompatibleCheckpoint` naming the field. A damaged step
+  falls back to the previous one (:func:`newest_good`).
   """
-  step = manager.latest_step()
-  if step is None:
-    return None, 0
-  saved = checkpoint.read_config(manager, step)
-  checkpoint.check_compatible(view(saved), view(config.to_dict()), manager.directory)
-  return checkpoint.restore(manager, step, _restore_target(abstract, mesh)), int(step)
+  target = _restore_target(abstract, mesh)
+
+  def attempt(step):
+    saved = checkpoint.read_config(manager, step)
+    checkpoint.check_compatible(view(saved), view(config.to_dict()), manager.directory, hints)
+    return checkpoint.restore(manager, step, target)
+
+  state, step = newest_good(manager, attempt, move_damaged=move_damaged)
+  return state, (step or 0)
 
 
 def saved_config(manager, step) -> ml_collections.ConfigDict:
@@ -205,14 +333,22 @@ class TrainedRun:
                                                  **self._flow_options()))
 
 
-def _newest(folder: str, what: str, train_first: str):
-  """``(manager, step)`` of a folder's newest checkpoint; none is one clear error."""
+def _manager(folder: str, what: str, train_first: str):
+  """The checkpoint manager of a folder that holds checkpoints; none is one clear error."""
   manager = checkpoints(folder) if os.path.isdir(os.path.join(folder, "checkpoints")) else None
-  step = manager.latest_step() if manager is not None else None
-  if step is None:
+  if manager is None or manager.latest_step() is None:
     raise WorkdirError(f"{what}={folder!r}: no checkpoint in "
                        f"{os.path.join(folder, 'checkpoints')}; {train_first}")
-  return manager, step
+  return manager
+
+
+def _saved_optimizer(get, saved, config):
+  """The optimizer a checkpoint was saved with (a config saved before a field existed: the
+  given config's)."""
+  try:
+    return get(saved)
+  except (AttributeError, KeyError):
+    return get(config)
 
 
 def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
@@ -220,15 +356,28 @@ def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
 
   ``config`` defaults to the one saved with that checkpoint; another one (for
   example with other sampler settings) must agree with it on the network, SDE
-  and data shape. Nothing of the data set is read.
+  and data shape. Nothing of the data set is read. A damaged newest checkpoint falls back to
+  the previous one with a warning (:func:`newest_good`).
   """
   workdir = check_workdir(workdir)
-  manager, step = _newest(workdir, "workdir", "train first (run.py --mode train)")
-  config = saved_config(manager, step) if config is None else config
-  build.validate_model_config(config)
-  sde, model = build.get_sde(config), build.get_model(config)
-  abstract = build.abstract_state(config, model, build.get_optimizer(config))
-  state, step = restore_newest(config, manager, abstract, mesh)
+  manager = _manager(workdir, "workdir", "train first (run.py --mode train)")
+  given = config
+
+  def attempt(step):
+    saved = saved_config(manager, step)
+    config = saved if given is None else given
+    build.validate_model_config(config)
+    view = functools.partial(build.compatibility_view, optimizer=False)
+    checkpoint.check_compatible(view(saved.to_dict()), view(config.to_dict()), manager.directory)
+    sde, model = build.get_sde(config), build.get_model(config)
+    # The optimizer state is restored as it was saved (this config's optimizer settings are
+    # not the checkpoint's business when sampling or evaluating).
+    abstract = build.abstract_state(config, model, _saved_optimizer(build.get_optimizer, saved,
+                                                                    config))
+    state = checkpoint.restore(manager, step, _restore_target(abstract, mesh))
+    return config, sde, model, state
+
+  (config, sde, model, state), step = newest_good(manager, attempt)
   return TrainedRun(workdir, config, step, sde, model, state, mesh)
 
 
@@ -281,12 +430,21 @@ def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassif
   the saved one) must agree with it on the SDE, the data and the classifier network: a
   classifier trained for another SDE or data shape is refused before anything compiles."""
   directory = check_workdir(directory)
-  manager, step = _newest(directory, "classifier folder",
-                          "train one first (run.py --mode train_classifier)")
-  config = saved_config(manager, step) if config is None else config
-  build.validate_classifier_config(config)
-  sde, model = build.get_sde(config), build.get_classifier_model(config)
-  abstract = build.abstract_state(config, model, build.get_classifier_optimizer(config))
-  state, step = restore_newest(config, manager, abstract, mesh,
-                               view=build.classifier_compatibility_view)
+  manager = _manager(directory, "classifier folder",
+                     "train one first (run.py --mode train_classifier)")
+  given = config
+
+  def attempt(step):
+    saved = saved_config(manager, step)
+    config = saved if given is None else given
+    build.validate_classifier_config(config)
+    view = functools.partial(build.classifier_compatibility_view, optimizer=False)
+    checkpoint.check_compatible(view(saved.to_dict()), view(config.to_dict()), manager.directory)
+    sde, model = build.get_sde(config), build.get_classifier_model(config)
+    abstract = build.abstract_state(
+        config, model, _saved_optimizer(build.get_classifier_optimizer, saved, config))
+    state = checkpoint.restore(manager, step, _restore_target(abstract, mesh))
+    return config, sde, model, state
+
+  (config, sde, model, state), step = newest_good(manager, attempt)
   return TrainedClassifier(directory, config, step, sde, model, state)

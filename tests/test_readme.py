@@ -36,3 +36,19 @@ def test_as_a_library_examples_run():
   sde = namespace["CosineVPSDE"]()
   mean, std = sde.marginal_prob(np.ones((1, 2), np.float32), 0.0)
   np.testing.assert_allclose(mean[0], np.sqrt(1 / (1 + np.exp(-10.0))), rtol=1e-5)  # cos u at t = 0
+
+
+def test_every_row_of_the_failure_mode_table_names_a_test_that_exists():
+  text = open(os.path.join(ROOT, "README.md")).read()
+  table = text.split("### When something goes wrong", 1)[1].split("\n#", 1)[0]
+  rows = [line for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+  assert len(rows) >= 25
+  assert [int(r.split("|")[1]) for r in rows] == list(range(1, len(rows) + 1))
+  for row in rows:
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 4, row
+    match = re.fullmatch(r"`(tests/\w+\.py)::(\w+)`", cells[3])
+    assert match, row
+    path, name = match.groups()
+    source = open(os.path.join(ROOT, path)).read()
+    assert re.search(rf"^def {name}\(", source, flags=re.M), (path, name)

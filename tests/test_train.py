@@ -133,3 +133,34 @@ def test_discrete_time_training_lowers_the_loss(config_name, tmp_path):
   modes.train_and_evaluate(config, str(tmp_path / "wd"))
   rows = [r["loss"] for r in read_metrics(str(tmp_path / "wd" / "metrics.jsonl")) if "loss" in r]
   assert np.all(np.isfinite(rows)) and np.mean(rows[-3:]) < 0.7 * rows[0], rows
+
+
+def _tiny_run_config(n_iters):
+  config = _small(gmm_vp.get_config())
+  config.model.hidden = 16
+  t = config.training
+  t.n_iters, t.n_jitted_steps, t.log_freq, t.eval_freq = n_iters, 10, 10, 1000
+  t.snapshot_freq_for_preemption, t.snapshot_freq = 20, 1000
+  config.eval.num_batches = 0
+  return config
+
+
+def test_training_stops_exactly_at_n_iters_and_resumes_off_the_grid(tmp_path):
+  """n_iters = 35 with n_jitted_steps = 10: calls of 10, 10, 10 and 5 steps, a checkpoint at 35;
+  resuming to 50 from there runs 5 then 10 steps and reaches the state of a straight run (same
+  batches and keys, step by step; only the compiled scan lengths differ: bit-identical here,
+  the tolerance allows another machine's compiler to fuse a 5-step scan differently)."""
+  from score_sde_jax import workdir as workdir_lib
+  wd = str(tmp_path / "wd")
+  state = modes.train_and_evaluate(_tiny_run_config(35), wd)
+  assert int(state.step) == 35
+  assert workdir_lib.checkpoints(wd).all_steps() == [20, 35]
+  rows = read_metrics(f"{wd}/metrics.jsonl")
+  assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 35]
+  resumed = modes.train_and_evaluate(_tiny_run_config(50), wd)
+  assert int(resumed.step) == 50
+  assert [r["step"] for r in read_metrics(f"{wd}/metrics.jsonl") if "loss" in r] == [
+      10, 20, 30, 35, 40, 50]
+  straight = modes.train_and_evaluate(_tiny_run_config(50), str(tmp_path / "straight"))
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -53,7 +53,7 @@ def test_every_mode_writes_its_files(workdir):
                   "log_density", "interpolation", "reconstruction")}
   assert expected <= files, expected - files
   others = {f.split("/")[0] for f in files - expected}
-  assert others == {"checkpoints", "tensorboard"}, others
+  assert others == {"checkpoints", "tensorboard", "train.lock"}, others
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [150, 300]
   for name in expected:

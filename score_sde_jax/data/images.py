@@ -118,7 +118,8 @@ class ImageArrays:
       with np.load(path) as f:
         names = [n for n in f.keys() if n != "labels"]  # 'labels': class labels, if any
         if key is None and len(names) != 1:
-          raise DataError(f"{path}: holds arrays {names}; name the one with the images (key)")
+          raise DataError(f"{path}: holds arrays {names}; name the one with the images "
+                          "with config.data.npz_key (key= from Python)")
         images = f[key or names[0]]
         labels = f["labels"] if "labels" in f.keys() and key != "labels" else None
     except DataError:
@@ -249,7 +250,8 @@ class _NumpyUnpickler(__import__("pickle").Unpickler):
   def find_class(self, module, name):
     if (module, name) in self._ALLOWED:
       return super().find_class(module, name)
-    raise DataError(f"refusing to load global {module}.{name} from a CIFAR-10 batch")
+    raise DataError(f"refusing to load global {module}.{name}: a CIFAR-10 batch holds only "
+                    f"numpy arrays, bytes and lists (a crafted or foreign pickle)")
 
 
 def _cifar_batch(raw: bytes, name: str):
@@ -258,8 +260,8 @@ def _cifar_batch(raw: bytes, name: str):
     batch = _NumpyUnpickler(io.BytesIO(raw), encoding="bytes").load()
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64) if b"labels" in batch else None
-  except DataError:
-    raise
+  except DataError as e:  # the unpickler's refusal: name the file it came from
+    raise DataError(f"{name}: {e}") from None
   except Exception as e:  # noqa: BLE001
     raise DataError(f"{name}: unreadable CIFAR-10 batch ({e})") from None
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:

@@ -110,6 +110,7 @@ def save_checkpoint(manager, step, state, config_dict):
   if not bool(_all_finite(state.params)):
     raise TrainingDiverged(f"parameters are not finite at step {step}; checkpoint not written, "
                            f"the last good one in {manager.directory} is kept")
+  checkpoint.check_space(manager, state)
   checkpoint.save(manager, step, state, config_dict)
 
 
@@ -124,26 +125,48 @@ def log_row(fetched, k, steps, seconds):
 
 def start_or_resume(config, folder, manager, state, mesh, *, view=build.compatibility_view):
   """``(state, start_step)``: the newest checkpoint in ``manager`` if there is one (refused when
-  ``view`` of its config differs), else ``state``; writes ``config.json`` and cuts
+  ``view`` of its config differs; a score model's also when the data set changed, unless
+  ``training.resume_new_data``), else ``state``; writes ``config.json`` and cuts
   ``metrics.jsonl`` back to the step resumed from."""
-  restored, start_step = workdir_lib.restore_newest(config, manager, state, mesh, view=view)
+  hints = None
+  if view is build.compatibility_view and not config.training.get("resume_new_data", False):
+    view = lambda d: {**build.compatibility_view(d), **build.resume_data_view(d)}
+    hints = {path: "or --config.training.resume_new_data=True to continue on the new data"
+             for path in ("data.dataset", "data.path")}
+  restored, start_step = workdir_lib.restore_newest(config, manager, state, mesh, view=view,
+                                                    move_damaged=True, hints=hints)
   if parallel.is_main_process():
     workdir_lib.write_json(os.path.join(folder, "config.json"), config.to_dict())
-    truncate_metrics(os.path.join(folder, "metrics.jsonl"), start_step)
+    # From scratch every row is redone, the step-0 rows too (a run killed before its first
+    # checkpoint left them); on resume the rows up to the checkpoint's step stay.
+    truncate_metrics(os.path.join(folder, "metrics.jsonl"), start_step if start_step else -1)
   if start_step:
     log(f"resuming from step {start_step} in {folder}")
-  return (restored if restored is not None else state), start_step
+  state = restored if restored is not None else state
+  checkpoint.check_space(manager, state)  # a full disk is known before anything compiles
+  return state, start_step
 
 
-def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per_call, log_freq,
+def run_loop(*, state, make_step, batches, mesh, start_step, n_iters, steps_per_call, log_freq,
              manager, writer, config_dict, checkpoint_due, evaluate=None, after_checkpoint=None,
              desc="train"):
-  """Calls ``train_step`` on ``batches`` from ``start_step`` to ``n_iters``; the loop that score
-  models and classifiers share. Every ``log_freq`` steps the mean of the step metrics since the
-  last row is written (and a non-finite loss stops the run, keeping the last good checkpoint);
-  ``evaluate(state, prev, step)`` runs after every call; a checkpoint is saved when
+  """Trains from ``start_step`` to exactly ``n_iters``; the loop that score models and
+  classifiers share. ``make_step(r)`` is the jitted train step of ``r`` steps per call (``r > 1``
+  or ``steps_per_call > 1``: ``lax.scan`` over a leading batch axis), ``batches`` yields one
+  step's batch at a time. Calls run ``steps_per_call = k`` steps and end on multiples of ``k``;
+  a shorter call reaches ``n_iters`` when ``k`` does not divide it (or the next multiple after a
+  start off them), compiled once more. Every ``log_freq`` steps the mean of the step metrics
+  since the last row is written (and a non-finite loss stops the run, keeping the last good
+  checkpoint); ``evaluate(state, prev, step)`` runs after every call; a checkpoint is saved when
   ``checkpoint_due(step)`` and at the end, then ``after_checkpoint(state, step)`` runs. The
   writer and the checkpoint manager are closed (and waited for) on the way out."""
+  steps_fns = {}
+
+  def step_fn(r):
+    if r not in steps_fns:
+      steps_fns[r] = make_step(r)
+    return steps_fns[r]
+
   k = steps_per_call
   step = start_step
   bar = tqdm(total=n_iters, initial=start_step, unit="step", dynamic_ncols=True,
@@ -155,11 +178,14 @@ def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per
     while step < n_iters:
       if _STOP.is_set():
         raise TrainingInterrupted(f"stopped at step {step}")
-      batch = parallel.shard_batch(next(batches), mesh, batch_axis=1 if k > 1 else 0)
-      state, metrics = train_step(state, batch)
-      prev, step = step, step + k
+      r = min(k - step % k, n_iters - step)
+      rows = [next(batches) for _ in range(r)]
+      batch = rows[0] if k == 1 else jax.tree.map(lambda *x: np.stack(x), *rows)
+      batch = parallel.shard_batch(batch, mesh, batch_axis=1 if k > 1 else 0)
+      state, metrics = step_fn(r)(state, batch)
+      prev, step = step, step + r
       pending.append(metrics)
-      bar.update(k)
+      bar.update(r)
       if step // log_freq > prev // log_freq or step >= n_iters:
         fetched, pending = jax.device_get(pending), []
         if not np.all([np.all(np.isfinite(m["loss"])) for m in fetched]):
@@ -168,7 +194,7 @@ def run_loop(*, state, train_step, batches, mesh, start_step, n_iters, steps_per
                   if good is not None else f"No checkpoint was written yet ({manager.directory} "
                   f"has none)")
           raise TrainingDiverged(
-              f"loss is not finite between steps {step - len(fetched) * k} and {step}; stopping. "
+              f"loss is not finite between steps {last_step} and {step}; stopping. "
               f"{kept}")
         now = time.perf_counter()
         row = log_row(fetched, k, step - last_step, now - last_time)
@@ -199,6 +225,12 @@ def train_and_evaluate(config, workdir: str):
   check_batch(e.batch_size, mesh, "eval.batch_size")
 
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.lock(workdir):  # one trainer per workdir
+    return _train(config, workdir, sde, model, dataset, mesh)
+
+
+def _train(config, workdir, sde, model, dataset, mesh):
+  t, e = config.training, config.eval
   is_main = parallel.is_main_process()
   config_dict = config.to_dict()
   manager = workdir_lib.checkpoints(workdir, config)
@@ -206,17 +238,16 @@ def train_and_evaluate(config, workdir: str):
   state, start_step = start_or_resume(config, workdir, manager,
                                       build.init_state(config, model, optimizer, mesh), mesh)
 
-  train_step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True),
-                                     optimizer, ema_rate=config.model.ema_rate, mesh=mesh,
-                                     n_jitted_steps=t.n_jitted_steps,
-                                     lr_schedule=build.get_lr_schedule(config))
+  k = t.n_jitted_steps
+  make_step = lambda r: train.make_train_step(
+      build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
+      ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
+      lr_schedule=build.get_lr_schedule(config))
   eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
   held_out = eval_batches(config, dataset, mesh) if e.num_batches else []
-  k = t.n_jitted_steps
   scaler = get_data_scaler(config.data.centered)
   # Each process loads its rows of every global batch (all of them with one process).
   batches = map(scaler, dataset.batches(t.batch_size, config.seed, start_step,
-                                        steps_per_batch=k if k > 1 else 0,
                                         rows=parallel.local_rows(mesh, t.batch_size)))
   writer = MetricWriter(workdir, enabled=is_main)
   if start_step == 0 and held_out and hasattr(dataset, "marginal_score"):
@@ -242,7 +273,7 @@ def train_and_evaluate(config, workdir: str):
                       dataset=dataset)
 
   state = run_loop(
-      state=state, train_step=train_step, batches=batches, mesh=mesh, start_step=start_step,
+      state=state, make_step=make_step, batches=batches, mesh=mesh, start_step=start_step,
       n_iters=t.n_iters, steps_per_call=k, log_freq=t.log_freq, manager=manager, writer=writer,
       config_dict=config_dict, evaluate=evaluate, after_checkpoint=after_checkpoint,
       checkpoint_due=lambda s: s % t.snapshot_freq_for_preemption == 0 or s % t.snapshot_freq == 0)

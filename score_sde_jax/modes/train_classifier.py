@@ -99,7 +99,12 @@ def train_classifier(config, workdir: str):
   os.makedirs(workdir, exist_ok=True)
   directory = workdir_lib.check_workdir(directory)
   os.makedirs(directory, exist_ok=True)
+  with workdir_lib.lock(directory):  # one trainer per classifier folder
+    return _train_classifier(config, directory, sde, dataset, model, mesh)
 
+
+def _train_classifier(config, directory, sde, dataset, model, mesh):
+  c = config.classifier
   is_main = parallel.is_main_process()
   config_dict = config.to_dict()
   manager = workdir_lib.classifier_checkpoints(directory, config)
@@ -111,13 +116,12 @@ def train_classifier(config, workdir: str):
 
   loss_fn = classifier.get_classifier_loss_fn(sde, model, eps=c.eps, with_accuracy=True)
   k = config.training.n_jitted_steps
-  train_step = train.make_train_step(loss_fn, optimizer, ema_rate=c.ema_rate, mesh=mesh,
-                                     n_jitted_steps=k, has_aux=True,
-                                     lr_schedule=train.learning_rate_schedule(c.lr, c.warmup))
+  make_step = lambda r: train.make_train_step(
+      loss_fn, optimizer, ema_rate=c.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
+      has_aux=True, lr_schedule=train.learning_rate_schedule(c.lr, c.warmup))
   scaler = get_data_scaler(config.data.centered)
   batches = ((scaler(x), y) for x, y in dataset.batches(
-      c.batch_size, seed, start_step, steps_per_batch=k if k > 1 else 0,
-      rows=parallel.local_rows(mesh, c.batch_size), labels=True))
+      c.batch_size, seed, start_step, rows=parallel.local_rows(mesh, c.batch_size), labels=True))
   held_out = HeldOut(config, sde, dataset, mesh)
   writer = MetricWriter(directory, enabled=is_main)
   exact = getattr(dataset, "marginal_log_posterior", None)
@@ -132,7 +136,7 @@ def train_classifier(config, workdir: str):
       loss, correct = held_out.evaluate(classifier.get_classifier_fn(sde, model, state.ema_params))
       writer.write(step, {"eval_loss": float(loss.mean()), "eval_accuracy": float(correct.mean())})
 
-  state = run_loop(state=state, train_step=train_step, batches=batches, mesh=mesh,
+  state = run_loop(state=state, make_step=make_step, batches=batches, mesh=mesh,
                    start_step=start_step, n_iters=c.n_iters, steps_per_call=k,
                    log_freq=c.log_freq, manager=manager, writer=writer, config_dict=config_dict,
                    evaluate=evaluate, checkpoint_due=lambda s: s % c.snapshot_freq == 0,
