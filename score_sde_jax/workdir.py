@@ -351,6 +351,25 @@ def _saved_optimizer(get, saved, config):
     return get(config)
 
 
+def _load_newest(manager, given, mesh, *, validate, view, get_model, get_optimizer):
+  """``((config, sde, model, state), step)`` of the newest readable step for sampling and
+  evaluation (score models and classifiers alike): ``given`` (default: the saved config) must
+  agree with the saved one on ``view``; the optimizer state is restored as it was saved (this
+  config's optimizer settings are not the checkpoint's business here)."""
+  view = functools.partial(view, optimizer=False)
+
+  def attempt(step):
+    saved = saved_config(manager, step)
+    config = saved if given is None else given
+    validate(config)
+    checkpoint.check_compatible(view(saved.to_dict()), view(config.to_dict()), manager.directory)
+    sde, model = build.get_sde(config), get_model(config)
+    abstract = build.abstract_state(config, model, _saved_optimizer(get_optimizer, saved, config))
+    return config, sde, model, checkpoint.restore(manager, step, _restore_target(abstract, mesh))
+
+  return newest_good(manager, attempt)
+
+
 def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
   """A trained or converted workdir's newest checkpoint, ready to sample and evaluate.
 
@@ -361,23 +380,10 @@ def load_workdir(workdir: str, config=None, *, mesh=None) -> TrainedRun:
   """
   workdir = check_workdir(workdir)
   manager = _manager(workdir, "workdir", "train first (run.py --mode train)")
-  given = config
-
-  def attempt(step):
-    saved = saved_config(manager, step)
-    config = saved if given is None else given
-    build.validate_model_config(config)
-    view = functools.partial(build.compatibility_view, optimizer=False)
-    checkpoint.check_compatible(view(saved.to_dict()), view(config.to_dict()), manager.directory)
-    sde, model = build.get_sde(config), build.get_model(config)
-    # The optimizer state is restored as it was saved (this config's optimizer settings are
-    # not the checkpoint's business when sampling or evaluating).
-    abstract = build.abstract_state(config, model, _saved_optimizer(build.get_optimizer, saved,
-                                                                    config))
-    state = checkpoint.restore(manager, step, _restore_target(abstract, mesh))
-    return config, sde, model, state
-
-  (config, sde, model, state), step = newest_good(manager, attempt)
+  (config, sde, model, state), step = _load_newest(
+      manager, config, mesh, validate=build.validate_model_config,
+      view=build.compatibility_view, get_model=build.get_model,
+      get_optimizer=build.get_optimizer)
   return TrainedRun(workdir, config, step, sde, model, state, mesh)
 
 
@@ -432,19 +438,8 @@ def load_classifier(directory: str, config=None, *, mesh=None) -> TrainedClassif
   directory = check_workdir(directory)
   manager = _manager(directory, "classifier folder",
                      "train one first (run.py --mode train_classifier)")
-  given = config
-
-  def attempt(step):
-    saved = saved_config(manager, step)
-    config = saved if given is None else given
-    build.validate_classifier_config(config)
-    view = functools.partial(build.classifier_compatibility_view, optimizer=False)
-    checkpoint.check_compatible(view(saved.to_dict()), view(config.to_dict()), manager.directory)
-    sde, model = build.get_sde(config), build.get_classifier_model(config)
-    abstract = build.abstract_state(
-        config, model, _saved_optimizer(build.get_classifier_optimizer, saved, config))
-    state = checkpoint.restore(manager, step, _restore_target(abstract, mesh))
-    return config, sde, model, state
-
-  (config, sde, model, state), step = newest_good(manager, attempt)
+  (config, sde, model, state), step = _load_newest(
+      manager, config, mesh, validate=build.validate_classifier_config,
+      view=build.classifier_compatibility_view, get_model=build.get_classifier_model,
+      get_optimizer=build.get_classifier_optimizer)
   return TrainedClassifier(directory, config, step, sde, model, state)
