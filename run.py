@@ -15,7 +15,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import build, checkpoint, cli, parallel
+from score_sde_jax import build, checkpoint, cli, compilation, parallel
 from score_sde_jax.data import DataError
 from score_sde_jax.modes import MODES, TrainingDiverged, TrainingInterrupted, request_stop
 from score_sde_jax import workdir as workdir_lib
@@ -34,6 +34,12 @@ flags.DEFINE_bool("distributed", False,
                   "Open MPI, JAX_COORDINATOR_ADDRESS) without the three flags above.")
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and the other processes.")
+flags.DEFINE_bool("compilation_cache", True,
+                  "Keep compiled programs in --compilation_cache_dir, so that a later run of the "
+                  "same programs loads them instead of compiling (--nocompilation_cache: off).")
+flags.DEFINE_string("compilation_cache_dir", None,
+                    "Folder of the compilation cache (default: $SCORE_SDE_JAX_COMPILATION_CACHE, "
+                    "else $XDG_CACHE_HOME/score_sde_jax/xla, else ~/.cache/score_sde_jax/xla).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -57,6 +63,8 @@ def main(argv):
                           names=dict(coordinator_address="--coordinator_address",
                                      num_processes="--num_processes", process_id="--process_id",
                                      timeout="--distributed_timeout"))
+    if FLAGS.compilation_cache and FLAGS.mode != "info":
+      compilation.enable_compilation_cache(FLAGS.compilation_cache_dir)
     if FLAGS.mode in ("train", "train_classifier"):
       signal.signal(signal.SIGINT, _stop_training)
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)

@@ -2,6 +2,7 @@
 convolution peak, measured in the same process (achieved GFLOP/s only mean something as a ratio
 to a peak of the same run: these machines vary from day to day)."""
 
+import os
 import time
 
 import jax
@@ -22,13 +23,108 @@ def conv_peak_gflops(shape=(16, 32, 32, 128), repeats: int = 10) -> float:
   the best of ``repeats`` calls after a warm-up, the reference for the other numbers."""
   x = jnp.ones(shape, jnp.float32)
   w = jnp.ones((3, 3, shape[-1], shape[-1]), jnp.float32) / (9 * shape[-1])
-  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
-      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-  flops = flops_of(conv.lower(x, w).compile())
-  conv(x, w).block_until_ready()
+  return _best_gflops(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")), (x, w), repeats)
+
+
+def _best_gflops(fn, args, repeats):
+  flops = flops_of(jax.jit(fn).lower(*args).compile())
+  jitted = jax.jit(fn)
+  jitted(*args).block_until_ready()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    conv(x, w).block_until_ready()
+    jitted(*args).block_until_ready()
     times.append(time.perf_counter() - t0)
   return flops / 1e9 / float(np.min(times))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """GFLOP/s of one ``n x n @ n x n`` fp32 matmul: the best of ``repeats`` calls after a warm-up."""
+  a = jnp.ones((n, n), jnp.float32) / n
+  return _best_gflops(jnp.matmul, (a, a), repeats)
+
+
+# --- Where the time goes: per-op times from a profiler trace, grouped by what the op is ----------
+
+CATEGORIES = ("convolution", "matmul (dense, 1x1, attention)", "GroupNorm", "attention softmax",
+              "up/down sampling", "elementwise (activations, adds, scaling)", "random bits (dropout, noise)",
+              "layout (transposes, copies)", "optimizer, EMA and loss", "other")
+
+
+def _hlo_instructions(hlo_text: str):
+  """``{instruction: (op_name metadata, fused computation text or "")}`` of a compiled HLO module."""
+  import re
+  computations, instructions, current = {}, {}, None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" "):
+      m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
+      current = m.group(1) if m else None
+      computations.setdefault(current, [])
+      continue
+    m = re.match(r"^\s+(?:ROOT )?%([\w.\-]+) = (.*)$", line)
+    if m and current is not None:
+      computations[current].append(m.group(2))
+      op = re.search(r'op_name="([^"]*)"', line)
+      calls = re.search(r"calls=%([\w.\-]+)", line)
+      instructions[m.group(1)] = (op.group(1) if op else "", calls.group(1) if calls else None)
+  return {name: (op, "\n".join(computations.get(calls, [])) if calls else "")
+          for name, (op, calls) in instructions.items()}
+
+
+def categorize(name: str, op_name: str, fused: str, network_names=("NCSNpp", "DDPM")) -> str:
+  """What an XLA:CPU thunk does, from its instruction name, its ``op_name`` metadata (the JAX
+  call path: Flax module names, ``named_scope``s, primitives) and its fused computation."""
+  in_network = any(n in op_name for n in network_names)
+  if not op_name and name.startswith(("copy", "transpose", "bitcast")):
+    return "layout (transposes, copies)"
+  if any(s in op_name for s in ("Dropout", "_uniform", "_normal", "_bernoulli", "threefry",
+                                "random_bits")):
+    return "random bits (dropout, noise)"
+  if op_name and not in_network:
+    return "optimizer, EMA and loss"
+  if "resample" in op_name:
+    return "up/down sampling"
+  if "GroupNorm" in op_name:
+    return "GroupNorm"
+  if " convolution(" in fused or name.startswith("convolution") or "conv_general" in op_name:
+    return "convolution"
+  if " dot(" in fused or name.startswith("dot") or "dot_general" in op_name:
+    return "matmul (dense, 1x1, attention)"
+  if "attention" in op_name:
+    return "attention softmax"
+  if "transpose" in name or name.startswith("copy"):
+    return "layout (transposes, copies)"
+  if in_network:
+    return "elementwise (activations, adds, scaling)"
+  return "other"
+
+
+def op_breakdown(compiled, args, calls: int = 3, network_names=("NCSNpp", "DDPM")) -> dict:
+  """Seconds per call of ``compiled(*args)`` by :data:`CATEGORIES`, summed over the ops' own
+  durations in a ``jax.profiler`` trace of ``calls`` calls (XLA:CPU runs independent ops on
+  several threads, so the sum can exceed the wall time); ``"wall"`` is the traced wall time per
+  call. CPU only: other backends name their ops differently."""
+  import collections
+  import glob
+  import gzip
+  import json
+  import tempfile
+  instructions = _hlo_instructions(compiled.as_text())
+  jax.block_until_ready(compiled(*args))
+  with tempfile.TemporaryDirectory() as folder:
+    t0 = time.perf_counter()
+    with jax.profiler.trace(folder):
+      for _ in range(calls):
+        jax.block_until_ready(compiled(*args))
+    wall = (time.perf_counter() - t0) / calls
+    trace = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+    events = json.load(gzip.open(trace[0]))["traceEvents"] if trace else []
+  seconds = collections.Counter()
+  for e in events:
+    name = e.get("name")
+    if e.get("ph") != "X" or name not in instructions or name.startswith(("while", "call")):
+      continue   # loops and calls contain their bodies' events
+    op_name, fused = instructions[name]
+    seconds[categorize(name, op_name, fused, network_names)] += e["dur"] * 1e-6 / calls
+  return {"wall": wall, **{c: seconds[c] for c in CATEGORIES if seconds[c]}}

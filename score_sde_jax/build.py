@@ -247,6 +247,12 @@ def is_vector_model(config) -> bool:
   return "dim" in _model_paths(models.MODELS[_choice(config, "model.name", models.MODELS)])
 
 
+def steps_loop(config) -> str:
+  """``make_train_step``'s ``loop`` for this config on this process's backend
+  (:func:`score_sde_jax.train.steps_loop`: image networks on a CPU loop on the host)."""
+  return train.steps_loop(jax.default_backend(), image_data=not is_vector_model(config))
+
+
 def data_shape(config):
   """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` for images."""
   if is_vector_model(config):

@@ -9,6 +9,16 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # configs/ is imported as a package, as run.py does
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache_of_the_session(tmp_path_factory):
+  """``run.py``, started by tests in subprocesses, keeps compiled programs in a persistent cache
+  (score_sde_jax.compilation): the tests give it a folder of their own, not the user's
+  ``~/.cache``; later subprocesses of the session load what earlier ones compiled."""
+  from score_sde_jax import compilation
+  os.environ[compilation.ENV_VAR] = str(tmp_path_factory.mktemp("compilation_cache"))
+  yield
+
+
 @pytest.fixture
 def x64():
   """float64 for the duration of one test (not global)."""

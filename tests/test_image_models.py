@@ -124,3 +124,51 @@ def test_fused_fir_convolutions_match_unfused_numpy():
   got = fir.upsample_conv_2d(jnp.asarray(x), jnp.asarray(w))
   assert got.shape == (1, 16, 16, 4)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 8, 8, 64), 32), ((2, 4, 4, 12), 3), ((5, 6, 16), 4)])
+def test_group_norm_matches_its_definition_in_float64(shape, groups):
+  """The per-channel-first GroupNorm (layers.GroupNorm) against numpy in float64 on data with a
+  large common offset (where a one-pass E[x^2] - E[x]^2 variance would lose digits), and its
+  gradient against flax.linen.GroupNorm's (the same two-pass statistics, reduced in another order)."""
+  from flax import linen as nn
+  from score_sde_jax.models import layers
+  rng = np.random.default_rng(0)
+  x = rng.normal(20.0, 0.5, shape).astype(np.float32)
+  c = shape[-1]
+  params = {"scale": rng.normal(1, 0.3, c).astype(np.float32),
+            "bias": rng.normal(0, 0.3, c).astype(np.float32)}
+  ours = layers.GroupNorm(num_groups=groups, epsilon=1e-6)
+  out = np.asarray(ours.apply({"params": params}, jnp.asarray(x)))
+  x64 = x.astype(np.float64).reshape(shape[0], -1, groups, c // groups)
+  mean = x64.mean(axis=(1, 3), keepdims=True)
+  var = np.square(x64 - mean).mean(axis=(1, 3), keepdims=True)
+  expected = ((x64 - mean) / np.sqrt(var + 1e-6)).reshape(shape) * params["scale"] + params["bias"]
+  # Inputs are exact in float32; the mean and the centered values carry relative errors of a
+  # few ulp of 20 (2e-6 each), which after division by std 0.5 are a few 1e-6 in the output.
+  np.testing.assert_allclose(out, expected, atol=2e-5, rtol=0)
+  theirs = nn.GroupNorm(num_groups=groups, epsilon=1e-6, use_fast_variance=False)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply({"params": p}, x)))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, jnp.asarray(x))
+  g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, jnp.asarray(x))
+  # Measured: at most 1.5e-5 of the largest gradient over these shapes (the offset 20 over std
+  # 0.5 amplifies float32 round-off of the mean 40-fold); the bound keeps a factor of 13.
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4 * float(np.abs(b).max()))
+  with pytest.raises(ValueError, match="num_groups=5: must divide the 64 channels"):
+    layers.GroupNorm(num_groups=5).init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 64)))
+
+
+@pytest.mark.parametrize("up,down,pad", [(1, 2, (1, 1)), (2, 1, (2, 1)), (1, 1, (0, 2))])
+def test_separable_fir_passes_equal_the_depthwise_convolution(up, down, pad):
+  """upfirdn2d runs a rank-one numpy kernel as two 1-D passes; the depthwise convolution it
+  replaces (still used for other kernels, here given as a jax array) gives the same result.
+  u != v and asymmetric taps, so a flipped or transposed pass would show."""
+  u, v = np.array([1.0, 2.0, 5.0, 1.0]), np.array([3.0, 1.0, 0.5, 2.0])
+  kernel = np.outer(u, v).astype(np.float32)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 7, 3)), jnp.float32)
+  separable = fir.upfirdn2d(x, kernel, up=up, down=down, pad=pad)
+  depthwise = fir.upfirdn2d(x, jnp.asarray(kernel), up=up, down=down, pad=pad)
+  assert separable.shape == depthwise.shape
+  np.testing.assert_allclose(separable, depthwise, rtol=1e-5, atol=1e-5 * float(np.abs(depthwise).max()))
+  assert fir._rank_one(np.array([[1.0, 0.0], [0.0, 1.0]])) is None

@@ -44,7 +44,7 @@ def _small(config):
   return config
 
 
-def _setup(n_jitted):
+def _setup(n_jitted, loop="scan"):
   config = _small(gmm_vp.get_config())
   config.training.n_jitted_steps = n_jitted
   sde, model, dataset = build.setup(config)
@@ -53,7 +53,7 @@ def _setup(n_jitted):
   state = build.init_state(config, model, optimizer, mesh)
   loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
   step = train.make_train_step(loss_fn, optimizer, ema_rate=0.9, mesh=mesh, n_jitted_steps=n_jitted,
-                               donate=False)
+                               donate=False, loop=loop)
   return config, dataset, state, step, loss_fn, optimizer
 
 
@@ -74,9 +74,10 @@ def test_train_step_is_one_adam_update_with_ema():
   assert int(new_state.step) == 1
 
 
-def test_n_jitted_steps_equals_single_steps():
+@pytest.mark.parametrize("loop", train.LOOPS)
+def test_n_jitted_steps_equals_single_steps(loop):
   _, dataset, state, step1, _, _ = _setup(1)
-  _, _, state_k, step4, _, _ = _setup(4)
+  _, _, state_k, step4, _, _ = _setup(4, loop)
   batches = next(dataset.batches(64, 0, steps_per_batch=4))
   s = state
   losses = []
@@ -87,6 +88,16 @@ def test_n_jitted_steps_equals_single_steps():
   np.testing.assert_allclose(mk["loss"], losses, rtol=1e-4)
   for a, b in zip(jax.tree.leaves(sk), jax.tree.leaves(s)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert mk["loss"].shape == (4,) and int(sk.step) == 4
+
+
+def test_the_steps_loop_is_the_host_for_image_networks_on_a_cpu_only():
+  assert train.steps_loop("cpu", image_data=True) == "host"
+  assert train.steps_loop("cpu", image_data=False) == "scan"
+  assert train.steps_loop("gpu", image_data=True) == "scan"
+  assert train.steps_loop("tpu", image_data=True) == "scan"
+  with pytest.raises(ValueError, match="loop='python': expected one of \\['host', 'scan'\\]"):
+    train.make_train_step(lambda k, p, b: 0.0, train.make_optimizer(), ema_rate=0.9, loop="python")
 
 
 @pytest.mark.slow

@@ -242,6 +242,7 @@ def _train(config, workdir, sde, model, dataset, mesh):
   make_step = lambda r: train.make_train_step(
       build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
       ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
+      loop=build.steps_loop(config),
       lr_schedule=build.get_lr_schedule(config))
   eval_step = train.make_eval_step(build.get_loss_fn(config, sde, model, train_mode=False), mesh)
   held_out = eval_batches(config, dataset, mesh) if e.num_batches else []

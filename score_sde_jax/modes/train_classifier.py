@@ -118,6 +118,7 @@ def _train_classifier(config, directory, sde, dataset, model, mesh):
   k = config.training.n_jitted_steps
   make_step = lambda r: train.make_train_step(
       loss_fn, optimizer, ema_rate=c.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
+      loop=build.steps_loop(config),
       has_aux=True, lr_schedule=train.learning_rate_schedule(c.lr, c.warmup))
   scaler = get_data_scaler(config.data.centered)
   batches = ((scaler(x), y) for x, y in dataset.batches(

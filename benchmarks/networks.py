@@ -1,0 +1,203 @@
+"""Speed of the paper's networks (DDPM++ / NCSN++): one JSON line per network and piece of work.
+
+Pieces (``--parts``): ``train`` (one train step: loss, gradient, Adam, EMA), ``score`` (one score
+evaluation, the network's forward), ``score_vjp`` (forward + VJP with respect to the input, what a
+Hutchinson divergence costs), ``pc`` (the PC sampler, reverse diffusion + Langevin, ``--pc_steps``
+steps, 2 NFE per step), ``ode`` (the probability-flow ODE, Tsit5, rtol = atol = 1e-5) and ``bpd``
+(bits/dim through that ODE with a Gaussian Hutchinson probe). Networks (``--networks``):
+
+  ddpmpp_32_b16   vp/cifar10_ddpmpp_continuous shrunk to nf=32, ch_mult=(1,2,2), 1 res block,
+                  attention at 16; 32x32x3, batch 16 (the size compared with the original in
+                  issue 18)
+  ddpmpp_8_b64    the same with ch_mult=(1,2), attention at 4; 8x8x1, batch 64
+  ddpmpp_cifar10  vp/cifar10_ddpmpp_continuous as the paper sets it (--batch, default 8)
+  ncsnpp_cifar10  ve/cifar10_ncsnpp_continuous as the paper sets it (--batch, default 8)
+
+Each line runs in its own child process, so ``peak_rss_gib`` is that line's own peak (process
+start, compilation and the run). Every line carries the same-process peaks ``conv_peak_gflops``
+(a 3x3 ``conv_general_dilated``, NHWC 16x32x32x128, fp32) and ``matmul_peak_gflops`` (a 2048^3
+fp32 matmul), and ``conv_peak_ratio``: achieved GFLOP/s over the conv peak. These machines vary
+from day to day; the ratio is the figure to compare. FLOPs are XLA's cost analysis of the compiled
+program; for the loops (``pc``, ``ode``, ``bpd``), whose bodies XLA counts once, they are the
+compiled ``score`` (``score_vjp`` for ``bpd``) FLOPs times the NFE. ``first_call_s`` is the first
+call (compilation included), ``wall_s`` the median of ``--repeats`` later calls. ``--profile``
+adds ``op_shares``: the ops' own time in a profiler trace, by kind (``common.op_breakdown``).
+
+  python benchmarks/networks.py [--networks ddpmpp_32_b16,ddpmpp_8_b64] [--parts train,score]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+NETWORKS = ("ddpmpp_32_b16", "ddpmpp_8_b64", "ddpmpp_cifar10", "ncsnpp_cifar10")
+PARTS = ("train", "score", "score_vjp", "pc", "ode", "bpd")
+
+
+def network_config(name: str, batch: int | None = None):
+  """``(config, batch)`` of a benchmark network (see the module docstring)."""
+  if name.startswith("ddpmpp"):
+    from configs.vp import cifar10_ddpmpp_continuous as paper
+  elif name.startswith("ncsnpp"):
+    from configs.ve import cifar10_ncsnpp_continuous as paper
+  else:
+    raise ValueError(f"--networks: {name!r} unknown; known: {', '.join(NETWORKS)}")
+  config = paper.get_config()
+  m = config.model
+  if name == "ddpmpp_32_b16":
+    m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.fir = 32, (1, 2, 2), 1, (16,), False
+    default_batch = 16
+  elif name == "ddpmpp_8_b64":
+    m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.fir = 32, (1, 2), 1, (4,), False
+    config.data.image_size, config.data.num_channels = 8, 1
+    default_batch = 64
+  elif name in ("ddpmpp_cifar10", "ncsnpp_cifar10"):
+    default_batch = 8
+  else:
+    raise ValueError(f"--networks: {name!r} unknown; known: {', '.join(NETWORKS)}")
+  batch = batch or default_batch
+  config.training.batch_size = config.eval.batch_size = batch
+  return config, batch
+
+
+def _timed(fn, repeats):
+  import jax
+  import numpy as np
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn())
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return out, first, float(np.median(times))
+
+
+def programs(config, batch):
+  """The compiled pieces of one network: ``{name: (compiled, args)}`` for ``train``, ``score``,
+  ``score_vjp``, plus what the loops need."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from score_sde_jax import build, train
+  sde, model = build.get_sde(config), build.get_model(config)
+  optimizer = build.get_optimizer(config)
+  state = build.init_state(config, model, optimizer)
+  shape = (batch,) + tuple(build.data_shape(config))
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, shape), jnp.float32)
+  t = jnp.linspace(0.1, 0.9, batch)
+  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+  step = train.make_train_step(loss_fn, optimizer, ema_rate=config.model.ema_rate, donate=False)
+  score_fn = build.get_score_fn(config, sde, model, state.ema_params)
+
+  def score(s, x, t):
+    return s(x, t)
+
+  def score_vjp(s, x, t, probe):
+    out, vjp = jax.vjp(lambda y: s(y, t), x)
+    return out, vjp(probe)[0]
+
+  return dict(sde=sde, shape=shape, x=x, t=t, state=state, score_fn=score_fn,
+              train=(jax.jit(step), (state, x)),
+              score=(jax.jit(score), (score_fn, x, t)),
+              score_vjp=(jax.jit(score_vjp), (score_fn, x, t, jnp.ones_like(x))))
+
+
+def measure(network, part, args):
+  """One benchmark line (run in a child process)."""
+  import jax
+  import numpy as np
+  from benchmarks.common import conv_peak_gflops, flops_of, matmul_peak_gflops, op_breakdown
+  from score_sde_jax import likelihood, models, sampling
+  config, batch = network_config(network, args.batch)
+  p = programs(config, batch)
+  line = {"bench": "networks", "network": network, "part": part, "batch": batch,
+          "image": list(p["shape"][1:]), "params": models.param_count(p["state"].params)}
+  if part in ("train", "score", "score_vjp"):
+    fn, fargs = p[part]
+    t0 = time.perf_counter()
+    compiled = fn.lower(*fargs).compile()
+    compile_s = time.perf_counter() - t0
+    flops = flops_of(compiled)
+    _, first, wall = _timed(lambda: compiled(*fargs), args.repeats)
+    line.update(compile_s=round(compile_s, 2), first_call_s=round(first, 3), nfe=None)
+    if args.profile:
+      times = op_breakdown(compiled, fargs)
+      total = sum(v for k, v in times.items() if k != "wall")
+      line["op_seconds"] = round(total, 4)
+      line["op_shares"] = {k: round(v / total, 3) for k, v in times.items() if k != "wall"}
+  else:
+    per_nfe = "score_vjp" if part == "bpd" else "score"
+    fn, fargs = p[per_nfe]
+    flops_per_nfe = flops_of(fn.lower(*fargs).compile())
+    key = jax.random.PRNGKey(0)
+    if part == "pc":
+      run = lambda: sampling.pc_sample(key, p["sde"], p["score_fn"], p["shape"],
+                                       predictor="reverse_diffusion", corrector="langevin",
+                                       num_steps=args.pc_steps)
+    elif part == "ode":
+      run = lambda: sampling.ode_sample(key, p["sde"], p["score_fn"], p["shape"])
+    else:
+      x_int = np.random.default_rng(1).integers(0, 256, p["shape"])
+      run = lambda: likelihood.bits_per_dim(key, p["sde"], p["score_fn"], x_int,
+                                            divergence="gaussian")
+    out, first, wall = _timed(run, args.loop_repeats)
+    nfe = int(np.max(np.asarray(out[1])))
+    flops = flops_per_nfe * nfe
+    line.update(first_call_s=round(first, 2), nfe=nfe, s_per_nfe=round(wall / nfe, 4))
+  conv_peak, mm_peak = conv_peak_gflops(), matmul_peak_gflops()
+  achieved = flops / 1e9 / wall
+  line.update(wall_s=round(wall, 4), gflop=round(flops / 1e9, 3),
+              achieved_gflops=round(achieved, 1), conv_peak_gflops=round(conv_peak, 1),
+              matmul_peak_gflops=round(mm_peak, 1), conv_peak_ratio=round(achieved / conv_peak, 3),
+              peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+              device=jax.devices()[0].device_kind, backend=jax.default_backend())
+  return line
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--networks", default="ddpmpp_32_b16,ddpmpp_8_b64")
+  parser.add_argument("--parts", default=",".join(PARTS))
+  parser.add_argument("--batch", type=int, default=None, help="batch (default: the network's)")
+  parser.add_argument("--repeats", type=int, default=5, help="timed calls of train / score")
+  parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
+  parser.add_argument("--pc_steps", type=int, default=100)
+  parser.add_argument("--profile", action="store_true",
+                      help="add op_shares: the ops' time by kind (train, score, score_vjp)")
+  parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    network, part = args.child.split(":")
+    print(json.dumps(measure(network, part, args)), flush=True)
+    return
+  for network in args.networks.split(","):
+    network_config(network)  # an unknown name fails before any child runs
+    for part in args.parts.split(","):
+      if part not in PARTS:
+        parser.error(f"--parts: {part!r} unknown; known: {', '.join(PARTS)}")
+      argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
+              f"--pc_steps={args.pc_steps}", f"--child={network}:{part}"]
+      argv += [f"--batch={args.batch}"] if args.batch else []
+      argv += ["--profile"] if args.profile else []
+      result = subprocess.run([sys.executable, __file__, *argv],
+                              stdout=subprocess.PIPE, text=True)
+      if result.returncode:
+        print(json.dumps({"bench": "networks", "network": network, "part": part,
+                          "error": f"child exited {result.returncode}"}), flush=True)
+      else:
+        sys.stdout.write(result.stdout.strip().splitlines()[-1] + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()
