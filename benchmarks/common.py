@@ -48,8 +48,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 # --- Where the time goes: per-op times from a profiler trace, grouped by what the op is ----------
 
 CATEGORIES = ("convolution", "matmul (dense, 1x1, attention)", "GroupNorm", "attention softmax",
-              "up/down sampling", "elementwise (activations, adds, scaling)", "random bits (dropout, noise)",
-              "layout (transposes, copies)", "optimizer, EMA and loss", "other")
+              "up/down sampling", "elementwise (activations, adds, scaling)",
+              "random bits (dropout, noise)", "layout (transposes, copies)",
+              "optimizer, EMA and loss", "other")
 
 
 def _hlo_instructions(hlo_text: str):

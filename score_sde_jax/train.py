@@ -147,10 +147,10 @@ def steps_loop(backend: str, image_data: bool) -> str:
   """How to run several train steps per call (``make_train_step``'s ``loop``) on ``backend``:
   ``"host"`` for image networks on a CPU, ``"scan"`` everywhere else.
 
-  Measured on the 2-core CPU (``benchmarks/README.md``): a ``lax.scan`` of 5 DDPM++ train steps
-  ran 10x (8x8 images) to 33x (32x32) slower per step than one compiled step called 5 times,
-  while a scan of the toy MLP's 50 steps is 8% faster than the host loop. On accelerators the
-  scan is kept (one call, no host round trip per step).
+  Measured on the 2-core CPU (README, "Speed of the paper's networks"): a ``lax.scan`` of 5
+  DDPM++ train steps ran 10x (8x8 images) to 33x (32x32) slower per step than one compiled
+  step called 5 times, while a scan of the toy MLP's 50 steps is 8% faster than the host loop.
+  On accelerators the scan is kept (one call, no host round trip per step).
   """
   return "host" if backend == "cpu" and image_data else "scan"
 

@@ -136,7 +136,7 @@ class GroupNorm(nn.Module):
   the sums run over the positions first, per channel (contiguous in NHWC, so XLA vectorises
   along them), and only the ``(B, C)`` sums are grouped. Flax reduces the ``(B, H, W, G, C/G)``
   view over three axes at once, which XLA:CPU runs 2-4x slower, forward and backward
-  (``benchmarks/README.md``); the outputs agree to float32 round-off.
+  (README, "Speed of the paper's networks"); the outputs agree to float32 round-off.
   """
 
   num_groups: int = 32

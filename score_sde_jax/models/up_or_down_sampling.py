@@ -68,8 +68,8 @@ def upfirdn2d(x, kernel, up: int = 1, down: int = 1, pad=(0, 0)):
   """Upsample by zero insertion, pad, convolve with ``kernel`` (2-D), downsample. ``x`` is NHWC.
 
   A separable (rank-one) kernel, as every FIR kernel built by :func:`setup_kernel` is, runs as one
-  1-D pass along the height and one along the width; XLA:CPU ran the depthwise convolution of the
-  general case at a few GFLOP/s, about a third of NCSN++'s forward time (``benchmarks/README.md``).
+  1-D pass along the height and one along the width. XLA:CPU ran the depthwise convolution of the
+  general case slowly: a third of NCSN++'s forward time (README, "Speed of the paper's networks").
   """
   factors = _rank_one(kernel) if isinstance(kernel, np.ndarray) else None
   if factors is not None:
