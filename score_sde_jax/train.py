@@ -133,7 +133,9 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     """The stacked steps as calls of one compiled step; metrics stacked as the scan's."""
     metrics = []
     for i in range(jax.tree.leaves(batches)[0].shape[0]):
-      state, m = jitted(state, batches, np.int32(i))
+      # With a mesh the index is a replicated global array: every process passes the same one.
+      index = np.int32(i) if mesh is None else parallel.replicate(np.int32(i), mesh)
+      state, m = jitted(state, batches, index)
       metrics.append(m)
     return state, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
 

@@ -41,14 +41,16 @@ def max_diff(a, b):
   return diff, scale
 
 
-def train_states(mesh, config, n_steps, k):
-  """``n_steps`` optimizer steps from the same init and batches, ``k`` steps per jitted call."""
+def train_states(mesh, config, n_steps, k, loop="scan"):
+  """``n_steps`` optimizer steps from the same init and batches, ``k`` steps per call (by
+  ``loop``)."""
   config.training.n_jitted_steps = k
   sde, model, dataset = build.setup(config)
   optimizer = build.get_optimizer(config)
   state = build.init_state(config, model, optimizer, mesh)
   step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
-                               ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=k)
+                               ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=k,
+                               loop=loop)
   b = config.training.batch_size
   batches = dataset.batches(b, config.seed, steps_per_batch=k if k > 1 else 0,
                             rows=parallel.local_rows(mesh, b) if k == 1 else None)
@@ -88,10 +90,10 @@ def small_config():
 
 def main_float32(one, many, out):
   config = small_config()
-  for n_steps, k in [(1, 1), (10, 1), (10, 5)]:
-    s1, l1 = train_states(one, config, n_steps, k)
-    sn, ln = train_states(many, config, n_steps, k)
-    out[f"train_{n_steps}_k{k}"] = {
+  for n_steps, k, loop in [(1, 1, "scan"), (10, 1, "scan"), (10, 5, "scan"), (10, 5, "host")]:
+    s1, l1 = train_states(one, config, n_steps, k, loop)
+    sn, ln = train_states(many, config, n_steps, k, loop)
+    out[f"train_{n_steps}_k{k}" + ("_host" if loop == "host" else "")] = {
         "n_steps": n_steps, "lr": config.optim.lr, "beta1": config.optim.beta1, "beta2": 0.999,
         "params": max_diff(s1.params, sn.params), "ema": max_diff(s1.ema_params, sn.ema_params),
         "first_loss": max_diff(l1[:1], ln[:1]), "loss": max_diff(l1, ln),

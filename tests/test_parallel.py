@@ -56,7 +56,7 @@ def adam_step_bound(lr, beta1, beta2, t):
   return lr * (1 - beta1) / (1 - beta1**t) * np.sqrt((1 - beta2**t) / (1 - beta2) * geometric)
 
 
-@pytest.mark.parametrize("case", ["train_1_k1", "train_10_k1", "train_10_k5"])
+@pytest.mark.parametrize("case", ["train_1_k1", "train_10_k1", "train_10_k5", "train_10_k5_host"])
 def test_train_steps_on_4_devices_equal_1_device(float32_results, case):
   """Same global batch and key on 1 and 4 devices.
 
