@@ -44,12 +44,12 @@ PARTS = ("train", "score", "score_vjp", "pc", "ode", "bpd")
 
 def network_config(name: str, batch: int | None = None):
   """``(config, batch)`` of a benchmark network (see the module docstring)."""
+  if name not in NETWORKS:
+    raise ValueError(f"--networks: {name!r} unknown; known: {', '.join(NETWORKS)}")
   if name.startswith("ddpmpp"):
     from configs.vp import cifar10_ddpmpp_continuous as paper
-  elif name.startswith("ncsnpp"):
-    from configs.ve import cifar10_ncsnpp_continuous as paper
   else:
-    raise ValueError(f"--networks: {name!r} unknown; known: {', '.join(NETWORKS)}")
+    from configs.ve import cifar10_ncsnpp_continuous as paper
   config = paper.get_config()
   m = config.model
   if name == "ddpmpp_32_b16":
@@ -59,10 +59,8 @@ def network_config(name: str, batch: int | None = None):
     m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.fir = 32, (1, 2), 1, (4,), False
     config.data.image_size, config.data.num_channels = 8, 1
     default_batch = 64
-  elif name in ("ddpmpp_cifar10", "ncsnpp_cifar10"):
+  else:   # the paper's full networks
     default_batch = 8
-  else:
-    raise ValueError(f"--networks: {name!r} unknown; known: {', '.join(NETWORKS)}")
   batch = batch or default_batch
   config.training.batch_size = config.eval.batch_size = batch
   return config, batch
@@ -83,7 +81,7 @@ def _timed(fn, repeats):
 
 
 def programs(config, batch):
-  """The compiled pieces of one network: ``{name: (compiled, args)}`` for ``train``, ``score``,
+  """The jitted pieces of one network: ``{name: (jitted, args)}`` for ``train``, ``score``,
   ``score_vjp``, plus what the loops need."""
   import jax
   import jax.numpy as jnp

@@ -105,7 +105,8 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     return new_state, metrics
 
   stacked = n_jitted_steps > 1 or bool(scan)
-  if stacked and loop == "host":
+  host = stacked and loop == "host"
+  if host:
     def step_fn(state, batches, i):   # step i of the stacked batches, compiled once
       return one_step(state, jax.tree.map(lambda b: b[i], batches))
   elif stacked:
@@ -121,12 +122,12 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   else:
     state_sharding = parallel.replicated(mesh)
     in_shardings = (state_sharding, parallel.batch_sharding(mesh, batch_axis))
-    if stacked and loop == "host":
+    if host:
       in_shardings += (parallel.replicated(mesh),)
     jitted = jax.jit(step_fn, in_shardings=in_shardings,
                      out_shardings=(state_sharding, parallel.replicated(mesh)),
                      donate_argnums=donate_argnums)
-  if not (stacked and loop == "host"):
+  if not host:
     return jitted
 
   def host_loop(state, batches):
