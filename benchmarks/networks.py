@@ -51,6 +51,12 @@ def network_config(name: str, batch: int | None = None):
   else:
     from configs.ve import cifar10_ncsnpp_continuous as paper
   config = paper.get_config()
+  return config, shrink(config, name, batch)
+
+
+def shrink(config, name: str, batch: int | None = None) -> int:
+  """Sets ``config`` (this project's or the original's: the fields are named alike) to network
+  ``name`` and returns its batch."""
   m = config.model
   if name == "ddpmpp_32_b16":
     m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.fir = 32, (1, 2, 2), 1, (16,), False
@@ -63,7 +69,7 @@ def network_config(name: str, batch: int | None = None):
     default_batch = 8
   batch = batch or default_batch
   config.training.batch_size = config.eval.batch_size = batch
-  return config, batch
+  return batch
 
 
 def _timed(fn, repeats):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax.models import conv as conv_lib
 from score_sde_jax.models import up_or_down_sampling as fir_lib
 
 
@@ -116,15 +117,37 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
+class Conv(nn.Module):
+  """``flax.linen.Conv``'s parameters and values (``kernel`` HWIO, ``bias``; NHWC input), with
+  the faster gradients of :func:`score_sde_jax.models.conv.conv2d`."""
+
+  features: int
+  kernel_size: tuple[int, int]
+  strides: int = 1
+  padding: tuple = ((0, 0), (0, 0))
+  use_bias: bool = True
+  kernel_init: Callable = default_init()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init,
+                        tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
+    dtype = jnp.result_type(x, kernel)   # flax's promotion
+    y = conv_lib.conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(dtype)
+    return y
+
+
 def conv3x3(out_ch, *, stride=1, init_scale=1.0, padding=1, use_bias=True, name=None):
   pad = padding if isinstance(padding, (tuple, list)) else ((padding, padding), (padding, padding))
-  return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding=pad, use_bias=use_bias,
-                 kernel_init=default_init(init_scale), name=name)
+  return Conv(out_ch, (3, 3), strides=stride, padding=pad, use_bias=use_bias,
+              kernel_init=default_init(init_scale), name=name)
 
 
 def conv1x1(out_ch, *, init_scale=1.0, use_bias=True, name=None):
-  return nn.Conv(out_ch, (1, 1), padding=((0, 0), (0, 0)), use_bias=use_bias,
-                 kernel_init=default_init(init_scale), name=name)
+  return Conv(out_ch, (1, 1), use_bias=use_bias, kernel_init=default_init(init_scale), name=name)
 
 
 class GroupNorm(nn.Module):

@@ -1,0 +1,119 @@
+"""The image networks' convolutions (score_sde_jax.models.conv): the kernel gradient by rows
+against a float64 numpy oracle, every derivative of conv3x3 / conv2d against XLA's own convolution,
+and layers.Conv against flax.linen.Conv (same parameters, same values)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from score_sde_jax.models import conv, layers
+
+
+def _xla_conv(x, kernel, stride=1, padding=((1, 1), (1, 1))):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                  dimension_numbers=conv.DIMENSIONS)
+
+
+def _data(shape, out_channels, k=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape).astype(np.float32)
+  kernel = (rng.normal(size=(k, k, shape[-1], out_channels)) / (3 * k)).astype(np.float32)
+  g = rng.normal(size=shape[:3] + (out_channels,)).astype(np.float32)
+  return x, kernel, g
+
+
+@pytest.fixture
+def rows_everywhere(monkeypatch):
+  """The rows formulation for every shape (it is otherwise kept for images >= 32x32)."""
+  monkeypatch.setattr(conv, "ROWS_MIN_POSITIONS", 1)
+  monkeypatch.setattr(conv, "ROWS_MIN_OUT_CHANNELS", 1)
+
+
+@pytest.mark.parametrize("shape,out_channels", [((2, 5, 7, 3), 4), ((3, 4, 4, 6), 2)])
+def test_kernel_grad_rows_equals_the_definition_in_float64(shape, out_channels):
+  """sum_{n,h,w} x_pad[n, h+i, w+j, c] g[n, h, w, o], H != W and C != O so a transposed or
+  flipped axis would show. Each entry sums n*h*w <= 70 float32 products of O(1) numbers: the
+  round-off is below 1e-5 of the largest entry (the bound)."""
+  x, _, g = _data(shape, out_channels)
+  n, h, w, _ = shape
+  x_pad = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = np.stack([np.stack([np.einsum("nhwc,nhwo->co", x_pad[:, i:i + h, j:j + w], g)
+                                 for j in range(3)]) for i in range(3)])
+  got = np.asarray(conv.kernel_grad_rows(jnp.asarray(x), jnp.asarray(g)))
+  assert got.shape == (3, 3, shape[-1], out_channels)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("path", ["rows", "xla"])
+def test_conv3x3_derivatives_equal_xla_convolution(path, request):
+  """Value, both reverse-mode gradients, forward mode (what the exact / Hutchinson divergences
+  use), reverse over forward, and vmap, with and without the rows formulation. The two compute
+  the same sums in another order: float32 round-off, bounded by 2e-5 of the largest entry."""
+  if path == "rows":
+    request.getfixturevalue("rows_everywhere")
+  x, kernel, g = _data((2, 6, 5, 3), 4)
+  x, kernel, g = map(jnp.asarray, (x, kernel, g))
+  tx = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
+
+  def close(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0,
+                                 atol=2e-5 * float(np.abs(np.asarray(v)).max()))
+
+  same = lambda x, k: conv.conv2d(x, k, 1, ((1, 1), (1, 1)))
+  for f, ref in [(conv.conv3x3, _xla_conv), (same, _xla_conv)]:
+    close(f(x, kernel), ref(x, kernel))
+    loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)) * g)
+    close(jax.grad(loss(f), (0, 1))(x, kernel), jax.grad(loss(ref), (0, 1))(x, kernel))
+    close(jax.jvp(f, (x, kernel), (tx, kernel))[1], jax.jvp(ref, (x, kernel), (tx, kernel))[1])
+    close(jax.jvp(lambda y: f(y, kernel), (x,), (tx,))[1],
+          jax.jvp(lambda y: ref(y, kernel), (x,), (tx,))[1])
+    hutchinson = lambda fn: lambda k: jnp.sum(jax.jvp(lambda y: fn(y, k), (x,), (tx,))[1] * g)
+    close(jax.grad(hutchinson(f))(kernel), jax.grad(hutchinson(ref))(kernel))
+    per_image = lambda fn: jax.vmap(jax.grad(lambda y, k: jnp.sum(fn(y[None], k) ** 2), (0, 1)),
+                                    (0, None))
+    close(per_image(f)(x, kernel), per_image(ref)(x, kernel))
+
+
+def test_rows_formulation_is_chosen_by_shape():
+  """The kernel gradient of a 3x3 convolution goes through the rows formulation (a
+  platform-dependent choice in the program) only at >= 32x32 and >= 64 output channels."""
+  def program(shape, out_channels):
+    x, kernel, _ = _data(shape, out_channels)
+    return str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(conv.conv3x3(jnp.asarray(x), k))))(
+        jnp.asarray(kernel)))
+  assert "platform_index" in program((1, 32, 32, 2), 64)
+  assert "platform_index" not in program((1, 32, 32, 2), 32)
+  assert "platform_index" not in program((1, 16, 16, 2), 64)
+
+
+def test_one_by_one_convolution_is_a_matmul_with_the_same_gradients():
+  x, kernel, g = _data((2, 4, 6, 5), 3, k=1)
+  x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+  zero = ((0, 0), (0, 0))
+  loss = lambda fn: lambda x, k: jnp.sum(fn(x, k, 1, zero) * g)
+  np.testing.assert_allclose(conv.conv2d(x, kernel), _xla_conv(x, kernel, 1, zero),
+                             rtol=0, atol=1e-6)
+  for a, b in zip(jax.grad(loss(conv.conv2d), (0, 1))(x, kernel),
+                  jax.grad(loss(_xla_conv), (0, 1))(x, kernel)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding", [
+    ((3, 3), 1, ((1, 1), (1, 1))), ((1, 1), 1, ((0, 0), (0, 0))), ((3, 3), 2, ((0, 1), (0, 1))),
+    ((3, 3), 1, ((0, 0), (0, 0)))])
+def test_conv_module_has_flax_conv_parameters_and_values(kernel_size, strides, padding):
+  """Same parameter names, shapes and initial values (same random key), so checkpoints and the
+  converter are unaffected; same outputs (a 1x1 matmul may round differently: 1e-6)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+  init = dict(kernel_init=layers.default_init(1.0), bias_init=nn.initializers.normal())
+  ours = layers.Conv(7, kernel_size, strides=strides, padding=padding, **init)
+  flax_conv = nn.Conv(7, kernel_size, strides=(strides, strides), padding=padding, **init)
+  p_ours, p_flax = ours.init(jax.random.PRNGKey(3), x), flax_conv.init(jax.random.PRNGKey(3), x)
+  assert jax.tree.structure(p_ours) == jax.tree.structure(p_flax)
+  for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_flax)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(ours.apply(p_ours, x), flax_conv.apply(p_flax, x), rtol=0, atol=1e-5)
