@@ -104,7 +104,7 @@ def test_one_by_one_convolution_is_a_matmul_with_the_same_gradients():
 
 @pytest.mark.parametrize("kernel_size,strides,padding", [
     ((3, 3), 1, ((1, 1), (1, 1))), ((1, 1), 1, ((0, 0), (0, 0))), ((3, 3), 2, ((0, 1), (0, 1))),
-    ((3, 3), 1, ((0, 0), (0, 0)))])
+    ((3, 3), 1, ((0, 0), (0, 0))), ((3, 3), 2, "SAME"), ((1, 1), 1, "VALID")])
 def test_conv_module_has_flax_conv_parameters_and_values(kernel_size, strides, padding):
   """Same parameter names, shapes and initial values (same random key), so checkpoints and the
   converter are unaffected; same outputs (a 1x1 matmul may round differently: 1e-6)."""

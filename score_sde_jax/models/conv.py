@@ -39,7 +39,10 @@ ROWS_MIN_OUT_CHANNELS = 64
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((0, 0), (0, 0))) -> jax.Array:
   """``lax.conv_general_dilated`` of NHWC ``x`` with an HWIO ``kernel``, ``padding`` as
-  ``((top, bottom), (left, right))``; 1x1 and 3x3 stride-1 'same' cases take the faster paths."""
+  ``((top, bottom), (left, right))`` or XLA's "SAME" / "VALID"; 1x1 and 3x3 stride-1 'same'
+  cases take the faster paths."""
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], (stride, stride), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
   kh, kw = kernel.shape[:2]
   if x.ndim == 4 and stride == 1:
