@@ -184,24 +184,30 @@ def main():
     network, part = args.child.split(":")
     print(json.dumps(measure(network, part, args)), flush=True)
     return
-  for network in args.networks.split(","):
-    network_config(network)  # an unknown name fails before any child runs
-    for part in args.parts.split(","):
-      if part not in PARTS:
-        parser.error(f"--parts: {part!r} unknown; known: {', '.join(PARTS)}")
-      argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
-              f"--pc_steps={args.pc_steps}", f"--child={network}:{part}"]
-      argv += [f"--batch={args.batch}"] if args.batch else []
-      argv += ["--profile"] if args.profile else []
-      result = subprocess.run([sys.executable, __file__, *argv],
+  argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
+          f"--pc_steps={args.pc_steps}"] + ([f"--batch={args.batch}"] if args.batch else [])
+  run_children(parser, __file__, "networks", args, argv + (["--profile"] if args.profile else []))
+
+
+def run_children(parser, script, bench, args, argv):
+  """Checks ``args.networks`` / ``args.parts`` (one ``parser.error`` before any child runs), then
+  runs ``script --child=network:part`` with ``argv`` for each pair, each in its own process, and
+  prints its JSON line (an ``error`` line where the child failed)."""
+  networks, parts = args.networks.split(","), args.parts.split(",")
+  for field, values, known in [("networks", networks, NETWORKS), ("parts", parts, PARTS)]:
+    for value in values:
+      if value not in known:
+        parser.error(f"--{field}: {value!r} unknown; known: {', '.join(known)}")
+  for network in networks:
+    for part in parts:
+      result = subprocess.run([sys.executable, script, *argv, f"--child={network}:{part}"],
                               stdout=subprocess.PIPE, text=True)
       if result.returncode:
-        print(json.dumps({"bench": "networks", "network": network, "part": part,
+        print(json.dumps({"bench": bench, "network": network, "part": part,
                           "error": f"child exited {result.returncode}"}), flush=True)
       else:
         sys.stdout.write(result.stdout.strip().splitlines()[-1] + "\n")
         sys.stdout.flush()
-
 
 if __name__ == "__main__":
   main()

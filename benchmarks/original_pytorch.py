@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import types
@@ -38,7 +37,7 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.networks import NETWORKS, PARTS, shrink  # noqa: E402  (no JAX imported)
+from benchmarks.networks import PARTS, run_children, shrink  # noqa: E402  (no JAX imported)
 
 
 def _import_original(path):
@@ -201,23 +200,10 @@ def main():
     network, part = args.child.split(":")
     print(json.dumps(measure(network, part, args)), flush=True)
     return
-  for network in args.networks.split(","):
-    if network not in NETWORKS:
-      parser.error(f"--networks: {network!r} unknown; known: {', '.join(NETWORKS)}")
-    for part in args.parts.split(","):
-      if part not in PARTS:
-        parser.error(f"--parts: {part!r} unknown; known: {', '.join(PARTS)}")
-      argv = [f"--original={args.original}", f"--repeats={args.repeats}",
-              f"--loop_repeats={args.loop_repeats}", f"--pc_steps={args.pc_steps}",
-              f"--child={network}:{part}"] + ([f"--batch={args.batch}"] if args.batch else [])
-      result = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True)
-      if result.returncode:
-        print(json.dumps({"bench": "original_pytorch", "network": network, "part": part,
-                          "error": f"child exited {result.returncode}"}), flush=True)
-      else:
-        sys.stdout.write(result.stdout.strip().splitlines()[-1] + "\n")
-        sys.stdout.flush()
-
+  run_children(parser, __file__, "original_pytorch", args, [
+      f"--original={args.original}", f"--repeats={args.repeats}",
+      f"--loop_repeats={args.loop_repeats}", f"--pc_steps={args.pc_steps}"]
+      + ([f"--batch={args.batch}"] if args.batch else []))
 
 if __name__ == "__main__":
   main()
