@@ -170,12 +170,7 @@ def measure(network, part, args):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--networks", default="ddpmpp_32_b16,ddpmpp_8_b64")
-  parser.add_argument("--parts", default=",".join(PARTS))
-  parser.add_argument("--batch", type=int, default=None, help="batch (default: the network's)")
-  parser.add_argument("--repeats", type=int, default=5, help="timed calls of train / score")
-  parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
-  parser.add_argument("--pc_steps", type=int, default=100)
+  add_arguments(parser)
   parser.add_argument("--profile", action="store_true",
                       help="add op_shares: the ops' time by kind (train, score, score_vjp)")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -187,6 +182,16 @@ def main():
   argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
           f"--pc_steps={args.pc_steps}"] + ([f"--batch={args.batch}"] if args.batch else [])
   run_children(parser, __file__, "networks", args, argv + (["--profile"] if args.profile else []))
+
+
+def add_arguments(parser):
+  """The flags networks.py and original_pytorch.py share."""
+  parser.add_argument("--networks", default="ddpmpp_32_b16,ddpmpp_8_b64")
+  parser.add_argument("--parts", default=",".join(PARTS))
+  parser.add_argument("--batch", type=int, default=None, help="batch (default: the network's)")
+  parser.add_argument("--repeats", type=int, default=5, help="timed calls of train / score")
+  parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
+  parser.add_argument("--pc_steps", type=int, default=100)
 
 
 def run_children(parser, script, bench, args, argv):

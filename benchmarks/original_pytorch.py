@@ -37,7 +37,7 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.networks import PARTS, run_children, shrink  # noqa: E402  (no JAX imported)
+from benchmarks.networks import add_arguments, run_children, shrink  # noqa: E402  (no JAX imported)
 
 
 def _import_original(path):
@@ -185,12 +185,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--original", required=True,
                       help="a checkout of yang-song/score_sde_pytorch")
-  parser.add_argument("--networks", default="ddpmpp_32_b16,ddpmpp_8_b64")
-  parser.add_argument("--parts", default=",".join(PARTS))
-  parser.add_argument("--batch", type=int, default=None, help="batch (default: the network's)")
-  parser.add_argument("--repeats", type=int, default=5, help="timed calls of train / score")
-  parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
-  parser.add_argument("--pc_steps", type=int, default=100)
+  add_arguments(parser)
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if not os.path.isfile(os.path.join(args.original, "models", "ncsnpp.py")):
