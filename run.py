@@ -37,6 +37,11 @@ flags.DEFINE_integer("distributed_timeout", 300,
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in --compilation_cache_dir, so that a later run of the "
                   "same programs loads them instead of compiling (--nocompilation_cache: off).")
+flags.DEFINE_string("cpu_devices", None,
+                    "JAX devices the CPU is split into: a count, or 'auto' for one per core "
+                    "(default: JAX's, one unless XLA_FLAGS says otherwise). The batch is split "
+                    "over them (one shard per core), which is faster on a CPU for the smaller "
+                    "networks; batch sizes must divide evenly. Other backends: no effect.")
 flags.DEFINE_string("compilation_cache_dir", None,
                     "Folder of the compilation cache (default: $SCORE_SDE_JAX_COMPILATION_CACHE, "
                     "else $XDG_CACHE_HOME/score_sde_jax/xla, else ~/.cache/score_sde_jax/xla).")
@@ -52,6 +57,8 @@ def main(argv):
       if not FLAGS.workdir:
         raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
       workdir_lib.check_writable(workdir_lib.check_workdir(FLAGS.workdir))
+    if FLAGS.cpu_devices is not None:
+      parallel.split_cpu(FLAGS.cpu_devices, "--cpu_devices")   # before JAX's backends start
     if FLAGS.distributed or any(v is not None for v in (
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
       if FLAGS.mode != "info":
@@ -69,7 +76,8 @@ def main(argv):
       signal.signal(signal.SIGINT, _stop_training)
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
-          checkpoint.NotEnoughSpace, TrainingDiverged, parallel.DistributedError) as e:
+          checkpoint.NotEnoughSpace, TrainingDiverged, parallel.DistributedError,
+          parallel.CpuDevicesError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except (KeyboardInterrupt, TrainingInterrupted):

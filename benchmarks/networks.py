@@ -22,6 +22,8 @@ program; for the loops (``pc``, ``ode``, ``bpd``), whose bodies XLA counts once,
 compiled ``score`` (``score_vjp`` for ``bpd``) FLOPs times the NFE. ``first_call_s`` is the first
 call (compilation included), ``wall_s`` the median of ``--repeats`` later calls. ``--profile``
 adds ``op_shares``: the ops' own time in a profiler trace, by kind (``common.op_breakdown``).
+``--cpu_devices N`` (or ``auto``) splits the CPU into N devices and each batch over them, as
+``run.py --cpu_devices`` does; FLOPs stay those of the whole batch.
 
   python benchmarks/networks.py [--networks ddpmpp_32_b16,ddpmpp_8_b64] [--parts train,score]
 """
@@ -86,9 +88,10 @@ def _timed(fn, repeats):
   return out, first, float(np.median(times))
 
 
-def programs(config, batch):
+def programs(config, batch, mesh=None):
   """The jitted pieces of one network: ``{name: (jitted, args)}`` for ``train``, ``score``,
-  ``score_vjp``, plus what the loops need."""
+  ``score_vjp``, plus what the loops need; with a ``mesh``, ``{name}_sharded`` holds the same
+  arguments with the batch split over it and the rest replicated."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -110,10 +113,15 @@ def programs(config, batch):
     out, vjp = jax.vjp(lambda y: s(y, t), x)
     return out, vjp(probe)[0]
 
-  return dict(sde=sde, shape=shape, x=x, t=t, state=state, score_fn=score_fn,
-              train=(jax.jit(step), (state, x)),
-              score=(jax.jit(score), (score_fn, x, t)),
-              score_vjp=(jax.jit(score_vjp), (score_fn, x, t, jnp.ones_like(x))))
+  pieces = dict(train=(jax.jit(step), (state, x)),
+                score=(jax.jit(score), (score_fn, x, t)),
+                score_vjp=(jax.jit(score_vjp), (score_fn, x, t, jnp.ones_like(x))))
+  if mesh is not None:
+    from score_sde_jax import parallel
+    for name, (fn, (shared, *batched)) in list(pieces.items()):
+      pieces[f"{name}_sharded"] = (fn, (jax.device_put(shared, parallel.replicated(mesh)),
+                                        *jax.device_put(batched, parallel.batch_sharding(mesh))))
+  return dict(sde=sde, shape=shape, x=x, t=t, state=state, score_fn=score_fn, **pieces)
 
 
 def measure(network, part, args):
@@ -121,17 +129,24 @@ def measure(network, part, args):
   import jax
   import numpy as np
   from benchmarks.common import conv_peak_gflops, flops_of, matmul_peak_gflops, op_breakdown
-  from score_sde_jax import likelihood, models, sampling
+  from score_sde_jax import likelihood, models, parallel, sampling
+  mesh = None
+  if args.cpu_devices:   # before any computation
+    parallel.split_cpu(args.cpu_devices, "--cpu_devices")
+    mesh = parallel.make_mesh()
   config, batch = network_config(network, args.batch)
-  p = programs(config, batch)
+  p = programs(config, batch, mesh)
   line = {"bench": "networks", "network": network, "part": part, "batch": batch,
+          "devices": jax.device_count(),
           "image": list(p["shape"][1:]), "params": models.param_count(p["state"].params)}
   if part in ("train", "score", "score_vjp"):
     fn, fargs = p[part]
+    flops = flops_of(fn.lower(*fargs).compile())   # the whole batch's, on one device
+    if mesh is not None:
+      fn, fargs = p[f"{part}_sharded"]
     t0 = time.perf_counter()
     compiled = fn.lower(*fargs).compile()
     compile_s = time.perf_counter() - t0
-    flops = flops_of(compiled)
     _, first, wall = _timed(lambda: compiled(*fargs), args.repeats)
     line.update(compile_s=round(compile_s, 2), first_call_s=round(first, 3), nfe=None)
     if args.profile:
@@ -147,13 +162,13 @@ def measure(network, part, args):
     if part == "pc":
       run = lambda: sampling.pc_sample(key, p["sde"], p["score_fn"], p["shape"],
                                        predictor="reverse_diffusion", corrector="langevin",
-                                       num_steps=args.pc_steps)
+                                       num_steps=args.pc_steps, mesh=mesh)
     elif part == "ode":
-      run = lambda: sampling.ode_sample(key, p["sde"], p["score_fn"], p["shape"])
+      run = lambda: sampling.ode_sample(key, p["sde"], p["score_fn"], p["shape"], mesh=mesh)
     else:
       x_int = np.random.default_rng(1).integers(0, 256, p["shape"])
       run = lambda: likelihood.bits_per_dim(key, p["sde"], p["score_fn"], x_int,
-                                            divergence="gaussian")
+                                            divergence="gaussian", mesh=mesh)
     out, first, wall = _timed(run, args.loop_repeats)
     nfe = int(np.max(np.asarray(out[1])))
     flops = flops_per_nfe * nfe
@@ -171,6 +186,9 @@ def measure(network, part, args):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   add_arguments(parser)
+  parser.add_argument("--cpu_devices", default=None,
+                      help="split the CPU into this many devices ('auto': one per core) and the "
+                           "batch over them (parallel.split_cpu)")
   parser.add_argument("--profile", action="store_true",
                       help="add op_shares: the ops' time by kind (train, score, score_vjp)")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -181,6 +199,7 @@ def main():
     return
   argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
           f"--pc_steps={args.pc_steps}"] + ([f"--batch={args.batch}"] if args.batch else [])
+  argv += [f"--cpu_devices={args.cpu_devices}"] if args.cpu_devices else []
   run_children(parser, __file__, "networks", args, argv + (["--profile"] if args.profile else []))
 
 

@@ -136,6 +136,39 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     done.set()
 
 
+class CpuDevicesError(ValueError):
+  """A ``cpu_devices`` value that cannot be used (not a positive count, or set too late)."""
+
+
+def split_cpu(count, name: str = "cpu_devices") -> int:
+  """Makes JAX's CPU backend ``count`` devices (``"auto"``: one per core this process may run
+  on) and returns the count; must run before any JAX computation.
+
+  The data-parallel mesh of ``run.py`` (``make_mesh``: every device) then runs one shard of each
+  batch per core. XLA:CPU's own threading inside one device keeps the cores less busy on small
+  networks: on 2 cores, DDPM++ 32x32 nf 32 at batch 16 took 0.280 s per train step and 0.046 s
+  per score call as 2 devices against 0.370 and 0.081 s as one; the paper's full DDPM++ trained
+  slower (3.64 against 2.66 s at batch 8; README, "Speed of the paper's networks"). Other
+  backends are not affected; their devices stay as they are.
+  ``name`` is what messages call the setting (``run.py``: ``--cpu_devices``).
+  """
+  if count == "auto":
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  else:
+    try:
+      n = int(count)
+    except (TypeError, ValueError):
+      n = 0
+    if n < 1 or str(n) != str(count).strip():
+      raise CpuDevicesError(f"{name}={count!r}: expected a positive number of devices or 'auto'")
+  try:
+    jax.config.update("jax_num_cpu_devices", int(n or 1))
+  except RuntimeError:
+    raise CpuDevicesError(f"{name}={count!r}: JAX's backends already started in this process; "
+                          "set it before the first JAX computation") from None
+  return int(n or 1)
+
+
 def is_main_process() -> bool:
   """Process 0 writes logs, metrics, figures and sample files."""
   return jax.process_index() == 0

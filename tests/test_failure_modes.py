@@ -2,6 +2,7 @@
 clear line (or a warning and a safe fallback) and leaves what was written intact."""
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -200,3 +201,24 @@ def test_a_wrapped_no_space_error_is_found_and_described():
       "No space left on device: /w/checkpoints/400/state/d/x; free some space and run the same "
       "command again (training resumes from the newest complete checkpoint)")
   assert cli.os_error_of(ValueError("a bug")) is None
+
+
+def test_cpu_devices_split_the_batch_and_a_bad_count_is_one_line(trained, tmp_path):
+  """--cpu_devices=2 makes the CPU two JAX devices and sample mode splits its batches over them
+  (the result says how many); a count that is not positive is one line before anything runs."""
+  wd = str(tmp_path / "wd")
+  shutil.copytree(trained, wd)
+  run = [sys.executable, os.path.join(ROOT, "run.py"), "--config",
+         os.path.join(ROOT, "configs", "toy", "gmm_vp.py"), f"--workdir={wd}", "--mode=sample",
+         "--config.model.hidden=16", "--config.model.num_layers=1", "--config.eval.batch_size=32",
+         "--config.eval.num_samples=64", "--nocompilation_cache"]
+  out = subprocess.run(run + ["--cpu_devices=2"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, TQDM_DISABLE="1"))
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout.splitlines()[0])
+  assert result["devices"] == 2 and result["num_samples"] == 64
+  out = subprocess.run(run + ["--cpu_devices=0"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip() == ("error: --cpu_devices='0': expected a positive number of devices "
+                                "or 'auto'"), out.stderr
