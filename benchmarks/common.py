@@ -27,16 +27,20 @@ def conv_peak_gflops(shape=(16, 32, 32, 128), repeats: int = 10) -> float:
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")), (x, w), repeats)
 
 
-def _best_gflops(fn, args, repeats):
-  compiled = jax.jit(fn).lower(*args).compile()   # one compilation: counted and timed
-  flops = flops_of(compiled)
-  compiled(*args).block_until_ready()
+def best_seconds(compiled, args, repeats: int) -> float:
+  """The fastest of ``repeats`` calls of a compiled function, after one warm-up call."""
+  jax.block_until_ready(compiled(*args))
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    compiled(*args).block_until_ready()
+    jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - t0)
-  return flops / 1e9 / float(np.min(times))
+  return float(np.min(times))
+
+
+def _best_gflops(fn, args, repeats):
+  compiled = jax.jit(fn).lower(*args).compile()   # one compilation: counted and timed
+  return flops_of(compiled) / 1e9 / best_seconds(compiled, args, repeats)
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,18 +30,11 @@ def main():
   args = parser.parse_args()
   import jax
   import numpy as np
-  from benchmarks.common import conv_peak_gflops
+  from benchmarks.common import best_seconds, conv_peak_gflops
   from score_sde_jax.models import conv
 
   def seconds(fn, *a):
-    compiled = jax.jit(fn).lower(*a).compile()
-    jax.block_until_ready(compiled(*a))
-    times = []
-    for _ in range(args.repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled(*a))
-      times.append(time.perf_counter() - t0)
-    return float(np.min(times))
+    return best_seconds(jax.jit(fn).lower(*a).compile(), a, args.repeats)
 
   peak = conv_peak_gflops()
   xla_grad = lambda x, k, g: jax.vjp(lambda k: conv._conv(x, k), k)[1](g)[0]

@@ -74,16 +74,17 @@ def shrink(config, name: str, batch: int | None = None) -> int:
   return batch
 
 
-def _timed(fn, repeats):
-  import jax
+def timed(fn, repeats):
+  """``(last output, first call's seconds, median of ``repeats`` later calls)`` of ``fn()``, which
+  must return only when its work is done (JAX callers block on the result)."""
   import numpy as np
   t0 = time.perf_counter()
-  out = jax.block_until_ready(fn())
+  out = fn()
   first = time.perf_counter() - t0
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
+    out = fn()
     times.append(time.perf_counter() - t0)
   return out, first, float(np.median(times))
 
@@ -140,14 +141,13 @@ def measure(network, part, args):
           "devices": jax.device_count(),
           "image": list(p["shape"][1:]), "params": models.param_count(p["state"].params)}
   if part in ("train", "score", "score_vjp"):
-    fn, fargs = p[part]
-    flops = flops_of(fn.lower(*fargs).compile())   # the whole batch's, on one device
-    if mesh is not None:
-      fn, fargs = p[f"{part}_sharded"]
+    fn, fargs = p[part] if mesh is None else p[f"{part}_sharded"]
     t0 = time.perf_counter()
     compiled = fn.lower(*fargs).compile()
     compile_s = time.perf_counter() - t0
-    _, first, wall = _timed(lambda: compiled(*fargs), args.repeats)
+    # The whole batch's FLOPs, on one device (a sharded program counts one shard's).
+    flops = flops_of(compiled if mesh is None else p[part][0].lower(*p[part][1]).compile())
+    _, first, wall = timed(lambda: jax.block_until_ready(compiled(*fargs)), args.repeats)
     line.update(compile_s=round(compile_s, 2), first_call_s=round(first, 3), nfe=None)
     if args.profile:
       times = op_breakdown(compiled, fargs)
@@ -169,7 +169,7 @@ def measure(network, part, args):
       x_int = np.random.default_rng(1).integers(0, 256, p["shape"])
       run = lambda: likelihood.bits_per_dim(key, p["sde"], p["score_fn"], x_int,
                                             divergence="gaussian", mesh=mesh)
-    out, first, wall = _timed(run, args.loop_repeats)
+    out, first, wall = timed(lambda: jax.block_until_ready(run()), args.loop_repeats)
     nfe = int(np.max(np.asarray(out[1])))
     flops = flops_per_nfe * nfe
     line.update(first_call_s=round(first, 2), nfe=nfe, s_per_nfe=round(wall / nfe, 4))

@@ -37,7 +37,7 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.networks import add_arguments, run_children, shrink  # noqa: E402  (no JAX imported)
+from benchmarks.networks import add_arguments, run_children, shrink, timed  # noqa: E402  (no JAX imported)
 
 
 def _import_original(path):
@@ -66,19 +66,6 @@ def _config(path, network, batch):
   config = module.get_config()
   batch = shrink(config, network, batch)
   return config, batch
-
-
-def _timed(fn, repeats):
-  import numpy as np
-  t0 = time.perf_counter()
-  out = fn()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - t0)
-  return out, first, float(np.median(times))
 
 
 def _peaks():
@@ -172,7 +159,7 @@ def measure(network, part, args):
       data = data * 2 - 1 if config.data.centered else data
       run = lambda: bpd(model, data)
     repeats = args.loop_repeats
-  out, first, wall = _timed(run, repeats)
+  out, first, wall = timed(run, repeats)
   if part in ("pc", "ode", "bpd"):
     nfe = int(out[-1])
     line.update(s_per_nfe=round(wall / nfe, 4))
@@ -199,6 +186,7 @@ def main():
       f"--original={args.original}", f"--repeats={args.repeats}",
       f"--loop_repeats={args.loop_repeats}", f"--pc_steps={args.pc_steps}"]
       + ([f"--batch={args.batch}"] if args.batch else []))
+
 
 if __name__ == "__main__":
   main()

@@ -153,7 +153,7 @@ def split_cpu(count, name: str = "cpu_devices") -> int:
   ``name`` is what messages call the setting (``run.py``: ``--cpu_devices``).
   """
   if count == "auto":
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
   else:
     try:
       n = int(count)
@@ -162,11 +162,11 @@ def split_cpu(count, name: str = "cpu_devices") -> int:
     if n < 1 or str(n) != str(count).strip():
       raise CpuDevicesError(f"{name}={count!r}: expected a positive number of devices or 'auto'")
   try:
-    jax.config.update("jax_num_cpu_devices", int(n or 1))
+    jax.config.update("jax_num_cpu_devices", n)
   except RuntimeError:
     raise CpuDevicesError(f"{name}={count!r}: JAX's backends already started in this process; "
                           "set it before the first JAX computation") from None
-  return int(n or 1)
+  return n
 
 
 def is_main_process() -> bool:
