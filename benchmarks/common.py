@@ -88,14 +88,17 @@ def categorize(name: str, op_name: str, fused: str, network_names=("NCSNpp", "DD
     return "random bits (dropout, noise)"
   if op_name and not in_network:
     return "optimizer, EMA and loss"
+  # A fusion is named after its root op: a convolution or a matmul fused with the reduction or
+  # normalisation that follows it is counted as the convolution / matmul (most of its time).
+  if " convolution(" in fused or name.startswith("convolution") or "conv_general" in op_name:
+    depthwise = "feature_group_count" in fused or "feature_group_count" in op_name
+    return "up/down sampling" if "resample" in op_name and depthwise else "convolution"
+  if " dot(" in fused or name.startswith("dot") or "dot_general" in op_name:
+    return "matmul (dense, 1x1, attention)"
   if "resample" in op_name:
     return "up/down sampling"
   if "GroupNorm" in op_name:
     return "GroupNorm"
-  if " convolution(" in fused or name.startswith("convolution") or "conv_general" in op_name:
-    return "convolution"
-  if " dot(" in fused or name.startswith("dot") or "dot_general" in op_name:
-    return "matmul (dense, 1x1, attention)"
   if "attention" in op_name:
     return "attention softmax"
   if "transpose" in name or name.startswith("copy"):

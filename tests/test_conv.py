@@ -47,24 +47,29 @@ def test_kernel_grad_rows_equals_the_definition_in_float64(shape, out_channels):
   np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("path", ["rows", "xla"])
-def test_conv3x3_derivatives_equal_xla_convolution(path, request):
+@pytest.mark.parametrize("path", ["rows", "xla", "1x1"])
+def test_conv_derivatives_equal_xla_convolution(path, request):
   """Value, both reverse-mode gradients, forward mode (what the exact / Hutchinson divergences
-  use), reverse over forward, and vmap, with and without the rows formulation. The two compute
-  the same sums in another order: float32 round-off, bounded by 2e-5 of the largest entry."""
+  use), reverse over forward, and vmap: conv3x3 with and without the rows formulation, and the
+  1x1 matmul (conv1x1), each also through conv2d. Each computes the same sums as XLA's
+  convolution in another order: float32 round-off, bounded by 2e-5 of the largest entry."""
   if path == "rows":
     request.getfixturevalue("rows_everywhere")
-  x, kernel, g = _data((2, 6, 5, 3), 4)
+  k = 1 if path == "1x1" else 3
+  x, kernel, g = _data((2, 6, 5, 3), 4, k=k)
   x, kernel, g = map(jnp.asarray, (x, kernel, g))
   tx = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
+  pad = ((k // 2, k // 2),) * 2
+  ref = lambda x, kern: _xla_conv(x, kern, 1, pad)
+  own = (lambda x, kern: conv.conv1x1(x, kern[0, 0])) if k == 1 else conv.conv3x3
 
   def close(a, b):
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0,
                                  atol=2e-5 * float(np.abs(np.asarray(v)).max()))
 
-  same = lambda x, k: conv.conv2d(x, k, 1, ((1, 1), (1, 1)))
-  for f, ref in [(conv.conv3x3, _xla_conv), (same, _xla_conv)]:
+  same = lambda x, kern: conv.conv2d(x, kern, 1, pad)
+  for f in (own, same):
     close(f(x, kernel), ref(x, kernel))
     loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)) * g)
     close(jax.grad(loss(f), (0, 1))(x, kernel), jax.grad(loss(ref), (0, 1))(x, kernel))
@@ -76,6 +81,15 @@ def test_conv3x3_derivatives_equal_xla_convolution(path, request):
     per_image = lambda fn: jax.vmap(jax.grad(lambda y, k: jnp.sum(fn(y[None], k) ** 2), (0, 1)),
                                     (0, None))
     close(per_image(f)(x, kernel), per_image(ref)(x, kernel))
+
+
+def test_kernel_grad_1x1_equals_the_definition_in_float64():
+  """sum_{n,h,w} x[n, h, w, c] g[n, h, w, o]; each entry sums 3*4*6 = 72 float32 products of O(1)
+  numbers, so the round-off is below 1e-5 of the largest entry."""
+  x, _, g = _data((3, 4, 6, 5), 2, k=1)
+  expected = np.einsum("nhwc,nhwo->co", x.astype(np.float64), g.astype(np.float64))
+  got = np.asarray(conv.kernel_grad_1x1(jnp.asarray(x), jnp.asarray(g)))
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_rows_formulation_is_chosen_by_shape():
