@@ -1,5 +1,9 @@
 """score_sde_jax: score-based generative modeling with SDEs in JAX/Flax."""
 
+from score_sde_jax import compilation as _compilation
+
+_compilation.add_xla_cpu_flags()   # before JAX's backends start (compilation.XLA_CPU_FLAGS)
+
 from score_sde_jax import classifier, controllable, data, likelihood, sampling
 from score_sde_jax.likelihood import BitsPerDimResult, LikelihoodResult
 from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn

@@ -59,3 +59,21 @@ def test_a_folder_that_cannot_be_made_turns_the_cache_off_with_one_warning(tmp_p
   assert compilation.enable_compilation_cache(str(blocker / "cache"), warn=lines.append) is None
   assert lines == [f"warning: compilation cache off (Not a directory: {blocker / 'cache'}); "
                    "every run compiles afresh"]
+
+
+def test_xla_cpu_flags_are_added_unless_set_opted_out_or_unknown_to_the_jaxlib():
+  """compilation.add_xla_cpu_flags on a given environment: appended to the user's other flags; a
+  flag the user set is kept as set; nothing for a jaxlib older than the one measured (XLA aborts on
+  flags it does not know) or with $SCORE_SDE_JAX_XLA_CPU_FLAGS=0."""
+  ours = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+  env = {}
+  assert compilation.add_xla_cpu_flags(env, "0.10.2") == [ours]
+  assert env == {"XLA_FLAGS": ours}
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  compilation.add_xla_cpu_flags(env, "0.10.2")
+  assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=4 {ours}"
+  env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
+  assert compilation.add_xla_cpu_flags(env, "0.10.2") == []
+  assert env["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+  for env, version in [({}, "0.9.1"), ({}, "0.6.0"), ({"SCORE_SDE_JAX_XLA_CPU_FLAGS": "0"}, "0.10.2")]:
+    assert compilation.add_xla_cpu_flags(env, version) == [] and "XLA_FLAGS" not in env

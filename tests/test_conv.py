@@ -2,6 +2,8 @@
 against a float64 numpy oracle, every derivative of conv3x3 / conv2d against XLA's own convolution,
 and layers.Conv against flax.linen.Conv (same parameters, same values)."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ def rows_everywhere(monkeypatch):
   """The rows formulation for every shape (it is otherwise kept for images >= 32x32)."""
   monkeypatch.setattr(conv, "ROWS_MIN_POSITIONS", 1)
   monkeypatch.setattr(conv, "ROWS_MIN_OUT_CHANNELS", 1)
+  monkeypatch.setattr(conv, "cpu_convolutions_by_ynnpack", lambda: True)
 
 
 @pytest.mark.parametrize("shape,out_channels", [((2, 5, 7, 3), 4), ((3, 4, 4, 6), 2)])
@@ -92,9 +95,12 @@ def test_kernel_grad_1x1_equals_the_definition_in_float64():
   np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-def test_rows_formulation_is_chosen_by_shape():
+def test_rows_formulation_is_chosen_by_shape(monkeypatch):
   """The kernel gradient of a 3x3 convolution goes through the rows formulation (a
-  platform-dependent choice in the program) only at >= 32x32 and >= 64 output channels."""
+  platform-dependent choice in the program) only at >= 32x32 and >= 64 output channels, and only
+  when XLA:CPU's convolutions are YNNPACK's."""
+  monkeypatch.setattr(conv, "cpu_convolutions_by_ynnpack", lambda: True)
+
   def program(shape, out_channels):
     x, kernel, _ = _data(shape, out_channels)
     return str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(conv.conv3x3(jnp.asarray(x), k))))(
@@ -102,18 +108,28 @@ def test_rows_formulation_is_chosen_by_shape():
   assert "platform_index" in program((1, 32, 32, 2), 64)
   assert "platform_index" not in program((1, 32, 32, 2), 32)
   assert "platform_index" not in program((1, 16, 16, 2), 64)
+  monkeypatch.setattr(conv, "cpu_convolutions_by_ynnpack", lambda: False)
+  assert "platform_index" not in program((1, 32, 32, 2), 64)
 
 
-def test_one_by_one_convolution_is_a_matmul_with_the_same_gradients():
-  x, kernel, g = _data((2, 4, 6, 5), 3, k=1)
-  x, kernel = jnp.asarray(x), jnp.asarray(kernel)
-  zero = ((0, 0), (0, 0))
-  loss = lambda fn: lambda x, k: jnp.sum(fn(x, k, 1, zero) * g)
-  np.testing.assert_allclose(conv.conv2d(x, kernel), _xla_conv(x, kernel, 1, zero),
-                             rtol=0, atol=1e-6)
-  for a, b in zip(jax.grad(loss(conv.conv2d), (0, 1))(x, kernel),
-                  jax.grad(loss(_xla_conv), (0, 1))(x, kernel)):
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max()))
+def test_convolutions_are_eigens_unless_the_user_keeps_xlas_default():
+  """Importing score_sde_jax turns YNNPACK's convolutions off (compilation.XLA_CPU_FLAGS), and the
+  networks then keep XLA's kernel gradient; a user's own setting of the flag is kept, and then
+  the rows formulation serves YNNPACK's convolutions; $SCORE_SDE_JAX_XLA_CPU_FLAGS=0 leaves
+  XLA_FLAGS alone. What each process compiled is read from its own HLO (a 32-channel convolution
+  as a YNNPACK fusion or not), in fresh processes, since XLA reads XLA_FLAGS once per process."""
+  import subprocess
+  import sys
+  code = ("import score_sde_jax, os\n"
+          "from score_sde_jax.models import conv\n"
+          "print(repr(os.environ.get('XLA_FLAGS', '')), conv.cpu_convolutions_by_ynnpack())")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SCORE_SDE_JAX_XLA_CPU_FLAGS")}
+  run = lambda **extra: subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
+                                       capture_output=True, text=True, check=True).stdout.split()
+  assert run() == ["'--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'", "False"]
+  ynn = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
+  assert run(XLA_FLAGS=ynn) == [repr(ynn), "True"]
+  assert run(SCORE_SDE_JAX_XLA_CPU_FLAGS="0")[0] == "''"
 
 
 @pytest.mark.parametrize("kernel_size,strides,padding", [

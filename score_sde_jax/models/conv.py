@@ -11,13 +11,16 @@ only how the kernel's gradient is computed changes, and only where it was measur
   once, XLA:CPU copied the cotangent into a transposed layout first, and in the DDPM++ 32x32 nf 32
   train step those copies (with the elementwise work fused into them) took 5 % of the ops' time;
   the step is 3 % faster without them.
-- A 3x3 stride-1 convolution keeps XLA's forward and input gradient, but on a CPU, for images of
-  at least 32x32 and at least 64 output channels, its kernel gradient is a 1-D convolution along
-  the width with the batch and the rows folded into the contracted features
-  (:func:`kernel_grad_rows`). XLA's own kernel gradient contracts only the batch at each of the
-  image-sized window's taps: 1.7-3.5x slower at those sizes. Below them the two were within
-  0.76-1.2x of each other, and DDPM++ 32x32 nf 32 trained 3 % slower with the rows formulation
-  everywhere, so XLA's is kept there; on other backends XLA's is always used.
+- A 3x3 stride-1 convolution keeps XLA's forward and input gradient. Its kernel gradient is
+  XLA's too, unless XLA:CPU runs the convolutions through YNNPACK (its default in jaxlib 0.10;
+  ``score_sde_jax`` turns that off, ``compilation.XLA_CPU_FLAGS``, but a process that started JAX
+  before importing it keeps it: :func:`cpu_convolutions_by_ynnpack`). YNNPACK computes the kernel
+  gradient as a convolution whose window is the whole image, contracting only the batch at each
+  tap, at a quarter of the forward's speed. In that case, on a CPU, for images of at least 32x32
+  and at least 64 output channels, the kernel gradient is a 1-D convolution along the width with
+  the batch and the rows folded into the contracted features (:func:`kernel_grad_rows`): 1.7-3.5x
+  faster than YNNPACK's at those sizes, within 0.76-1.2x below them. XLA's own (Eigen)
+  convolution was faster than both at every size measured but 1x128x128x128 (equal).
 
 Forward-mode differentiation (``jax.jvp``, used by the exact and Hutchinson divergences) is
 unchanged: :func:`conv3x3` and :func:`conv1x1` are ``jax.custom_jvp``s whose rule is the exact
@@ -37,7 +40,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# Measured on XLA:CPU with benchmarks/conv_grad.py (see the module docstring).
+# Measured on XLA:CPU with YNNPACK's convolutions, benchmarks/conv_grad.py (module docstring).
 ROWS_MIN_POSITIONS = 32 * 32
 ROWS_MIN_OUT_CHANNELS = 64
 
@@ -114,10 +117,22 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv(x, kernel)
 
 
+@functools.cache
+def cpu_convolutions_by_ynnpack() -> bool:
+  """Whether XLA:CPU compiles this process's convolutions (of 32 channels or more) to YNNPACK, as
+  jaxlib 0.10 does unless ``XLA_FLAGS`` turns it off; asked once, by compiling one."""
+  f = lambda x, k: _conv(x, k)
+  shapes = (jax.ShapeDtypeStruct((1, 8, 8, 32), jnp.float32),
+            jax.ShapeDtypeStruct((3, 3, 32, 32), jnp.float32))
+  with jax.default_device(jax.devices("cpu")[0]):
+    return "__ynn_fusion" in jax.jit(f).lower(*shapes).compile().as_text()
+
+
 def rows_apply(x_shape, out_channels: int) -> bool:
   """Whether :func:`kernel_grad_rows` is used for this input shape and output channel count (on a
-  CPU)."""
-  return x_shape[1] * x_shape[2] >= ROWS_MIN_POSITIONS and out_channels >= ROWS_MIN_OUT_CHANNELS
+  CPU whose convolutions are YNNPACK's)."""
+  return (x_shape[1] * x_shape[2] >= ROWS_MIN_POSITIONS and out_channels >= ROWS_MIN_OUT_CHANNELS
+          and cpu_convolutions_by_ynnpack())
 
 
 def _conv_in_kernel(x, dkernel):
