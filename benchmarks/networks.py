@@ -20,7 +20,8 @@ fp32 matmul), and ``conv_peak_ratio``: achieved GFLOP/s over the conv peak. Thes
 from day to day; the ratio is the figure to compare. FLOPs are XLA's cost analysis of the compiled
 program; for the loops (``pc``, ``ode``, ``bpd``), whose bodies XLA counts once, they are the
 compiled ``score`` (``score_vjp`` for ``bpd``) FLOPs times the NFE. ``first_call_s`` is the first
-call (compilation included), ``wall_s`` the median of ``--repeats`` later calls. ``--profile``
+call (compilation included), ``wall_s`` the median of ``--repeats`` later calls, after
+``--warmup`` untimed ones for train / score. ``--profile``
 adds ``op_shares``: the ops' own time in a profiler trace, by kind (``common.op_breakdown``).
 ``--cpu_devices N`` (or ``auto``) splits the CPU into N devices and each batch over them, as
 ``run.py --cpu_devices`` does; FLOPs stay those of the whole batch.
@@ -74,13 +75,16 @@ def shrink(config, name: str, batch: int | None = None) -> int:
   return batch
 
 
-def timed(fn, repeats):
-  """``(last output, first call's seconds, median of ``repeats`` later calls)`` of ``fn()``, which
-  must return only when its work is done (JAX callers block on the result)."""
+def timed(fn, repeats, warmup=0):
+  """``(last output, first call's seconds, median of ``repeats`` later calls)`` of ``fn()``, after
+  ``warmup`` untimed calls; ``fn`` must return only when its work is done (JAX callers block on
+  the result)."""
   import numpy as np
   t0 = time.perf_counter()
   out = fn()
   first = time.perf_counter() - t0
+  for _ in range(warmup):
+    out = fn()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -147,7 +151,8 @@ def measure(network, part, args):
     compile_s = time.perf_counter() - t0
     # The whole batch's FLOPs, on one device (a sharded program counts one shard's).
     flops = flops_of(compiled if mesh is None else p[part][0].lower(*p[part][1]).compile())
-    _, first, wall = timed(lambda: jax.block_until_ready(compiled(*fargs)), args.repeats)
+    _, first, wall = timed(lambda: jax.block_until_ready(compiled(*fargs)), args.repeats,
+                           args.warmup)
     line.update(compile_s=round(compile_s, 2), first_call_s=round(first, 3), nfe=None)
     if args.profile:
       times = op_breakdown(compiled, fargs)
@@ -209,6 +214,10 @@ def add_arguments(parser):
   parser.add_argument("--parts", default=",".join(PARTS))
   parser.add_argument("--batch", type=int, default=None, help="batch (default: the network's)")
   parser.add_argument("--repeats", type=int, default=5, help="timed calls of train / score")
+  parser.add_argument("--warmup", type=int, default=3,
+                      help="untimed calls of train / score after the first: a process's first "
+                           "calls of a program run slower (the full DDPM++ train step on XLA:CPU: "
+                           "4.3, 4.1, 2.8, 2.5, then 2.32-2.36 s)")
   parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
   parser.add_argument("--pc_steps", type=int, default=100)
 

@@ -159,7 +159,7 @@ def measure(network, part, args):
       data = data * 2 - 1 if config.data.centered else data
       run = lambda: bpd(model, data)
     repeats = args.loop_repeats
-  out, first, wall = timed(run, repeats)
+  out, first, wall = timed(run, repeats, args.warmup if part in ("train", "score", "score_vjp") else 0)
   if part in ("pc", "ode", "bpd"):
     nfe = int(out[-1])
     line.update(s_per_nfe=round(wall / nfe, 4))
