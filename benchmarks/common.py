@@ -119,7 +119,8 @@ def op_breakdown(compiled, args, calls: int = 3, network_names=("NCSNpp", "DDPM"
   import gzip
   import json
   import tempfile
-  instructions = _hlo_instructions(compiled.as_text())
+  text = compiled.as_text()
+  instructions = _hlo_instructions(text)
   jax.block_until_ready(compiled(*args))
   with tempfile.TemporaryDirectory() as folder:
     t0 = time.perf_counter()
@@ -138,7 +139,6 @@ def op_breakdown(compiled, args, calls: int = 3, network_names=("NCSNpp", "DDPM"
     seconds[categorize(name, op_name, fused, network_names)] += e["dur"] * 1e-6 / calls
   # XLA:CPU's Eigen convolutions leave no event in the trace (YNNPACK's do): their time is
   # estimated as the wall time the traced ops leave over (ops that overlap make it an underestimate).
-  text = compiled.as_text()
   entry = text[text.find("\nENTRY"):]
   entry = entry[:entry.find("\n}")]
   if " convolution(" in entry:   # a convolution run by itself, not in a (YNNPACK) fusion

@@ -202,9 +202,7 @@ def main():
     network, part = args.child.split(":")
     print(json.dumps(measure(network, part, args)), flush=True)
     return
-  argv = [f"--repeats={args.repeats}", f"--loop_repeats={args.loop_repeats}",
-          f"--pc_steps={args.pc_steps}"] + ([f"--batch={args.batch}"] if args.batch else [])
-  argv += [f"--cpu_devices={args.cpu_devices}"] if args.cpu_devices else []
+  argv = shared_argv(args) + ([f"--cpu_devices={args.cpu_devices}"] if args.cpu_devices else [])
   run_children(parser, __file__, "networks", args, argv + (["--profile"] if args.profile else []))
 
 
@@ -220,6 +218,14 @@ def add_arguments(parser):
                            "4.3, 4.1, 2.8, 2.5, then 2.32-2.36 s)")
   parser.add_argument("--loop_repeats", type=int, default=1, help="timed calls of pc / ode / bpd")
   parser.add_argument("--pc_steps", type=int, default=100)
+
+
+def shared_argv(args) -> list[str]:
+  """The :func:`add_arguments` flags a child measures with (all but ``--networks`` and ``--parts``,
+  which choose the children)."""
+  return ([f"--repeats={args.repeats}", f"--warmup={args.warmup}",
+           f"--loop_repeats={args.loop_repeats}", f"--pc_steps={args.pc_steps}"]
+          + ([f"--batch={args.batch}"] if args.batch else []))
 
 
 def run_children(parser, script, bench, args, argv):

@@ -37,7 +37,8 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.networks import add_arguments, run_children, shrink, timed  # noqa: E402  (no JAX imported)
+from benchmarks.networks import (  # noqa: E402  (no JAX imported)
+    add_arguments, run_children, shared_argv, shrink, timed)
 
 
 def _import_original(path):
@@ -182,10 +183,8 @@ def main():
     network, part = args.child.split(":")
     print(json.dumps(measure(network, part, args)), flush=True)
     return
-  run_children(parser, __file__, "original_pytorch", args, [
-      f"--original={args.original}", f"--repeats={args.repeats}",
-      f"--loop_repeats={args.loop_repeats}", f"--pc_steps={args.pc_steps}"]
-      + ([f"--batch={args.batch}"] if args.batch else []))
+  run_children(parser, __file__, "original_pytorch", args,
+               [f"--original={args.original}"] + shared_argv(args))
 
 
 if __name__ == "__main__":
