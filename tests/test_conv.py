@@ -50,28 +50,39 @@ def test_kernel_grad_rows_equals_the_definition_in_float64(shape, out_channels):
   np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("path", ["rows", "xla", "1x1"])
+def _upsampled(x):
+  """2x nearest upsampling, written independently of conv.upsample."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@pytest.mark.parametrize("path", ["rows", "xla", "1x1", "upsample"])
 def test_conv_derivatives_equal_xla_convolution(path, request):
   """Value, both reverse-mode gradients, forward mode (what the exact / Hutchinson divergences
-  use), reverse over forward, and vmap: conv3x3 with and without the rows formulation, and the
-  1x1 matmul (conv1x1), each also through conv2d. Each computes the same sums as XLA's
-  convolution in another order: float32 round-off, bounded by 2e-5 of the largest entry."""
+  use), reverse over forward, and vmap: conv3x3 with and without the rows formulation, the
+  1x1 matmul (conv1x1), each also through conv2d, and the 3x3 convolution of a 2x upsampled
+  image by phases (upsample_conv3x3). Each computes the same sums as XLA's convolution in
+  another order: float32 round-off, bounded by 2e-5 of the largest entry."""
   if path == "rows":
     request.getfixturevalue("rows_everywhere")
   k = 1 if path == "1x1" else 3
   x, kernel, g = _data((2, 6, 5, 3), 4, k=k)
+  if path == "upsample":   # the output is 12x10
+    g = np.random.default_rng(2).normal(size=(2, 12, 10, 4)).astype(np.float32)
   x, kernel, g = map(jnp.asarray, (x, kernel, g))
   tx = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
   pad = ((k // 2, k // 2),) * 2
   ref = lambda x, kern: _xla_conv(x, kern, 1, pad)
   own = (lambda x, kern: conv.conv1x1(x, kern[0, 0])) if k == 1 else conv.conv3x3
+  same = lambda x, kern: conv.conv2d(x, kern, 1, pad)
+  if path == "upsample":
+    ref = lambda x, kern: _xla_conv(_upsampled(x), kern)
+    own = same = conv.upsample_conv3x3
 
   def close(a, b):
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0,
                                  atol=2e-5 * float(np.abs(np.asarray(v)).max()))
 
-  same = lambda x, kern: conv.conv2d(x, kern, 1, pad)
   for f in (own, same):
     close(f(x, kernel), ref(x, kernel))
     loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)) * g)
@@ -92,6 +103,23 @@ def test_kernel_grad_1x1_equals_the_definition_in_float64():
   x, _, g = _data((3, 4, 6, 5), 2, k=1)
   expected = np.einsum("nhwc,nhwo->co", x.astype(np.float64), g.astype(np.float64))
   got = np.asarray(conv.kernel_grad_1x1(jnp.asarray(x), jnp.asarray(g)))
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape,out_channels", [((2, 3, 4, 3), 2), ((1, 1, 1, 2), 3)])
+def test_kernel_grad_upsample_equals_the_definition_in_float64(shape, out_channels):
+  """sum_{n,y,x} u_pad[n, y+i, x+j, c] g[n, y, x, o] with u the 2x nearest-upsampled x (a 1x1
+  image: every tap reads the padding but the centre 2x2). H != W and C != O so a transposed or
+  flipped axis would show. Each entry sums at most 2*6*8 = 96 float32 products of O(1)
+  numbers: the round-off is below 1e-5 of the largest entry."""
+  x, _, _ = _data(shape, out_channels)
+  n, h, w, _ = shape
+  g = np.random.default_rng(3).normal(size=(n, 2 * h, 2 * w, out_channels))
+  u_pad = np.pad(np.asarray(_upsampled(x), np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = np.stack([np.stack([np.einsum("nhwc,nhwo->co", u_pad[:, i:i + 2 * h, j:j + 2 * w], g)
+                                 for j in range(3)]) for i in range(3)])
+  got = np.asarray(conv.kernel_grad_upsample(jnp.asarray(x), jnp.asarray(g, jnp.float32)))
+  assert got.shape == (3, 3, shape[-1], out_channels)
   np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
@@ -147,3 +175,22 @@ def test_conv_module_has_flax_conv_parameters_and_values(kernel_size, strides, p
   for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_flax)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(ours.apply(p_ours, x), flax_conv.apply(p_flax, x), rtol=0, atol=1e-5)
+
+
+def test_conv_module_upsample_is_flax_conv_of_the_upsampled_image():
+  """Conv(upsample=True): flax.linen.Conv's parameters (the same as without upsampling) and its
+  values on the 2x nearest-upsampled input, to float32 round-off (2e-5 of the largest output);
+  any other kernel size, stride or padding is refused with the fields named."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 5, 6))
+  init = dict(kernel_init=layers.default_init(1.0), bias_init=nn.initializers.normal())
+  ours = layers.Conv(7, (3, 3), padding=((1, 1), (1, 1)), upsample=True, **init)
+  flax_conv = nn.Conv(7, (3, 3), padding=((1, 1), (1, 1)), **init)
+  p_ours, p_flax = ours.init(jax.random.PRNGKey(3), x), flax_conv.init(jax.random.PRNGKey(3), x)
+  for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_flax)):
+    np.testing.assert_array_equal(a, b)
+  expected = np.asarray(flax_conv.apply(p_flax, _upsampled(x)))
+  got = np.asarray(ours.apply(p_ours, x))
+  assert got.shape == (2, 8, 10, 7)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+  with pytest.raises(ValueError, match=r"upsample=True: needs kernel_size \(3, 3\), strides 1"):
+    layers.Conv(7, (1, 1), upsample=True).init(jax.random.PRNGKey(0), x)

@@ -1,8 +1,9 @@
 """The image networks' convolutions, written so that XLA:CPU also runs their gradients fast.
 
-The values are those of ``lax.conv_general_dilated`` (and ``flax.linen.Conv``'s parameters);
-only how the kernel's gradient is computed changes, and only where it was measured to be faster
-(``benchmarks/conv_grad.py``; the README's "Speed of the paper's networks"):
+The values are those of ``lax.conv_general_dilated`` (and ``flax.linen.Conv``'s parameters), to
+float32 round-off; only how they or the kernel's gradient are computed changes, and only where it
+was measured to be faster (``benchmarks/conv_grad.py``; the README's "Speed of the paper's
+networks"):
 
 - A 1x1 convolution is a matmul over channels (:func:`conv1x1`). XLA:CPU computed its kernel
   gradient as a convolution with a window the size of the image, at 13-22 GFLOP/s; as a
@@ -21,13 +22,20 @@ only how the kernel's gradient is computed changes, and only where it was measur
   the batch and the rows folded into the contracted features (:func:`kernel_grad_rows`): 1.7-3.5x
   faster than YNNPACK's at those sizes, within 0.76-1.2x below them. XLA's own (Eigen)
   convolution was faster than both at every size measured but 1x128x128x128 (equal).
+- A 3x3 convolution of a 2x nearest-upsampled image (the upsampling blocks of DDPM and of
+  DDPM++ / NCSN++ without FIR) is computed on the image before upsampling
+  (:func:`upsample_conv3x3`): each output phase (row and column parity) is a 2x2 convolution of
+  it, 16/36 of the multiply-adds, and the kernel gradient contracts it with the cotangent summed
+  over 2x2 blocks, 1/4 of them. On XLA:CPU forward, input gradient and kernel gradient ran
+  1.0-2.5x faster than upsampling and convolving (``benchmarks/conv_grad.py``, upsample lines).
+  On other backends (not measured) it upsamples and convolves.
 
 Forward-mode differentiation (``jax.jvp``, used by the exact and Hutchinson divergences) is
-unchanged: :func:`conv3x3` and :func:`conv1x1` are ``jax.custom_jvp``s whose rule is the exact
-linearisation, and whose kernel term is written so that its *transpose*, which reverse mode
-computes, is the faster formulation. JAX has no public ``custom_transpose``, so the kernel term is
-the transpose of the kernel gradient itself (``jax.linear_transpose``); transposing it again gives
-it back.
+unchanged: :func:`conv3x3`, :func:`conv1x1` and the CPU path of :func:`upsample_conv3x3` are
+``jax.custom_jvp``s whose rule is the exact linearisation, and whose kernel term is written so
+that its *transpose*, which reverse mode computes, is the faster formulation. JAX has no public
+``custom_transpose``, so the kernel term is the transpose of the kernel gradient itself
+(``jax.linear_transpose``); transposing it again gives it back.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
@@ -84,10 +93,13 @@ def _bilinear_jvp(apply, kernel_term, primals, tangents):
   return out, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(out)
 
 
-def _transposed(kernel_grad, x, dkernel):
+def _transposed(kernel_grad, x, dkernel, scale: int = 1):
   """The linear map ``dkernel -> (x conv dkernel)`` written as the transpose of ``g ->
-  kernel_grad(x, g)``, so that reverse mode runs ``kernel_grad`` itself."""
-  out = jax.ShapeDtypeStruct(x.shape[:-1] + dkernel.shape[-1:], jnp.result_type(x, dkernel))
+  kernel_grad(x, g)``, so that reverse mode runs ``kernel_grad`` itself; ``scale``: the output's
+  height and width over ``x``'s."""
+  n, h, w, _ = x.shape
+  out = jax.ShapeDtypeStruct((n, h * scale, w * scale, dkernel.shape[-1]),
+                             jnp.result_type(x, dkernel))
   return jax.linear_transpose(lambda g: kernel_grad(x, g), out)(dkernel)[0]
 
 
@@ -159,3 +171,77 @@ def kernel_grad_rows(x: jax.Array, g: jax.Array) -> jax.Array:
   rhs = g.reshape(n * h, w, o)
   out = lax.conv_general_dilated(lhs, rhs, (1,), "VALID", dimension_numbers=("CWN", "IWO", "NWC"))
   return out.reshape(3, c, 3, o).transpose(0, 2, 1, 3)                    # (i, j, c, o)
+
+
+# --- A 3x3 convolution of a 2x nearest-upsampled image ------------------------------------------
+# Each output pixel of conv3x3(upsample(x)) reads a 2x2 patch of x, with the kernel's taps summed
+# by the phase (row and column parity) of the output pixel: row phase 0 reads rows Y-1 and Y of x
+# with taps K[0] and K[1] + K[2], phase 1 rows Y and Y+1 with K[0] + K[1] and K[2]. So the four
+# phases are one 2x2 convolution of x (4 x out channels), 16/36 of the multiply-adds, and the
+# kernel gradient is a contraction of x with the cotangent summed over 2x2 blocks, 1/4 of them.
+def upsample(x: jax.Array, factor: int = 2) -> jax.Array:
+  """Nearest-neighbour upsampling of NHWC ``x``."""
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+  return x.reshape(n, h * factor, w * factor, c)
+
+
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``conv3x3(upsample(x, 2), kernel)`` (NHWC, HWIO; zero padding 1 of the upsampled image).
+
+  On a CPU it is computed without forming the upsampled image (:func:`_subpixel_conv`): 16/36 of
+  the forward's and the input gradient's multiply-adds and 1/4 of the kernel gradient's; other
+  backends (not measured) upsample and convolve."""
+  return lax.platform_dependent(x, kernel, cpu=_subpixel_conv,
+                                default=lambda x, k: conv3x3(upsample(x), k))
+
+
+def _phase_kernel(kernel):
+  """``(3, 3, C, O) -> (2, 2, C, 4 O)``: the 2x2 kernel of each output phase, phases ``(a, b)``
+  outer in the output channels (sums of the kernel's taps; a dot with 0/1 matrices ran up to 3x
+  slower than the 256-channel convolution itself)."""
+  c, o = kernel.shape[2:]
+
+  def phases(t):   # 3 taps on axis 0 -> (phase, 2x2 window row) on axes 0, 1
+    return jnp.stack([jnp.stack([t[0], t[1] + t[2]]), jnp.stack([t[0] + t[1], t[2]])])
+
+  both = phases(jnp.moveaxis(phases(kernel), 2, 0))          # (b, s, a, r, C, O)
+  return both.transpose(3, 1, 4, 2, 0, 5).reshape(2, 2, c, 4 * o)
+
+
+def _subpixel_apply(x, kernel):
+  n, h, w, _ = x.shape
+  o = kernel.shape[-1]
+  # Window position P covers rows P-1 and P of x: phase 0 of output row Y is at P = Y, phase 1 at
+  # P = Y + 1.
+  y = _conv(x, _phase_kernel(kernel)).reshape(n, h + 1, w + 1, 2, 2, o)
+  rows = [jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in range(2)], 3) for a in range(2)]
+  return jnp.stack(rows, 2).reshape(n, 2 * h, 2 * w, o)        # (n, h, a, w, b, o)
+
+
+def kernel_grad_upsample(x: jax.Array, g: jax.Array) -> jax.Array:
+  """The kernel gradient of :func:`upsample_conv3x3`: ``sum_{n,Y,X} x[n, Y, X, c] G[n, Y, X, i, j,
+  o]``, where ``G[.., i, j, .]`` sums the cotangent ``g`` over the 2x2 block of output pixels
+  that tap ``(i, j)`` reads from ``x[Y, X]``. Returns ``(3, 3, C, O)``."""
+  n, h, w, c = x.shape
+  o = g.shape[-1]
+  g_pad = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  blocks = lax.reduce_window(g_pad, np.zeros((), g.dtype), lax.add, (1, 2, 2, 1), (1, 1, 1, 1),
+                             "VALID")                      # 2x2 sums at every offset
+  # Tap i reads x[Y] from output rows 2Y+1-i and 2Y+2-i: the block starting at padded row 2Y+2-i.
+  taps = jnp.stack([blocks[:, 2 - i:2 - i + 2 * h:2, 2 - j:2 - j + 2 * w:2]
+                    for i in range(3) for j in range(3)], 3)
+  # One contraction over batch and positions: per image (as kernel_grad_1x1) ran 1.7-8x slower.
+  out = lax.dot_general(x.reshape(-1, c), taps.reshape(-1, 9 * o), (((0,), (0,)), ((), ())))
+  return out.reshape(c, 3, 3, o).transpose(1, 2, 0, 3)
+
+
+@jax.custom_jvp
+def _subpixel_conv(x, kernel):
+  return _subpixel_apply(x, kernel)
+
+
+_subpixel_conv.defjvp(functools.partial(_bilinear_jvp, _subpixel_apply,
+                                        functools.partial(_transposed, kernel_grad_upsample,
+                                                          scale=2)),
+                      symbolic_zeros=True)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax.models import conv as conv_lib
+
 
 def _resample_scope(fn):
   """Runs ``fn`` under ``jax.named_scope("resample")`` (names its ops in profiles; no effect on
@@ -106,9 +108,7 @@ def downsample_2d(x, k=(1, 3, 3, 1), factor: int = 2, gain: float = 1.0):
 @_resample_scope
 def naive_upsample_2d(x, factor: int = 2):
   """Nearest-neighbour upsampling."""
-  n, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
-  return x.reshape(n, h * factor, w * factor, c)
+  return conv_lib.upsample(x, factor)
 
 
 @_resample_scope
