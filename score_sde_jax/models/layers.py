@@ -329,10 +329,11 @@ class ResnetBlockBigGAN(nn.Module):
     out_ch = self.out_ch or in_ch
     h = self.act(group_norm(in_ch, name="GroupNorm_0")(x))
     # Nearest upsampling is done inside Conv_0 and after the 1x1 Conv_2 (both commute with it):
-    # the same values with a quarter of Conv_2's work and 4/9 of Conv_0's.
+    # the same values with 4/9 of Conv_0's work and a quarter of Conv_2's.
     nearest_up = self.up and not self.fir
-    if self.up and self.fir:
-      h, x = (fir_lib.upsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
+    if self.up:
+      if self.fir:
+        h, x = (fir_lib.upsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
     elif self.down:
       if self.fir:
         h, x = (fir_lib.downsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
