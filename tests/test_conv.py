@@ -83,7 +83,7 @@ def test_conv_derivatives_equal_xla_convolution(path, request):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0,
                                  atol=2e-5 * float(np.abs(np.asarray(v)).max()))
 
-  for f in (own, same):
+  for f in dict.fromkeys((own, same)):   # once where they are the same function
     close(f(x, kernel), ref(x, kernel))
     loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)) * g)
     close(jax.grad(loss(f), (0, 1))(x, kernel), jax.grad(loss(ref), (0, 1))(x, kernel))
