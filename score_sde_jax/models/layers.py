@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_jax.models import conv as conv_lib
+from score_sde_jax.models import dropout as dropout_lib
 from score_sde_jax.models import up_or_down_sampling as fir_lib
 
 
@@ -50,6 +51,9 @@ class GaussianFourierProjection(nn.Module):
     x_proj = x[:, None] * W[None, :] * 2 * jnp.pi
     return jnp.concatenate([jnp.sin(x_proj), jnp.cos(x_proj)], axis=-1)
 
+
+# flax.linen.Dropout with masks drawn in one fused pass on XLA:CPU (same masks; models.dropout).
+Dropout = dropout_lib.Dropout
 
 ACTIVATIONS = {
     "swish": nn.swish,
@@ -302,7 +306,7 @@ class ResnetBlockDDPM(nn.Module):
     h = conv3x3(out_ch, name="Conv_0")(h)
     h = _add_temb(h, temb, self.act, out_ch)
     h = self.act(group_norm(out_ch, self.num_groups, name="GroupNorm_1")(h))
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
     if in_ch != out_ch:
       x = (conv3x3(out_ch, name="Conv_2")(x) if self.conv_shortcut
@@ -342,7 +346,7 @@ class ResnetBlockBigGAN(nn.Module):
     h = conv3x3(out_ch, upsample=nearest_up, name="Conv_0")(h)
     h = _add_temb(h, temb, self.act, out_ch)
     h = self.act(group_norm(out_ch, name="GroupNorm_1")(h))
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
     if in_ch != out_ch or self.up or self.down:
       x = conv1x1(out_ch, name="Conv_2")(x)

@@ -55,7 +55,7 @@ class ScoreMLP(nn.Module):
     h = nn.Dense(self.hidden)(x.reshape(x.shape[0], -1))
     for _ in range(self.num_layers):
       r = nn.Dense(self.hidden)(act(h)) + nn.Dense(self.hidden)(act(temb))
-      r = nn.Dropout(self.dropout, deterministic=not train)(act(r))
+      r = layers.Dropout(self.dropout, deterministic=not train)(act(r))
       h = h + nn.Dense(self.hidden)(r)
     out = nn.Dense(self.dim)(act(h))
     return out.reshape(x.shape)
