@@ -14,7 +14,7 @@ KEYS = {"typed": lambda: jax.random.key(0), "typed, large seed": lambda: jax.ran
         "raw uint32": lambda: jax.random.PRNGKey(7),
         "split": lambda: jax.random.split(jax.random.key(3))[1],
         "folded": lambda: jax.random.fold_in(jax.random.key(11), 99)}
-SHAPES = [(1,), (7,), (3, 5), (2, 3, 4, 5, 6), (4, 16, 16, 32)]
+SHAPES = [(), (0, 3), (1,), (7,), (3, 5), (2, 3, 4, 5, 6), (4, 16, 16, 32)]
 
 
 @pytest.mark.parametrize("key, counter, expected", [

@@ -4,14 +4,14 @@
 Threefry-2x32. On a CPU, JAX lowers that hash as a five-step ``fori_loop`` (it compiles faster),
 and XLA:CPU runs each step as its own pass over uint32 arrays the size of the activations: the
 mask of a 16x32x32x64 activation took 4.7 ms, 22x one elementwise pass over it, and the DDPM++
-32x32 nf 32 train step spent about 9 % of its ops' time drawing dropout masks.
+32x32 nf 32 train step spent about 5 % of its ops' time drawing dropout masks.
 
 :func:`bernoulli` computes the same bits with the hash's 20 rounds written out, which XLA fuses
-with the comparison and the masking into one pass (0.74 ms for that mask); the train step ran
-7-11 % faster and compiled no slower. :class:`Dropout` is ``flax.linen.Dropout`` drawing its mask
-this way, so its masks are bit-identical to flax's for the same key, and training runs are
-unchanged. Keys of another implementation, ``jax_threefry_partitionable`` off or float64
-probabilities take ``jax.random.bernoulli`` itself.
+with the comparison and the masking into one pass (0.74 ms for that mask); DDPM++ train steps ran
+6-10 % faster and compiled 10 % faster (README, "Speed of the paper's networks"). :class:`Dropout`
+is ``flax.linen.Dropout`` drawing its mask this way, so its masks are bit-identical to flax's for
+the same key, and training runs are unchanged. Keys of another implementation,
+``jax_threefry_partitionable`` off or float64 probabilities take ``jax.random.bernoulli`` itself.
 
 Written by hand because JAX has no public unrolled Threefry: its unrolled lowering is the one it
 registers for GPUs, and re-registering it for the CPU would change every program of the process.
@@ -43,9 +43,10 @@ def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
   return x1, x2
 
 
-def _fast_path(key, p) -> bool:
-  """Whether :func:`bernoulli` reproduces ``jax.random.bernoulli(key, p, shape)`` for this key."""
-  if jnp.result_type(p) != jnp.float32 or not jax.config.jax_threefry_partitionable:
+def _fast_path(key, p, shape) -> bool:
+  """Whether :func:`bernoulli` reproduces ``jax.random.bernoulli(key, p, shape)`` here."""
+  if (jnp.result_type(p) != jnp.float32 or not jax.config.jax_threefry_partitionable
+      or np.prod(shape, dtype=np.float64) >= 2.0 ** 32):
     return False
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return str(jax.random.key_impl(key)) == "threefry2x32" and key.shape == ()
@@ -61,10 +62,10 @@ def random_bits(key: jax.Array, shape) -> jax.Array:
     raise ValueError(f"shape={shape}: at most 2**32 - 1 elements (the counter's low word)")
   data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   data = data.astype(jnp.uint32)
-  strides = np.cumprod((1,) + shape[:0:-1])[::-1]
   counter = jnp.zeros(shape, jnp.uint32)
-  for axis, stride in enumerate(strides):
-    counter = counter + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+  for axis in range(len(shape)):
+    stride = np.uint32(np.prod(shape[axis + 1:], dtype=np.int64))
+    counter = counter + lax.broadcasted_iota(jnp.uint32, shape, axis) * stride
   bits1, bits2 = threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), counter)
   return bits1 ^ bits2
 
@@ -72,7 +73,8 @@ def random_bits(key: jax.Array, shape) -> jax.Array:
 def bernoulli(key: jax.Array, p: float, shape) -> jax.Array:
   """``jax.random.bernoulli(key, p, shape)``, bit for bit; a fused pass for Threefry keys (see
   the module docstring)."""
-  if not _fast_path(key, p):
+  shape = tuple(int(d) for d in shape)
+  if not _fast_path(key, p, shape):
     return jax.random.bernoulli(key, p, shape)
   # jax.random.uniform's float32 from 32 random bits: 23 of them as the mantissa of [1, 2).
   mantissa = random_bits(key, shape) >> np.uint32(32 - 23)
