@@ -29,6 +29,11 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
+def _fits_counter(shape) -> bool:
+  """Whether every element's row-major index fits the counter's low word (uint32)."""
+  return np.prod(shape, dtype=np.float64) < 2.0 ** 32
+
+
 def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
   """Threefry-2x32 with 20 rounds (Salmon et al., 2011) of the counter pair ``(x1, x2)`` under
   the key ``(k1, k2)``, all uint32: the hash of JAX's ``threefry2x32`` primitive, unrolled."""
@@ -46,7 +51,7 @@ def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
 def _fast_path(key, p, shape) -> bool:
   """Whether :func:`bernoulli` reproduces ``jax.random.bernoulli(key, p, shape)`` here."""
   if (jnp.result_type(p) != jnp.float32 or not jax.config.jax_threefry_partitionable
-      or np.prod(shape, dtype=np.float64) >= 2.0 ** 32):
+      or not _fits_counter(shape)):
     return False
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return str(jax.random.key_impl(key)) == "threefry2x32" and key.shape == ()
@@ -58,7 +63,7 @@ def random_bits(key: jax.Array, shape) -> jax.Array:
   """``jax.random.bits(key, shape)`` (uint32) of a Threefry key with partitionable counters:
   element ``i`` (row-major) hashes the counter pair ``(i >> 32, i & 0xffffffff)``."""
   shape = tuple(int(d) for d in shape)
-  if np.prod(shape, dtype=np.float64) >= 2.0 ** 32:
+  if not _fits_counter(shape):
     raise ValueError(f"shape={shape}: at most 2**32 - 1 elements (the counter's low word)")
   data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   data = data.astype(jnp.uint32)
