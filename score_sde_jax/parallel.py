@@ -146,8 +146,8 @@ def split_cpu(count, name: str = "cpu_devices") -> int:
 
   The data-parallel mesh of ``run.py`` (``make_mesh``: every device) then runs one shard of each
   batch per core. XLA:CPU's own threading inside one device keeps the cores less busy on small
-  networks: on 2 cores, DDPM++ 32x32 nf 32 at batch 16 took 0.259 s per train step and 0.046 s
-  per score call as 2 devices against 0.282 and 0.058 s as one; the paper's full networks did
+  networks: on 2 cores, DDPM++ 32x32 nf 32 at batch 16 took 0.267 s per train step and 0.046 s
+  per score call as 2 devices against 0.280 and 0.058 s as one; the paper's full networks did
   not gain (DDPM++ at batch 8: 2.78 against 2.24 s; README, "Speed of the paper's networks").
   Other backends are not affected; their devices stay as they are.
   ``name`` is what messages call the setting (``run.py``: ``--cpu_devices``).
