@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
 CONFIG ?= configs/default_toy.py
+# make test runs the test files in this many processes (pytest-xdist, one file per process at a
+# time, so a file's module fixtures are built once). A single test process keeps about one core
+# busy: most of a test's time is XLA compiling, which is single-threaded. 1: one process, no xdist.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test notebooks bench clean
 
@@ -23,7 +27,8 @@ demo: $(STAMP)
 	@echo "demo done: figures in $(WORKDIR)/figures, samples in $(WORKDIR)/samples, metrics in $(WORKDIR)/eval"
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	if [ "$(TEST_WORKERS)" = 1 ]; then $(PY) -m pytest -q tests; \
+	else $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests; fi
 
 notebooks: $(STAMP)
 	mkdir -p workdirs/notebooks
