@@ -1,5 +1,7 @@
 # make demo: set up .venv, train the default toy model, sample from it, write figures.
-# make test: set up .venv, run the test suite.
+# make test: set up .venv, run the test suite without the tests marked slow.
+# make test-slow: only the slow ones (trainings to convergence, kill-and-resume runs, notebooks,
+#   several processes); make test-all: both. CI (.ci/run) runs both.
 # make notebooks: set up .venv, run both notebooks at full size (executed copies and figures in workdirs/notebooks).
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +14,10 @@ CONFIG ?= configs/default_toy.py
 # busy: most of a test's time is XLA compiling, which is single-threaded. 1: one process, no xdist.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test notebooks bench clean
+PYTEST = if [ "$(TEST_WORKERS)" = 1 ]; then $(PY) -m pytest -q $(1) tests; \
+	else $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(1) tests; fi
+
+.PHONY: demo test test-slow test-all notebooks bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +32,13 @@ demo: $(STAMP)
 	@echo "demo done: figures in $(WORKDIR)/figures, samples in $(WORKDIR)/samples, metrics in $(WORKDIR)/eval"
 
 test: $(STAMP)
-	if [ "$(TEST_WORKERS)" = 1 ]; then $(PY) -m pytest -q tests; \
-	else $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests; fi
+	$(call PYTEST,-m "not slow")
+
+test-slow: $(STAMP)
+	$(call PYTEST,-m slow)
+
+test-all: $(STAMP)
+	$(call PYTEST,)
 
 notebooks: $(STAMP)
 	mkdir -p workdirs/notebooks

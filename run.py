@@ -15,11 +15,15 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import build, checkpoint, cli, compilation, parallel
-from score_sde_jax.data import DataError
-from score_sde_jax.modes import MODES, TrainingDiverged, TrainingInterrupted, request_stop
-from score_sde_jax import workdir as workdir_lib
-from score_sde_jax.workdir import WorkdirError
+from score_sde_jax import compilation
+
+compilation.add_xla_cpu_flags()   # before JAX's backends start (README, "Speed")
+
+from score_sde_jax import build, checkpoint, cli, parallel  # noqa: E402
+from score_sde_jax import workdir as workdir_lib  # noqa: E402
+from score_sde_jax.data import DataError  # noqa: E402
+from score_sde_jax.modes import MODES, StopRequest, TrainingDiverged, TrainingInterrupted  # noqa: E402
+from score_sde_jax.workdir import WorkdirError  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -52,17 +56,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  mode = MODES[FLAGS.mode]
+  stop = StopRequest()
+  experiment = None
   try:
-    if FLAGS.mode != "info":
+    if mode.workdir:
       if not FLAGS.workdir:
         raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
       workdir_lib.check_writable(workdir_lib.check_workdir(FLAGS.workdir))
     if FLAGS.cpu_devices is not None:
       parallel.split_cpu(FLAGS.cpu_devices, "--cpu_devices")   # before JAX's backends start
+    if FLAGS.compilation_cache and mode.workdir:
+      compilation.enable_compilation_cache(FLAGS.compilation_cache_dir)
+    # The config is read here, once: a bad one fails before anything waits or compiles.
+    experiment = build.experiment(FLAGS.config, scope=mode.scope, classifier=mode.classifier,
+                                  inpaint=mode.inpaint)
     if FLAGS.distributed or any(v is not None for v in (
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
-      if FLAGS.mode != "info":
-        build.validate_config(FLAGS.config)  # a bad config fails before waiting for peers
       # Before anything else touches JAX's backends.
       parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                           timeout=FLAGS.distributed_timeout,
@@ -70,19 +80,16 @@ def main(argv):
                           names=dict(coordinator_address="--coordinator_address",
                                      num_processes="--num_processes", process_id="--process_id",
                                      timeout="--distributed_timeout"))
-    if FLAGS.compilation_cache and FLAGS.mode != "info":
-      compilation.enable_compilation_cache(FLAGS.compilation_cache_dir)
-    if FLAGS.mode in ("train", "train_classifier"):
-      signal.signal(signal.SIGINT, _stop_training)
-    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    if mode.trains:
+      signal.signal(signal.SIGINT, lambda signum, frame: _stop_training(stop))
+    mode.run(experiment, FLAGS.workdir, stop=stop)
   except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
           checkpoint.NotEnoughSpace, TrainingDiverged, parallel.DistributedError,
           parallel.CpuDevicesError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except (KeyboardInterrupt, TrainingInterrupted):
-    folder = (build.classifier_workdir(FLAGS.config, FLAGS.workdir)
-              if FLAGS.mode == "train_classifier" else FLAGS.workdir)
+    folder = mode.writes_to(experiment, FLAGS.workdir) if experiment else FLAGS.workdir
     print(f"interrupted: {_newest_checkpoint(folder)}", file=sys.stderr)
     sys.exit(130)
   except Exception as e:  # noqa: BLE001 (only file-system errors are reported, others raise)
@@ -90,11 +97,11 @@ def main(argv):
     raise
 
 
-def _stop_training(signum, frame):
+def _stop_training(stop: StopRequest):
   """The first Ctrl-C stops training between two calls (pending checkpoint writes finish); a
   second one interrupts at once."""
   signal.signal(signal.SIGINT, signal.default_int_handler)
-  request_stop()
+  stop.set()
 
 
 def _newest_checkpoint(workdir) -> str:

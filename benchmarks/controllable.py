@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 from score_sde_jax.classifier import get_classifier_fn, get_classifier_loss_fn  # noqa: E402
 from score_sde_jax.controllable import guided_score, inpaint  # noqa: E402

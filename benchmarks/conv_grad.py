@@ -20,6 +20,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 # (batch, height, width, in channels, out channels): DDPM++ 32x32 b16 (nf 32), the paper's
 # CIFAR-10 networks at batch 8 (nf 128), 8x8 b64, and a 64x64 / 128x128 image.

@@ -24,6 +24,8 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 from score_sde_jax.data import images  # noqa: E402
 

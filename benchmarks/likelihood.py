@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 from score_sde_jax.data import GaussianMixture  # noqa: E402
 from score_sde_jax.likelihood import log_likelihood  # noqa: E402

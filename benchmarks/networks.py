@@ -40,6 +40,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 NETWORKS = ("ddpmpp_32_b16", "ddpmpp_8_b64", "ddpmpp_cifar10", "ncsnpp_cifar10")
 PARTS = ("train", "score", "score_vjp", "pc", "ode", "bpd")
@@ -101,15 +103,15 @@ def programs(config, batch, mesh=None):
   import jax.numpy as jnp
   import numpy as np
   from score_sde_jax import build, train
-  sde, model = build.get_sde(config), build.get_model(config)
-  optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer)
-  shape = (batch,) + tuple(build.data_shape(config))
+  exp = build.experiment(config)
+  sde, optimizer = exp.sde, exp.optimizer.make()
+  state = exp.init_state()
+  shape = (batch,) + exp.data.shape
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, shape), jnp.float32)
   t = jnp.linspace(0.1, 0.9, batch)
-  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
-  step = train.make_train_step(loss_fn, optimizer, ema_rate=config.model.ema_rate, donate=False)
-  score_fn = build.get_score_fn(config, sde, model, state.ema_params)
+  loss_fn = exp.loss_fn(train_mode=True)
+  step = train.make_train_step(loss_fn, optimizer, ema_rate=exp.training.ema_rate, donate=False)
+  score_fn = exp.model.score_fn(state.ema_params)
 
   def score(s, x, t):
     return s(x, t)

@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 from benchmarks.common import conv_peak_gflops, flops_of  # noqa: E402
 from score_sde_jax import build, viz, workdir as workdir_lib  # noqa: E402
@@ -136,9 +138,10 @@ def _digits_setup(args):
   """The trained run, its classifier, the held-out digits, ``quality(x)`` and the lines' common
   fields."""
   run = workdir_lib.load_workdir(args.workdir)
-  clf = workdir_lib.load_classifier(build.classifier_workdir(run.config, run.workdir))
+  with_classifier = build.experiment(run.experiment.record, scope="network", classifier=True)
+  clf = workdir_lib.load_classifier(with_classifier.classifier.directory(run.workdir))
   check_classifier_matches(run, clf)
-  dataset = build.get_dataset(run.config)
+  dataset = run.experiment.data.load()
   held_out = dataset.to_unit(dataset.test_levels)
   eps = run.sde.sampling_eps
   features_fn = jax.jit(lambda x: clf.feature_fn(run.scaler(x), jnp.full((x.shape[0],), eps)))
@@ -148,7 +151,7 @@ def _digits_setup(args):
   quality = lambda x: {"fd": round(frechet_distance(features(x), f_held), 3),
                        "pixel_mmd": round(mmd(flat(x), flat(held_out)), 5)}
   base = {"bench": "digits_sampling", "workdir": args.workdir, "step": run.step,
-          "classifier_step": clf.step, "sde": run.config.training.sde,
+          "classifier_step": clf.step, "sde": run.experiment.model.sde_name,
           "n_images": args.n_images, "n_held_out": len(held_out)}
   return run, dataset, held_out, quality, base
 
@@ -163,22 +166,21 @@ def digits_part(args):
   score_flops = flops_of(jax.jit(run.score_fn).lower(x0, jnp.full((n,), 0.5)).compile())
   peak = conv_peak_gflops()
   base["conv_peak_gflops"] = round(peak, 1)
-  s = run.config.sampling
+  ode = run.experiment.sampling.with_options("ode").sampler
   lo, hi = args.digits_range
   rows = []
   for nfe in args.digits_nfes:
     for range_name, rng in (("sde", (0.0, 0.0)), (f"{lo:g}-{hi:g}", (lo, hi))):
-      r = dict(fast_schedule="edm", fast_sigma_min=rng[0], fast_sigma_max=rng[1],
-               noise_removal=True)
+      r = dict(schedule="edm", sigma_min=rng[0], sigma_max=rng[1], noise_removal=True)
       for o in (1, 2, 3):
         rows.append((f"dpm_solver++ order {o}" + (" (ddim)" if o == 1 else ""), range_name, 2,
-                     dict(method="dpm_solver", dpm_order=o, fast_num_steps=nfe - 1 - (o == 3), **r)))
+                     dict(method="dpm_solver", order=o, num_steps=nfe - 1 - (o == 3), **r)))
       rows.append(("edm heun", range_name, 2,
-                   dict(method="edm", fast_num_steps=(nfe - 1) // 2, edm_churn=0.0, **r)))
+                   dict(method="edm", num_steps=(nfe - 1) // 2, churn=0.0, **r)))
   rows += [("pc reverse_diffusion+langevin N=1000", "reference", 1, dict(
                method="pc", predictor="reverse_diffusion", corrector="langevin")),
-           (f"ode {s.ode_solver} rtol={s.rtol:g} atol={s.atol:g}", "reference", 1,
-            dict(method="ode", ode_num_steps=0))]
+           (f"ode {ode.solver} rtol={ode.rtol:g} atol={ode.atol:g}", "reference", 1,
+            dict(method="ode", num_steps=0))]
   out = [{**base, "sampler": "training digits (data's own level)", **quality(train)}]
   print(json.dumps(out[0]), flush=True)
   for name, range_name, calls, sampling in rows:
@@ -205,8 +207,8 @@ def digits_goal(args):
   run, _, _, quality, base = _digits_setup(args)
   for name, keys, sampling in (
       ("edm heun churn=5, 10 steps, the SDE's range", range(300, 306), dict(
-          method="edm", fast_num_steps=10, fast_schedule="edm", fast_sigma_min=0.0,
-          fast_sigma_max=0.0, noise_removal=True, edm_churn=5.0)),
+          method="edm", num_steps=10, schedule="edm", sigma_min=0.0, sigma_max=0.0,
+          noise_removal=True, churn=5.0)),
       ("pc reverse_diffusion+langevin N=1000", range(300, 303), dict(
           method="pc", predictor="reverse_diffusion", corrector="langevin"))):
     fds = []

@@ -25,6 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 
 def child(args):
@@ -47,10 +49,11 @@ def child(args):
         config.model.hidden = hidden
         k = config.training.n_jitted_steps = args.n_jitted_steps
         mesh = parallel.make_mesh(jax.devices()[:n])
-        sde, model, dataset = build.setup(config)
-        optimizer = build.get_optimizer(config)
-        state = build.init_state(config, model, optimizer, mesh)
-        loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+        exp = build.experiment(config)
+        dataset = exp.data.load()
+        optimizer = exp.optimizer.make()
+        state = exp.init_state(mesh)
+        loss_fn = exp.loss_fn(train_mode=True)
         single = train.make_train_step(loss_fn, optimizer, ema_rate=0.999, mesh=mesh,
                                        donate=False)
         one = parallel.shard_batch(np.asarray(next(dataset.batches(b, 0))), mesh)

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde_jax import compilation  # noqa: E402
+compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 
 from configs import default_toy  # noqa: E402
 from score_sde_jax import build, models, parallel, train  # noqa: E402
@@ -26,11 +28,12 @@ from benchmarks.common import flops_of  # noqa: E402
 
 
 def bench(config, repeats):
-  sde, model, dataset = build.setup(config)
+  exp = build.experiment(config)
+  dataset = exp.data.load()
   mesh = parallel.make_mesh()
-  optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer, mesh)
-  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+  optimizer = exp.optimizer.make()
+  state = exp.init_state(mesh)
+  loss_fn = exp.loss_fn(train_mode=True)
   k = config.training.n_jitted_steps
   b = config.training.batch_size
 

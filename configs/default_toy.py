@@ -40,20 +40,24 @@ def get_default_configs():
   sampling.noise_removal = True
   sampling.probability_flow = False
   sampling.snr = 0.16
-  sampling.ode_solver = "tsit5"         # ode: tsit5 | dopri5 (adaptive), euler | heun (fixed)
-  sampling.rtol = 1e-5                  # ode: tolerances of the adaptive solver
-  sampling.atol = 1e-5
-  sampling.ode_num_steps = 0            # ode: steps of a fixed-step solver (0: adaptive)
-  sampling.sde_num_steps = 1000         # sde: Euler-Maruyama steps of the diffrax solve
-  sampling.fast_num_steps = 20          # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
-  sampling.fast_schedule = "edm"        # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
-  sampling.fast_sigma_min = 0.01        # dpm_solver / edm: noise range of the steps, as sigma / alpha
-  sampling.fast_sigma_max = 10.0        #   (0: the SDE's own at eps / T); 10 = 5x the ring's radius
-  sampling.dpm_order = 2                # dpm_solver: 1 (DDIM), 2, 3
-  sampling.edm_churn = 0.0              # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
-  sampling.edm_s_tmin = 0.0
-  sampling.edm_s_tmax = 1e6
-  sampling.edm_s_noise = 1.0
+  # Each other method's options, in its own section (score_sde_jax.sampling.SAMPLERS).
+  sampling.ode = ml_collections.ConfigDict(dict(
+      solver="tsit5",                   # tsit5 | dopri5 (adaptive), euler | heun (fixed steps)
+      rtol=1e-5, atol=1e-5,             # tolerances of the adaptive solver
+      num_steps=0))                     # steps of a fixed-step solver (0: adaptive)
+  sampling.sde = ml_collections.ConfigDict(dict(num_steps=1000))   # Euler-Maruyama steps
+  # The few-step samplers' noise range, as sigma / alpha (0: the SDE's own at eps / T):
+  # 0.01 .. 10 (10 = 5x the ring's radius).
+  sampling.dpm_solver = ml_collections.ConfigDict(dict(
+      order=2,                          # 1 (DDIM), 2, 3
+      num_steps=20,                     # steps (one score evaluation each)
+      schedule="edm",                   # time grid: edm (rho = 7) | logsnr | time
+      sigma_min=0.01, sigma_max=10.0))
+  sampling.edm = ml_collections.ConfigDict(dict(
+      num_steps=20, schedule="edm",     # Heun steps (two score evaluations each), time grid
+      sigma_min=0.01, sigma_max=10.0,
+      churn=0.0,                        # S_churn (0: deterministic), S_tmin, S_tmax, S_noise
+      s_tmin=0.0, s_tmax=1e6, s_noise=1.0))
 
   # evaluation
   config.eval = evaluate = ml_collections.ConfigDict()

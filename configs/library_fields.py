@@ -63,17 +63,22 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
       ),
       "sampling": dict(
           method="pc", predictor="reverse_diffusion", corrector="langevin",
-          ode_solver="tsit5",      # probability-flow ODE (the original: scipy RK45)
-          rtol=1e-5, atol=1e-5,
-          ode_num_steps=0,         # 0: adaptive steps
-          sde_num_steps=1000,      # --config.sampling.method=sde (diffrax reverse SDE)
-          fast_num_steps=20,       # dpm_solver / edm: steps (dpm_solver: NFE; edm: 2 NFE each)
-          fast_schedule="edm",     # dpm_solver / edm time grid: edm (rho = 7) | logsnr | time
-          fast_sigma_min=0.0,      # dpm_solver / edm: noise range of the steps as sigma / alpha
-          fast_sigma_max=0.0,      #   (0: the SDE's own at eps / T)
-          dpm_order=2,             # dpm_solver: 1 (DDIM), 2, 3
-          edm_churn=0.0,           # edm: S_churn (0: deterministic), S_tmin, S_tmax, S_noise
-          edm_s_tmin=0.0, edm_s_tmax=1e6, edm_s_noise=1.0,
+          # The other methods' options, each in its own section (sampling.SAMPLERS).
+          ode=ml_collections.ConfigDict(dict(
+              solver="tsit5",      # probability-flow ODE (the original: scipy RK45)
+              rtol=1e-5, atol=1e-5,
+              num_steps=0)),       # 0: adaptive steps
+          sde=ml_collections.ConfigDict(dict(num_steps=1000)),   # diffrax reverse SDE
+          dpm_solver=ml_collections.ConfigDict(dict(
+              order=2,             # 1 (DDIM), 2, 3
+              num_steps=20,        # steps (one score evaluation each)
+              schedule="edm",      # time grid: edm (rho = 7) | logsnr | time
+              sigma_min=0.0,       # noise range of the steps as sigma / alpha
+              sigma_max=0.0)),     #   (0: the SDE's own at eps / T)
+          edm=ml_collections.ConfigDict(dict(
+              num_steps=20, schedule="edm", sigma_min=0.0, sigma_max=0.0,
+              churn=0.0,           # S_churn (0: deterministic), S_tmin, S_tmax, S_noise
+              s_tmin=0.0, s_tmax=1e6, s_noise=1.0)),
       ),
       "eval": dict(
           num_batches=1,           # eval-loss batches per evaluation during training

@@ -1,10 +1,13 @@
-"""score_sde_jax: score-based generative modeling with SDEs in JAX/Flax."""
+"""score_sde_jax: score-based generative modeling with SDEs in JAX/Flax.
 
-from score_sde_jax import compilation as _compilation
-
-_compilation.add_xla_cpu_flags()   # before JAX's backends start (compilation.XLA_CPU_FLAGS)
+Importing the package changes nothing outside it (no environment variable, hook, logger or
+backend); process-wide settings are explicit calls: :func:`score_sde_jax.compilation.
+add_xla_cpu_flags` (faster convolutions on XLA:CPU, before JAX starts) and
+:func:`score_sde_jax.compilation.enable_compilation_cache`.
+"""
 
 from score_sde_jax import classifier, controllable, data, likelihood, sampling
+from score_sde_jax.experiment import Experiment
 from score_sde_jax.likelihood import BitsPerDimResult, LikelihoodResult
 from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn
 from score_sde_jax.sampling import SampleResult
@@ -16,9 +19,9 @@ from score_sde_jax.workdir import TrainedClassifier, TrainedRun, load_classifier
 __version__ = "0.1.0"
 
 __all__ = [
-    "BitsPerDimResult", "LikelihoodResult", "SDE", "SampleResult", "VESDE", "VPSDE", "ReverseSDE",
-    "TrainState", "TrainedClassifier", "TrainedRun", "classifier", "controllable", "data",
-    "denoising_score_matching", "get_score_fn", "get_sde_loss_fn", "likelihood", "load_classifier",
-    "load_workdir", "make_optimizer", "make_train_step",
+    "BitsPerDimResult", "Experiment", "LikelihoodResult", "SDE", "SampleResult", "VESDE",
+    "VPSDE", "ReverseSDE", "TrainState", "TrainedClassifier", "TrainedRun", "classifier",
+    "controllable", "data", "denoising_score_matching", "get_score_fn", "get_sde_loss_fn",
+    "likelihood", "load_classifier", "load_workdir", "make_optimizer", "make_train_step",
     "sampling", "subVPSDE",
 ]

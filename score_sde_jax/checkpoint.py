@@ -14,17 +14,31 @@ checksums existed (or by other tools) restore without the check.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import re
 import shutil
 import sys
+import time
 import traceback
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
+
+
+if TYPE_CHECKING:
+  import orbax.checkpoint as ocp
+
+
+def _ocp():
+  """orbax.checkpoint, imported on first use: importing it adds a handler to the root logger, and
+  importing this package changes no logger."""
+  import orbax.checkpoint as ocp
+  return ocp
 
 
 class CheckpointDamaged(Exception):
@@ -50,23 +64,49 @@ class _DropTensorstoreTaskErrors(logging.Filter):
                 and "tensorstore" in text)
 
 
-logging.getLogger("asyncio").addFilter(_DropTensorstoreTaskErrors())
-
-
-def _late_read_callbacks(unraisable, previous=sys.unraisablehook):
+def _late_read_callback(unraisable) -> bool:
   """The same failure's other reads finish after orbax has closed its event loop; their
   completion callbacks each raise "Event loop is closed" as an unraisable exception (dozens of
-  tracebacks for one damaged step). Those alone are dropped; everything else goes on to the
-  previous hook."""
+  tracebacks for one damaged step)."""
   e, tb = unraisable.exc_value, unraisable.exc_traceback
   frames = traceback.extract_tb(tb) if tb is not None else []
-  if (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
-      and any(f.name == "call_soon_threadsafe" for f in frames)):
-    return
-  previous(unraisable)
+  return (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+          and any(f.name == "call_soon_threadsafe" for f in frames))
 
 
-sys.unraisablehook = _late_read_callbacks
+# How long a failed read's other reads are given to finish before the hooks are taken off.
+_LATE_READS_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+  """While orbax reads a step: the echoes of one failed read (asyncio's log records of the other
+  failed tasks, and their late callbacks) are dropped; everything else goes where it went.
+  Installed around each read and taken off after it, so importing this module changes no hook
+  or logger. After a failed read, the other reads are given :data:`_LATE_READS_SECONDS` and
+  the garbage collector runs (which logs never-retrieved tasks) before the hooks come off."""
+  log_filter, previous = _DropTensorstoreTaskErrors(), sys.unraisablehook
+  logger = logging.getLogger("asyncio")
+
+  def hook(unraisable):
+    if not _late_read_callback(unraisable):
+      previous(unraisable)
+
+  logger.addFilter(log_filter)
+  sys.unraisablehook = hook
+  failed = False
+  try:
+    yield
+  except BaseException:
+    failed = True
+    raise
+  finally:
+    if failed:
+      time.sleep(_LATE_READS_SECONDS)
+      gc.collect()
+    if sys.unraisablehook is hook:
+      sys.unraisablehook = previous
+    logger.removeFilter(log_filter)
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -115,6 +155,7 @@ def checksums(tree) -> dict:
 def make_manager(directory: str, *, max_to_keep: int = 3,
                  keep_period: int | None = None) -> ocp.CheckpointManager:
   """Manager keeping the newest ``max_to_keep`` steps plus every multiple of ``keep_period``."""
+  ocp = _ocp()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period,
                                          create=True)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
@@ -124,9 +165,10 @@ def save(manager: ocp.CheckpointManager, step: int, state, config_dict: dict,
          *, wait: bool = False) -> None:
   """Saves ``state``, ``config_dict`` and the state's checksums under ``step`` (asynchronously
   unless ``wait``; the checksums are computed first, on the device)."""
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             config=ocp.args.JsonSave(config_dict),
-                                             checksums=ocp.args.JsonSave(checksums(state))))
+  args = _ocp().args
+  manager.save(step, args=args.Composite(state=args.StandardSave(state),
+                                         config=args.JsonSave(config_dict),
+                                         checksums=args.JsonSave(checksums(state))))
   if wait:
     manager.wait_until_finished()
 
@@ -185,11 +227,13 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   _complete(manager, step)
   folder = step_dir(manager, step)
   has_sums = os.path.isdir(os.path.join(folder, "checksums"))
-  args = dict(state=ocp.args.StandardRestore(abstract_state))
+  ocp_args = _ocp().args
+  args = dict(state=ocp_args.StandardRestore(abstract_state))
   if has_sums:
-    args["checksums"] = ocp.args.JsonRestore()
+    args["checksums"] = ocp_args.JsonRestore()
   try:
-    out = manager.restore(step, args=ocp.args.Composite(**args))
+    with _quiet_failed_reads():
+      out = manager.restore(step, args=ocp_args.Composite(**args))
   except Exception as e:  # noqa: BLE001 (orbax / tensorstore raise many types for one cause)
     if "tree structures do not match" in str(e):  # a config the view did not catch, not damage
       raise IncompatibleCheckpoint(
@@ -223,7 +267,9 @@ def read_config(manager: ocp.CheckpointManager, step: int) -> dict:
   """The config dict saved with ``step`` (:class:`CheckpointDamaged` when it cannot be read)."""
   _complete(manager, step)
   try:
-    out = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    with _quiet_failed_reads():
+      args = _ocp().args
+      out = manager.restore(step, args=args.Composite(config=args.JsonRestore()))
   except Exception as e:  # noqa: BLE001
     raise CheckpointDamaged(step_dir(manager, step), _reason(e)) from e
   if not isinstance(out.config, dict):

@@ -1,6 +1,9 @@
-"""Argument checks shared by the samplers and the likelihood: one clear error each, before tracing.
+"""Argument checks shared by the library's functions, networks, samplers and options: one clear
+error each (``ValueError('name=value: ...')``), before tracing.
 
-Numpy integers and floats are accepted wherever Python ones are.
+A leaf module: it imports nothing of the package, so every layer may use it, and each rule is
+written once (``build`` maps the argument's name onto its config field). Numpy integers and floats
+are accepted wherever Python ones are.
 """
 
 from __future__ import annotations
@@ -59,3 +62,50 @@ def check_key(key, what: str):
   if key is None:
     raise ValueError(f"key=None: {what} is random; pass a PRNG key, e.g. jax.random.PRNGKey(0)")
   return key
+
+
+# --- Field rules: ``(predicate, what is allowed)`` pairs for dataclass fields ----------------------
+
+def _int(v):
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v):
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+POSITIVE_INT = (lambda v: _int(v) and v > 0, "a positive integer")
+NON_NEGATIVE_INT = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+FINITE = (_real, "a finite number")
+POSITIVE = (lambda v: _real(v) and v > 0, "a finite positive number")
+NON_NEGATIVE = (lambda v: _real(v) and v >= 0, "a finite number >= 0")
+RATE = (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
+TIME = (lambda v: _real(v) and 0 < v < 1, "a number in (0, 1)")
+BOOL = (lambda v: isinstance(v, bool), "True or False")
+INTS = (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(_int(r) and r > 0 for r in v),
+        "a non-empty sequence of positive integers")
+INTS_OR_EMPTY = (lambda v: isinstance(v, (tuple, list)) and all(_int(r) and r > 0 for r in v),
+                 "a sequence of positive integers (may be empty)")
+
+
+def one_of(options):
+  return (lambda v: isinstance(v, str) and v in options, f"one of {sorted(options)}")
+
+
+def at_least(minimum: int):
+  return (lambda v: _int(v) and v >= minimum, f"an integer >= {minimum}")
+
+
+def check_value(name: str, value, rule):
+  """``value`` if its rule allows it, else ``ValueError('name=value: expected ...')``."""
+  ok, allowed = rule
+  if not ok(value):
+    raise ValueError(f"{name}={value!r}: expected {allowed}")
+  return value
+
+
+def check_fields(obj, rules) -> None:
+  """:func:`check_value` of every field of ``obj`` (a dataclass: a network, a sampler's options)
+  named in ``rules``, in order."""
+  for field, rule in rules.items():
+    check_value(field, getattr(obj, field), rule)

@@ -63,6 +63,10 @@ def _unknown_override(config, argv) -> str | None:
     for part in path.split("."):
       keys = list(node.keys()) if hasattr(node, "keys") else None
       if keys is None or part not in keys:
+        from score_sde_jax.build.compat import RENAMED
+        if path in RENAMED:
+          return (f"--config.{path}: renamed; it is now "
+                  f"{' and '.join('--config.' + p for p in RENAMED[path])}")
         known = f"its fields: {', '.join(sorted(keys))}" if keys else "it has no fields"
         return f"--config.{path}: {walked} has no field {part!r} ({known})"
       node, walked = node[part], f"{walked}.{part}"

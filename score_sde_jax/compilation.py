@@ -32,12 +32,13 @@ XLA_CPU_FLAGS_ENV_VAR = "SCORE_SDE_JAX_XLA_CPU_FLAGS"   # "0": leave XLA_FLAGS a
 
 def add_xla_cpu_flags(environ=None, jaxlib_version: str | None = None) -> list[str]:
   """Appends :data:`XLA_CPU_FLAGS` to ``XLA_FLAGS`` in ``environ`` (default ``os.environ``) and
-  returns the flags added. Runs when ``score_sde_jax`` is imported.
+  returns the flags added. An explicit call (importing the package sets nothing): ``run.py``,
+  the notebooks, the benchmarks and the tests make it first thing, before JAX's backends start.
 
   A flag that ``XLA_FLAGS`` already sets is left as the user set it, and nothing is added when
   ``$SCORE_SDE_JAX_XLA_CPU_FLAGS`` is ``0`` or the jaxlib is older than the one a flag was measured
   with. XLA reads ``XLA_FLAGS`` when JAX's backends start, so a process that ran a JAX computation
-  before importing ``score_sde_jax`` keeps XLA's defaults (the networks' convolutions check which
+  before this call keeps XLA's defaults (the networks' convolutions check which
   they got: ``models.conv``). Only XLA:CPU reads these flags.
   """
   environ = os.environ if environ is None else environ

@@ -22,17 +22,18 @@ known part fixed, which targets ``p_eps(x_b | x_a)``, the exact conditional as `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, time_grid
-from score_sde_jax.sampling.correctors import _norm, get_corrector
-from score_sde_jax.sampling.pc import check_pc_settings, pc_nfe
-from score_sde_jax.sampling.predictors import get_predictor
+from score_sde_jax import checks
+from score_sde_jax.sampling.common import SampleResult
+from score_sde_jax.sampling.correctors import batch_norms
+from score_sde_jax.sampling.pc import pc_sample
 from score_sde_jax.score import as_pytree_fn
 from score_sde_jax.sde import batch_mul
 
@@ -57,41 +58,47 @@ def _identity(x):
   return x
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "predictor", "corrector", "n_steps",
-                                             "num_steps", "denoise", "to_space", "from_space",
-                                             "refine_steps", "mesh"))
-def _projected_pc(key, score_fn, data, mask, snr, refine_snr, eps, *, sde, predictor, corrector,
-                  n_steps, num_steps, denoise, to_space, from_space, refine_steps, mesh):
-  predictor_fn, corrector_fn = get_predictor(predictor), get_corrector(corrector)
-  b = data.shape[0]
-  known = to_space(data)                       # the data in the space the mask lives in
-  key, prior_key = jax.random.split(key)
-  x = parallel.constrain_batch(sde.prior_sampling(prior_key, data.shape), mesh)
+@functools.partial(jax.tree_util.register_dataclass, data_fields=("data", "mask", "refine_snr"),
+                   meta_fields=("to_space", "from_space", "refine_steps"))
+@dataclasses.dataclass(frozen=True)
+class Projection:
+  """The paper's projection, a constraint of :func:`score_sde_jax.sampling.pc_sample`: after
+  every corrector and predictor step the known part of ``x`` (``mask == 1``, in the space of
+  ``to_space``) is replaced by the data diffused to that time; at the end the known part is the
+  data exactly, after ``refine_steps`` Langevin steps of the unknown part (:func:`_refine`)."""
 
-  def project(key, x, x_mean, t):
+  data: jax.Array             # (B, ...) in model space
+  mask: jax.Array             # in the space of to_space: 1 known, 0 generated
+  refine_snr: float
+  to_space: Callable = _identity
+  from_space: Callable = _identity
+  refine_steps: int = 0
+
+  @property
+  def nfe(self) -> int:
+    return self.refine_steps
+
+  @property
+  def known(self):
+    """The data in the mask's space."""
+    return self.to_space(self.data)
+
+  def project(self, key, sde, x, x_mean, t):
     """Replaces the known part of ``x`` by the data diffused to ``t`` (of ``x_mean`` by its mean)."""
+    known, mask = self.known, self.mask
     mean, std = sde.marginal_prob(known, t)
     noisy = mean + batch_mul(std, jax.random.normal(key, known.shape, known.dtype))
-    x = from_space(to_space(x) * (1.0 - mask) + noisy * mask)
-    x_mean = from_space(to_space(x_mean) * (1.0 - mask) + mean * mask)
+    x = self.from_space(self.to_space(x) * (1.0 - mask) + noisy * mask)
+    x_mean = self.from_space(self.to_space(x_mean) * (1.0 - mask) + mean * mask)
     return x, x_mean
 
-  def step(carry, t):
-    key, x, _ = carry
-    key, key_c, key_pc, key_p, key_pp = jax.random.split(key, 5)
-    vec_t = jnp.full((b,), t)
-    x, x_mean = corrector_fn(key_c, sde, score_fn, x, vec_t, snr, n_steps, num_steps)
-    x, x_mean = project(key_pc, x, x_mean, vec_t)
-    x, x_mean = predictor_fn(key_p, sde, score_fn, x, vec_t, num_steps, False)
-    x, x_mean = project(key_pp, x, x_mean, vec_t)
-    return (key, x, x_mean), None
-
-  (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), time_grid(sde.T, eps, num_steps))
-  y = to_space(x_mean if denoise else x)
-  if refine_steps:
-    y = _refine(key, score_fn, y, known, mask, refine_snr, eps, sde=sde,
-                refine_steps=refine_steps, to_space=to_space, from_space=from_space)
-  return from_space(y * (1.0 - mask) + known * mask)   # the known part, exactly
+  def finish(self, key, sde, score_fn, x, eps):
+    known, y = self.known, self.to_space(x)
+    if self.refine_steps:
+      y = _refine(key, score_fn, y, known, self.mask, self.refine_snr, eps, sde=sde,
+                  refine_steps=self.refine_steps, to_space=self.to_space,
+                  from_space=self.from_space)
+    return self.from_space(y * (1.0 - self.mask) + known * self.mask)  # the known part, exactly
 
 
 def _refine(key, score_fn, y, known, mask, snr, eps, *, sde, refine_steps, to_space, from_space):
@@ -106,7 +113,7 @@ def _refine(key, score_fn, y, known, mask, snr, eps, *, sde, refine_steps, to_sp
     y = y * free + mean_known
     grad = to_space(score_fn(from_space(y), vec_t)) * free
     noise = jax.random.normal(k, y.shape, y.dtype) * free
-    e = 2.0 * (snr * jnp.mean(_norm(noise)) / jnp.mean(_norm(grad))) ** 2
+    e = 2.0 * (snr * jnp.mean(batch_norms(noise)) / jnp.mean(batch_norms(grad))) ** 2
     return y + e * grad + jnp.sqrt(2.0 * e) * noise, None
 
   y, _ = jax.lax.scan(step, y, jax.random.split(key, refine_steps))
@@ -131,16 +138,11 @@ def _projected(key, sde, score_fn, data, mask, *, what, predictor, corrector, sn
                num_steps, eps, denoise, refine_steps, refine_snr, mesh, to_space, from_space):
   checks.check_key(key, what)
   data = checks.check_batch("data", data)
-  num_steps, n_steps, snr, eps = check_pc_settings(sde, predictor, corrector, snr, n_steps,
-                                                   num_steps, eps)
-  parallel.check_mesh(data.shape[0], mesh, "data.shape[0]")
-  refine_steps = checks.check_int("refine_steps", refine_steps, 0)
-  refine_snr = checks.check_number("refine_snr", refine_snr)
-  x = _projected_pc(key, as_pytree_fn(score_fn), data, mask, snr, refine_snr, eps, sde=sde,
-                    predictor=predictor, corrector=corrector, n_steps=n_steps,
-                    num_steps=num_steps, denoise=denoise, to_space=to_space,
-                    from_space=from_space, refine_steps=refine_steps, mesh=mesh)
-  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps) + refine_steps)
+  projection = Projection(data, mask, checks.check_number("refine_snr", refine_snr), to_space,
+                          from_space, checks.check_int("refine_steps", refine_steps, 0))
+  return pc_sample(key, sde, score_fn, data.shape, predictor=predictor, corrector=corrector,
+                   snr=snr, n_steps=n_steps, num_steps=num_steps, eps=eps, denoise=denoise,
+                   mesh=mesh, constraint=projection)
 
 
 def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", corrector="langevin",

@@ -31,6 +31,7 @@ from flax import traverse_util
 
 from score_sde_jax import build, checkpoint, models, torch_pickle, train
 from score_sde_jax import workdir as workdir_lib
+from score_sde_jax.experiment import Experiment
 from score_sde_jax.torch_pickle import CheckpointFormatError
 
 _KEY = re.compile(r"^module\.all_modules\.(\d+)\.(.+)$")
@@ -94,9 +95,9 @@ def map_state_dict(state_dict: dict, expected: dict) -> dict:
   return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 
-def _expected_shapes(config, model):
-  shape = tuple(build.data_shape(config))
-  params = models.param_shapes(model, jax.ShapeDtypeStruct((1,) + shape, jnp.float32),
+def _expected_shapes(model):
+  shape = model.data_shape
+  params = models.param_shapes(model.network, jax.ShapeDtypeStruct((1,) + shape, jnp.float32),
                                jax.ShapeDtypeStruct((1,), jnp.float32))
   return {k: v.shape for k, v in traverse_util.flatten_dict(params).items()}
 
@@ -114,11 +115,15 @@ def read_paper_checkpoint(path: str) -> dict:
   return ckpt
 
 
+def _experiment(config) -> Experiment:
+  return config if isinstance(config, Experiment) else build.experiment(config, scope="network")
+
+
 def convert_checkpoint(path: str, config):
-  """``(TrainState, step)`` from a released checkpoint, for the network ``config`` builds."""
-  build.validate_model_config(config)
-  model = build.get_model(config)
-  expected = _expected_shapes(config, model)
+  """``(TrainState, step)`` from a released checkpoint, for the network that ``config`` (a
+  config, or an :class:`~score_sde_jax.experiment.Experiment`) describes."""
+  exp = _experiment(config)
+  expected = _expected_shapes(exp.model)
   ckpt = read_paper_checkpoint(path)
   state_dict = ckpt["model"]
   params = map_state_dict(state_dict, expected)
@@ -136,10 +141,10 @@ def convert_checkpoint(path: str, config):
     ema_dict[key] = value  # frozen tensors (the Fourier W) keep the model's value, as ema.copy_to
   ema_params = map_state_dict(ema_dict, expected)
 
-  optimizer = build.get_optimizer(config)
+  optimizer = exp.part("optimizer").make()
   step = int(ckpt["step"])
   state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params,
-                           opt_state=optimizer.init(params), key=jax.random.PRNGKey(config.seed))
+                           opt_state=optimizer.init(params), key=jax.random.PRNGKey(exp.seed))
   return state, step
 
 
@@ -153,11 +158,12 @@ def convert(path: str, config, workdir: str) -> str:
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise workdir_lib.WorkdirError(f"--workdir={workdir!r}: already holds checkpoints in "
                                    f"{ckpt_dir}; use a new workdir")
-  state, step = convert_checkpoint(path, config)
+  exp = _experiment(config)
+  state, step = convert_checkpoint(path, exp)
   os.makedirs(workdir, exist_ok=True)
   manager = workdir_lib.checkpoints(workdir)
-  checkpoint.save(manager, step, state, config.to_dict(), wait=True)
-  workdir_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  checkpoint.save(manager, step, state, dict(exp.record), wait=True)
+  workdir_lib.write_json(os.path.join(workdir, "config.json"), dict(exp.record))
   return ckpt_dir
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import build, keys, likelihood, viz
+from score_sde_jax import keys, likelihood, viz
 from score_sde_jax.metric_writer import read_metrics
 from score_sde_jax.parallel import to_host
 from score_sde_jax.sampling import ode_paths, reverse_sde_paths
@@ -21,19 +21,19 @@ from score_sde_jax.sde import simulate_forward
 
 
 def _is_2d(dataset) -> bool:
-  return not dataset.is_image and dataset.example_shape == (2,)
+  return dataset.kind == "points" and dataset.example_shape == (2,)
 
 
 def snapshot(dataset, x, path, title):
   """Samples drawn during training: an image grid, or a scatter plot of the first two coordinates."""
-  if dataset.is_image:
-    return viz.plot_image_grid(np.clip(x, 0.0, 1.0), path, title=title)
+  if dataset.kind == "image":
+    return viz.plot_image_grid(dataset.clip(x), path, title=title)
   if dataset.example_shape[0] >= 2:
     return viz.plot_samples(x, dataset.held_out(len(x), 0), path, title=title)
   return None
 
 
-def loss_curve(config, workdir):
+def loss_curve(exp, workdir):
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   train = [r for r in rows if "loss" in r]
   if not train:
@@ -45,22 +45,23 @@ def loss_curve(config, workdir):
                        eval_steps=[r["step"] for r in evals],
                        eval_loss=[r["eval_loss"] for r in evals],
                        floor=floor[-1] if floor else None,
-                       title=f"DSM loss ({config.data.dataset}, {config.training.sde})")
+                       title=f"DSM loss ({exp.data.name}, {exp.model.sde_name})")
 
 
-def training_figures(config, workdir, state, sde, model, dataset):
+def training_figures(exp, workdir, state, dataset):
   """Loss curve; for 2-D data the forward diffusion, and learned vs exact score for mixtures."""
-  paths = [p for p in [loss_curve(config, workdir)] if p]
+  paths = [p for p in [loss_curve(exp, workdir)] if p]
   fig_dir = os.path.join(workdir, "figures")
+  sde = exp.sde
   if _is_2d(dataset):
-    x0 = jnp.asarray(dataset.sample(keys.numpy_stream(config.seed, "figures"), 2000), jnp.float32)
+    x0 = jnp.asarray(dataset.sample(keys.numpy_stream(exp.seed, "figures"), 2000), jnp.float32)
     ts, xs = jax.jit(simulate_forward, static_argnums=(1, 3, 4), static_argnames="save_every")(
-        keys.stream(config.seed, "figure_paths"), sde, x0, sde.T, 1000, save_every=10)
+        keys.stream(exp.seed, "figure_paths"), sde, x0, sde.T, 1000, save_every=10)
     paths.append(viz.plot_forward_diffusion(
         ts, xs, os.path.join(fig_dir, "forward_diffusion.png"),
-        title=f"Forward {config.training.sde} diffusion of {config.data.dataset} data"))
-    if hasattr(dataset, "marginal_score"):
-      score_fn = build.get_score_fn(config, sde, model, state.ema_params)
+        title=f"Forward {exp.model.sde_name} diffusion of {exp.data.name} data"))
+    if dataset.marginal_score is not None:
+      score_fn = exp.model.score_fn(state.ema_params)
       paths.append(score_field(score_fn, sde, dataset, os.path.join(fig_dir, "score_field.png")))
   return paths
 
@@ -82,19 +83,19 @@ def sample_figures(run, dataset, samples, held_out, result, tag):
   """Samples beside held-out data (an image grid for images); for 2-D data also the paths of the
   reverse SDE and of the probability-flow ODE from the same prior points."""
   fig_dir = os.path.join(run.workdir, "figures")
-  if dataset.is_image:
-    return [viz.plot_image_grid(np.clip(samples[:64], 0.0, 1.0),
+  if dataset.kind == "image":
+    return [viz.plot_image_grid(dataset.clip(samples[:64]),
                                 os.path.join(fig_dir, f"samples_{tag}.png"),
                                 title=f"{result['sampler']}, step {run.step}")]
   if not _is_2d(dataset):
     return []
-  log_prob = getattr(dataset, "log_prob", None)
+  log_prob = dataset.log_prob
   lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
   title = (f"{result['sampler']}, step {run.step}: MMD {result['mmd']:.4f}, "
            f"NFE {result['nfe_per_batch']:.0f}")
   paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
                             log_prob_fn=lp_fn, title=title)]
-  sde, seed = run.sde, run.config.seed
+  sde, seed = run.sde, run.experiment.seed
   z = sde.prior_sampling(keys.stream(seed, "figure_latents"), (60,) + run.data_shape)
   sde_ts, sde_xs = reverse_sde_paths(keys.stream(seed, "figure_paths"), sde, _host_score_fn(run), z,
                                      eps=sde.sampling_eps)
@@ -107,27 +108,27 @@ def sample_figures(run, dataset, samples, held_out, result, tag):
 def _host_score_fn(run, flow=False):
   """The EMA score from host copies of the parameters: figures run on process 0 alone, without
   collectives."""
-  return build.get_score_fn(run.config, run.sde, run.model, to_host(run.params), flow=flow)
+  return run.experiment.model.score_fn(to_host(run.params), flow=flow)
 
 
 def likelihood_figures(run, dataset, data):
   """2-D data: model vs exact log-density on a grid, latent interpolations, encode-decode."""
   if not _is_2d(dataset):
     return []
-  e, sde = run.config.eval, run.sde
+  sde = run.sde
   score_fn = _host_score_fn(run, flow=True)
   fig_dir = os.path.join(run.workdir, "figures")
-  kw = dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+  kw = run.experiment.eval.flow_options()
   lim = float(np.quantile(np.abs(data), 0.999)) * 1.2
   g = np.linspace(-lim, lim, 64)
   grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
   model_lp = np.concatenate([np.asarray(likelihood.log_likelihood(
       None, sde, score_fn, chunk, divergence="exact", **kw).logp) for chunk in jnp.split(grid, 8)])
-  exact_lp = np.asarray(dataset.log_prob(grid)) if hasattr(dataset, "log_prob") else None
+  exact_lp = np.asarray(dataset.log_prob(grid)) if dataset.log_prob is not None else None
   paths = [viz.plot_log_density(g, model_lp.reshape(64, 64),
                                 os.path.join(fig_dir, "log_density.png"),
                                 exact=None if exact_lp is None else exact_lp.reshape(64, 64))]
-  rng = keys.numpy_stream(run.config.seed, "figures")
+  rng = keys.numpy_stream(run.experiment.seed, "figures")
   pairs = data[rng.choice(len(data), size=(6, 2), replace=False)]
   z = likelihood.encode(sde, score_fn, jnp.asarray(pairs.reshape(-1, 2)), **kw).reshape(6, 2, 2)
   alphas = np.linspace(0, 1, 9)
@@ -152,11 +153,11 @@ def image_flow_figures(run, dataset, held_out, *, n_pairs: int = 4, n_alphas: in
   between them the decoded slerp of their latents at ``n_alphas`` points of [0, 1].
   ``reconstruction.png``: the images over their ``decode(encode(x))``.
   """
-  e, sde = run.config.eval, run.sde
+  sde = run.sde
   score_fn = _host_score_fn(run, flow=True)
-  kw = dict(rtol=e.rtol, atol=e.atol, eps=e.likelihood_eps)
+  kw = run.experiment.eval.flow_options()
   fig_dir = os.path.join(run.workdir, "figures")
-  rng = keys.numpy_stream(run.config.seed, "figures")
+  rng = keys.numpy_stream(run.experiment.seed, "figures")
   n_pairs = min(n_pairs, len(held_out) // 2)
   pairs = dataset.to_unit(held_out[rng.choice(len(held_out), size=2 * n_pairs, replace=False)])
   z = likelihood.encode(sde, score_fn, run.scaler(jnp.asarray(pairs)), **kw)

@@ -79,13 +79,18 @@ def discrete_losses(sde: SDE, score_fn: Callable, x0: jax.Array, index: jax.Arra
   return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
 
 
+def check_discrete(sde: SDE) -> None:
+  """Discrete-time training needs the SDE's own chain."""
+  if not sde.has_discrete_chain:
+    raise ValueError(f"continuous=False: discrete-time training is defined for SDEs with a "
+                     f"discrete chain, VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
+
+
 def get_discrete_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool,
                          scale_by_sigma: bool = False):
   """``loss_fn(key, params, batch)`` for discrete-time training on the SDE's own chain
   (SMLD for VE, DDPM for VP; levels drawn uniformly)."""
-  if not sde.has_discrete_chain:
-    raise ValueError(f"discrete-time training (continuous=False): defined for SDEs with a discrete "
-                     f"chain, VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
+  check_discrete(sde)
 
   def loss_fn(key, params, batch):
     key_i, key_z, key_dropout = jax.random.split(key, 3)

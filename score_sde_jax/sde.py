@@ -1,5 +1,8 @@
 """Forward SDEs of Song et al. (ICLR 2021) and their reverse-time counterparts.
 
+One module over 300 lines on purpose: the base class's contract and the three SDEs of the paper,
+each one class owning everything specific to it (a new SDE is one more class).
+
 Each SDE is an immutable value (a frozen dataclass of Python scalars) whose
 methods are pure, jit-able functions of their arguments, with the method names
 of the paper's code (``sde``, ``marginal_prob``, ``prior_sampling``,

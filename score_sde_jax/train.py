@@ -60,6 +60,24 @@ def init_train_state(key: jax.Array, model, example_input: jax.Array, example_la
                     opt_state=optimizer.init(params), key=key_state)
 
 
+def _init_fn(network, example_shape, optimizer):
+  example = jnp.zeros((1,) + tuple(example_shape))
+  return lambda key: init_train_state(key, network, example, jnp.ones((1,)), optimizer)
+
+
+def init_state(key, network, example_shape, optimizer, mesh=None) -> TrainState:
+  """A fresh train state of ``network`` (a score network or a classifier: both take
+  ``(x, label)``) for examples of ``example_shape``, compiled, replicated over ``mesh``."""
+  init = jax.jit(_init_fn(network, example_shape, optimizer),
+                 out_shardings=None if mesh is None else parallel.replicated(mesh))
+  return init(key)
+
+
+def abstract_state(network, example_shape, optimizer) -> TrainState:
+  """Shapes and dtypes of :func:`init_state`'s result, without allocating it (a restore target)."""
+  return jax.eval_shape(_init_fn(network, example_shape, optimizer), jax.random.PRNGKey(0))
+
+
 def ema_update(ema_params, params, rate: float):
   """``ema <- rate * ema + (1 - rate) * params``.
 

@@ -1,4 +1,8 @@
-"""Figures (matplotlib, PNG). Functions take plain arrays and a path; nothing of the package is imported."""
+"""Figures (matplotlib, PNG). Functions take plain arrays and a path; nothing of the package is imported.
+
+Over 300 lines on purpose: one short function per kind of figure (about 15 of them), sharing the
+saving and colour set-up; which figure a mode draws is decided in ``figures.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,16 @@
 import os
 import sys
 
-import jax
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # configs/ is imported as a package, as run.py does
+
+from score_sde_jax import compilation  # noqa: E402
+
+compilation.add_xla_cpu_flags()   # as run.py: the tests see the programs users run
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -45,10 +45,11 @@ def train_states(mesh, config, n_steps, k, loop="scan"):
   """``n_steps`` optimizer steps from the same init and batches, ``k`` steps per call (by
   ``loop``)."""
   config.training.n_jitted_steps = k
-  sde, model, dataset = build.setup(config)
-  optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer, mesh)
-  step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
+  exp = build.experiment(config)
+  sde, model, dataset = exp.sde, exp.model.network, exp.data.load()
+  optimizer = exp.optimizer.make()
+  state = exp.init_state(mesh)
+  step = train.make_train_step(exp.loss_fn(train_mode=True), optimizer,
                                ema_rate=config.model.ema_rate, mesh=mesh, n_jitted_steps=k,
                                loop=loop)
   b = config.training.batch_size
@@ -68,7 +69,8 @@ def mixed_score(config, params):
   solves stay well conditioned (a barely trained network alone makes the
   adaptive solves stiff).
   """
-  sde, model, dataset = build.setup(config)
+  exp = build.experiment(config)
+  sde, model, dataset = exp.sde, exp.model.network, exp.data.load()
   network = get_score_fn(sde, model, params, True)
 
   def mixed(network, x, t):

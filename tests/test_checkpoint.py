@@ -46,9 +46,9 @@ def _tiny_config(**training):
 
 
 def _restore(config, workdir):
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
-  return workdir_lib.restore_newest(config, workdir_lib.checkpoints(workdir), state)
+  state = build.experiment(config).init_state(parallel.make_mesh())
+  return workdir_lib.restore_newest(workdir_lib.checkpoints(workdir), state,
+                                    experiment=build.experiment(config))
 
 
 def _assert_same_state(a, b):
@@ -58,13 +58,13 @@ def _assert_same_state(a, b):
 
 def test_round_trip_is_exact(tmp_path):
   config = _tiny_config()
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  state = build.experiment(config).init_state(parallel.make_mesh())
   state = state.replace(key=jax.random.PRNGKey(123),
                         params=jax.tree.map(lambda p: p + 0.1234567, state.params))
   manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
   checkpoint.save(manager, 7, state, config.to_dict(), wait=True)
-  restored, step = workdir_lib.restore_newest(config, workdir_lib.checkpoints(str(tmp_path)), state)
+  restored, step = workdir_lib.restore_newest(workdir_lib.checkpoints(str(tmp_path)), state,
+                                              experiment=build.experiment(config))
   assert step == 7
   _assert_same_state(restored, state)
   assert jax.tree.structure(restored) == jax.tree.structure(state)
@@ -162,7 +162,7 @@ def test_a_config_with_tuples_resumes_from_its_json_copy():
   config = ddpmpp_vp.get_config()
   saved = json.loads(json.dumps(config.to_dict()))
   assert saved["model"]["ch_mult"] == [1, 2]
-  view = build.compatibility_view
+  view = lambda d: build.compat.views(d).model
   checkpoint.check_compatible(view(saved), view(config.to_dict()), "here")  # no error
   config.model.ch_mult = (1, 2, 2)
   with pytest.raises(checkpoint.IncompatibleCheckpoint, match="model.ch_mult"):

@@ -27,8 +27,7 @@ def _config(**optim):
 
 
 def _state(config, shift):
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  state = build.experiment(config).init_state(parallel.make_mesh())
   return state.replace(params=jax.tree.map(lambda p: p + shift, state.params),
                        ema_params=jax.tree.map(lambda p: p - shift, state.ema_params))
 
@@ -38,7 +37,8 @@ def template(tmp_path_factory):
   """A workdir with good checkpoints at steps 100 and 200 (different states)."""
   wd = str(tmp_path_factory.mktemp("template") / "wd")
   config = _config()
-  manager = workdir_lib.checkpoints(wd, config)
+  manager = workdir_lib.checkpoints(wd, max_to_keep=config.training.max_to_keep,
+                                     keep_period=config.training.snapshot_freq)
   states = {s: _state(config, s / 1000) for s in (100, 200)}
   for step, state in states.items():
     checkpoint.save(manager, step, state, config.to_dict(), wait=True)
@@ -53,9 +53,9 @@ def wd(template, tmp_path):
 
 
 def _restore(config, wd, **kw):
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
-  return workdir_lib.restore_newest(config, workdir_lib.checkpoints(wd), state, **kw)
+  state = build.experiment(config).init_state(parallel.make_mesh())
+  return workdir_lib.restore_newest(workdir_lib.checkpoints(wd), state,
+                                    experiment=build.experiment(config), **kw)
 
 
 def _same(a, b):
@@ -187,7 +187,8 @@ def test_training_moves_damaged_steps_aside_and_writes_them_again(template, wd, 
   assert {os.path.relpath(p, moved): open(p, "rb").read() for p in _files(moved)} == damaged_files
   err = capsys.readouterr().err
   assert f"{step_dir} moved to {moved}" in err
-  manager = workdir_lib.checkpoints(wd, config)
+  manager = workdir_lib.checkpoints(wd, max_to_keep=config.training.max_to_keep,
+                                     keep_period=config.training.snapshot_freq)
   assert manager.all_steps() == [100]
   checkpoint.save(manager, 200, jax.device_put(states[200]), config.to_dict(), wait=True)
   state, step = _restore(config, wd)

@@ -45,22 +45,22 @@ def test_config_loads_and_builds(path):
   config = _load(path)
   for section in ("training", "sampling", "eval", "data", "model", "optim"):
     assert section in config
-  build.validate_config(config)
-  sde = build.get_sde(config)
+  build.experiment(config)
+  sde = build.score_model(config).sde
   assert sde.N == config.model.num_scales
-  model = build.get_model(config)
+  model = build.score_model(config).network
   if os.path.relpath(path, ROOT) in PAPER_CONFIGS:
     return  # full-size shapes and counts: tests/test_paper_configs.py (traced once there)
-  x = jax.ShapeDtypeStruct((2,) + build.data_shape(config), jnp.float32)
+  x = jax.ShapeDtypeStruct((2,) + build.score_model(config).data_shape, jnp.float32)
   labels = jax.ShapeDtypeStruct((2,), jnp.float32)
   assert models.param_count(model, x, labels) > 1000
-  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+  loss_fn = build.experiment(config).loss_fn(train_mode=True)
   params = jax.eval_shape(lambda a, b: model.init(jax.random.PRNGKey(0), a, b), x, labels)["params"]
   assert jax.eval_shape(loss_fn, jax.random.PRNGKey(0), params, x).shape == ()
   if config.model.name == "mlp" or config.data.dataset == "digits":
-    dataset = build.get_dataset(config)
+    dataset = build.experiment(config).data.load()
     batch = next(dataset.batches(4, 0))
-    assert batch.shape == (4,) + build.data_shape(config)
+    assert batch.shape == (4,) + build.score_model(config).data_shape
 
 
 def test_the_example_configs_exist():
@@ -77,7 +77,7 @@ def test_the_example_configs_exist():
     ("training.batch_size", 12.5, "config.training.batch_size=12.5: expected a positive integer"),
     ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),
     ("model.ema_rate", 1.5, "config.model.ema_rate=1.5: expected a number in [0, 1)"),
-    ("training.snapshot_freq_for_preemption", 1001, "must be multiples of training.n_jitted_steps"),
+    ("training.snapshot_freq_for_preemption", 1001, "must be multiples of n_jitted_steps"),
     ("optim.grad_clip", 0.0, "config.optim.grad_clip=0.0: expected a finite number > 0, or < 0 "
      "for no clipping (0 would zero every update)"),
     # A NaN passes every comparison-based check: refused in any field, also unread ones.
@@ -85,22 +85,25 @@ def test_the_example_configs_exist():
     ("model.beta_max", float("inf"), "config.model.beta_max=inf: expected a finite number"),
     ("model.sigma_max", float("nan"), "config.model.sigma_max=nan: expected a finite number"),
     ("data.std", float("-inf"), "config.data.std=-inf: expected a finite number"),
-    ("sampling.edm_s_tmax", float("nan"), "config.sampling.edm_s_tmax=nan: expected a finite"),
+    ("sampling.edm.s_tmax", float("nan"), "config.sampling.edm.s_tmax=nan: expected a finite"),
 ])
 def test_bad_values_name_field_value_and_allowed(path, value, message):
   config = gmm_vp.get_config()
-  section, field = path.split(".")
+  *sections, field = path.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
   with config.unlocked():
-    config[section].__dict__["_fields"][field] = value  # bypass ConfigDict's own type lock
+    node.__dict__["_fields"][field] = value  # bypass ConfigDict's own type lock
   with pytest.raises(build.ConfigError) as err:
-    build.validate_config(config)
+    build.experiment(config)
   assert message in str(err.value)
 
 
 def test_infinity_is_allowed_where_it_means_no_bound():
   config = gmm_vp.get_config()
-  config.sampling.method, config.sampling.edm_s_tmax = "edm", float("inf")   # EDM's S_tmax
-  build.validate_config(config)
+  config.sampling.method, config.sampling.edm.s_tmax = "edm", float("inf")   # EDM's S_tmax
+  build.experiment(config)
 
 
 def _cli(*args):
@@ -152,6 +155,41 @@ def test_validating_a_config_leaves_jax_uninitialised():
   """run.py validates before jax.distributed.initialize, which must come before any JAX work."""
   code = ("from configs.toy import gmm_vp; from configs.digits import ncsnpp_ve; "
           "from score_sde_jax import build; from jax._src import xla_bridge; "
-          "[build.validate_config(c.get_config()) for c in (gmm_vp, ncsnpp_ve)]; "
+          "[build.experiment(c.get_config()) for c in (gmm_vp, ncsnpp_ve)]; "
           "assert not xla_bridge.backends_are_initialized()")
   subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_renamed_sampler_fields_name_their_new_place_and_old_workdirs_still_load():
+  """The samplers' options moved into one section each (sampling.dpm_solver.order, ...): an
+  override or a config file with an old name is refused naming the new one; a config saved with
+  the old names (an earlier workdir) is read as the same experiment."""
+  from score_sde_jax import cli
+  config = gmm_vp.get_config()
+  assert cli._unknown_override(config, ["--config.sampling.dpm_order=3"]) == (
+      "--config.sampling.dpm_order: renamed; it is now --config.sampling.dpm_solver.order")
+  assert "--config.sampling.dpm_solver.num_steps and --config.sampling.edm.num_steps" in (
+      cli._unknown_override(config, ["--config.sampling.fast_num_steps=9"]))
+  with config.unlocked():
+    config.sampling.ode_solver = "dopri5"
+  with pytest.raises(build.ConfigError, match=r"config.sampling.ode_solver: renamed; it is now "
+                                              r"sampling.ode.solver"):
+    build.experiment(config)
+  old = gmm_vp.get_config().to_dict()
+  s = old["sampling"]
+  for section in ("ode", "sde", "dpm_solver", "edm"):
+    del s[section]
+  s.update(ode_solver="dopri5", rtol=1e-3, atol=1e-4, ode_num_steps=0, sde_num_steps=77,
+           fast_num_steps=9, fast_schedule="logsnr", fast_sigma_min=0.02, fast_sigma_max=5.0,
+           dpm_order=3, edm_churn=2.0, edm_s_tmin=0.1, edm_s_tmax=9.0, edm_s_noise=1.1,
+           method="edm")
+  exp = build.experiment(old, scope="network")
+  samplers = exp.sampling.samplers
+  assert exp.sampling.method == "edm"
+  assert (samplers["ode"].solver, samplers["ode"].rtol, samplers["ode"].atol) == ("dopri5", 1e-3, 1e-4)
+  assert samplers["sde"].num_steps == 77
+  assert (samplers["dpm_solver"].order, samplers["dpm_solver"].num_steps,
+          samplers["dpm_solver"].schedule) == (3, 9, "logsnr")
+  e = samplers["edm"]
+  assert (e.num_steps, e.sigma_min, e.sigma_max, e.churn, e.s_tmin, e.s_tmax, e.s_noise) == (
+      9, 0.02, 5.0, 2.0, 0.1, 9.0, 1.1)

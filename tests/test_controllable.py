@@ -256,12 +256,9 @@ def test_bad_inputs_get_one_clear_error():
     ode_sample(jax.random.PRNGKey(0), sde, guided, (3, 2))
 
 
-def test_readme_example_runs_and_conditions(root):
-  import os
-  import re
-  text = open(os.path.join(root, "README.md")).read()
-  section = text.split("## Controllable generation", 1)[1].split("\n## ", 1)[0]
-  (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def test_the_documentations_example_runs_and_conditions():
+  from test_readme import python_blocks
+  (block,) = python_blocks("docs/controllable.md")
   ns = {}
   exec(block, ns)
   np.testing.assert_array_equal(np.asarray(ns["imputed"])[:, 0], np.full(1000, 0.7, np.float32))

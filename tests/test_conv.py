@@ -141,14 +141,16 @@ def test_rows_formulation_is_chosen_by_shape(monkeypatch):
 
 
 def test_convolutions_are_eigens_unless_the_user_keeps_xlas_default():
-  """Importing score_sde_jax turns YNNPACK's convolutions off (compilation.XLA_CPU_FLAGS), and the
-  networks then keep XLA's kernel gradient; a user's own setting of the flag is kept, and then
+  """compilation.add_xla_cpu_flags() (run.py's first call) turns YNNPACK's convolutions off
+  (compilation.XLA_CPU_FLAGS), and the networks then keep XLA's kernel gradient; a user's own setting of the flag is kept, and then
   the rows formulation serves YNNPACK's convolutions; $SCORE_SDE_JAX_XLA_CPU_FLAGS=0 leaves
   XLA_FLAGS alone. What each process compiled is read from its own HLO (a 32-channel convolution
   as a YNNPACK fusion or not), in fresh processes, since XLA reads XLA_FLAGS once per process."""
   import subprocess
   import sys
-  code = ("import score_sde_jax, os\n"
+  code = ("import os\n"
+          "from score_sde_jax import compilation\n"
+          "compilation.add_xla_cpu_flags()\n"
           "from score_sde_jax.models import conv\n"
           "print(repr(os.environ.get('XLA_FLAGS', '')), conv.cpu_convolutions_by_ynnpack())")
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SCORE_SDE_JAX_XLA_CPU_FLAGS")}

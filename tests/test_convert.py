@@ -42,7 +42,7 @@ def test_network_output_and_score_match_the_original(converted):
   """Model weights -> network output, EMA weights -> score, within 2e-5 per sample (relative)."""
   name, config, state, step, e = converted
   assert step == 1234
-  model, sde = build.get_model(config), build.get_sde(config)
+  model, sde = build.score_model(config).network, build.score_model(config).sde
   x = jnp.asarray(e["x"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
   t = jnp.asarray(e["t"])
   labels = time_labels(sde, t, continuous=True)
@@ -197,8 +197,8 @@ def test_the_originals_own_config_builds_without_fields_its_network_never_reads(
   with open(os.path.join(FIXTURES, "original_ve_cifar10_ncsnpp.config.json")) as f:
     original = ml_collections.ConfigDict(json.load(f))
   assert "fourier_scale" not in original.model
-  build.validate_model_config(original)
-  model = build.get_model(original)
+  build.score_model(original)
+  model = build.score_model(original).network
   from score_sde_jax.models import param_count
   shape = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   assert param_count(model, shape, jax.ShapeDtypeStruct((1,), jnp.float32)) == 62_693_251
@@ -208,4 +208,4 @@ def test_the_originals_own_config_builds_without_fields_its_network_never_reads(
   assert step == 1234
   with pytest.raises(build.ConfigError, match="config.model.fourier_scale: missing"):
     config.model.embedding_type = "fourier"
-    build.get_model(config)
+    build.score_model(config).network

@@ -17,9 +17,9 @@ import pytest
 from configs.toy import gmm_vp
 from score_sde_jax import build, checkpoint, modes, parallel
 from score_sde_jax import workdir as workdir_lib
-from score_sde_jax.data import DataError, images as image_data
+from score_sde_jax.data import DataError, cifar10, images as image_data
 from score_sde_jax.metric_writer import read_metrics
-from score_sde_jax.modes.train import start_or_resume
+from score_sde_jax.modes.train import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,15 +40,15 @@ def _config(n_iters=20, **data):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   wd = str(tmp_path_factory.mktemp("fm") / "wd")
-  modes.train_and_evaluate(_config(), wd)
+  modes.run("train", _config(), wd)
   return wd
 
 
 def _resume(config, wd):
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
-  manager = workdir_lib.checkpoints(wd, config)
-  return start_or_resume(config, wd, manager, state, parallel.make_mesh())
+  state = build.experiment(config).init_state(parallel.make_mesh())
+  manager = workdir_lib.checkpoints(wd, max_to_keep=config.training.max_to_keep,
+                                     keep_period=config.training.snapshot_freq)
+  return resume(build.experiment(config), wd, manager, state, parallel.make_mesh())
 
 
 def test_resuming_on_another_data_set_is_refused_unless_allowed(trained, tmp_path):
@@ -73,7 +73,7 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_duplicate_step_0_rows(tmp_
   os.makedirs(wd)
   with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
     f.write('{"step": 0, "eval_loss_exact_score": 1.0}\n{"step": 10, "loss": 2.0}\n')
-  modes.train_and_evaluate(_config(), wd)
+  modes.run("train", _config(), wd)
   rows = read_metrics(os.path.join(wd, "metrics.jsonl"))
   assert [r["step"] for r in rows].count(0) == 1
   assert [r["step"] for r in rows if "loss" in r] == [10, 20]
@@ -87,13 +87,13 @@ def test_a_full_disk_is_one_line_before_anything_compiles(trained, tmp_path, mon
   monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
   with pytest.raises(checkpoint.NotEnoughSpace, match=r"no space for a checkpoint in .*checkpoints: "
                      r"it takes about \d+\.\d MiB and 0\.0 MiB are free; free some space"):
-    modes.train_and_evaluate(_config(n_iters=40), wd)
+    modes.run("train", _config(n_iters=40), wd)
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
 
 
 def test_an_unwritable_workdir_is_one_line(tmp_path, monkeypatch):
   """As root (CI containers) permissions do not apply, so ``os.access`` is what is faked."""
-  monkeypatch.setattr(workdir_lib.os, "access", lambda *a: False)
+  monkeypatch.setattr(workdir_lib.folders.os, "access", lambda *a: False)
   with pytest.raises(workdir_lib.WorkdirError, match=r"workdir='.*/wd': cannot write in '.*' "
                      r"\((permission denied|read-only file system)\); give a folder you can write"):
     workdir_lib.check_writable(str(tmp_path / "wd"))
@@ -114,14 +114,14 @@ def test_a_crafted_cifar_batch_is_refused_naming_the_file(tmp_path):
       tar.addfile(info, io.BytesIO(payload))
   with pytest.raises(DataError, match=r"cifar-10-python.tar.gz:data_batch_1: "
                      r"refusing to load global (posix|os|nt)\.system"):
-    image_data.cifar10(str(archive))
+    cifar10.cifar10(str(archive))
 
 
 def test_negative_seed_is_refused_before_a_workdir_is_made(tmp_path):
   config = _config()
   config.seed = -1
   with pytest.raises(build.ConfigError, match=r"config.seed=-1: expected an integer >= 0"):
-    modes.train_and_evaluate(config, str(tmp_path / "wd"))
+    modes.run("train", config, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from score_sde_jax import VESDE, VPSDE, subVPSDE
-from score_sde_jax.sampling import fast
+from score_sde_jax import sampling
+from score_sde_jax.sampling import grids
 
 MU, S = 0.5, 0.4
 SDES = [VPSDE(), subVPSDE(), VESDE(sigma_max=5.0)]
@@ -21,14 +22,14 @@ SHAPE = (64, 4)
 
 def _score(sde):
   def score(x, t):
-    a, sg = fast.coefficients(sde, t)
+    a, sg = grids.coefficients(sde, t)
     a, sg = a[:, None], sg[:, None]
     return -(x - a * MU) / (a**2 * S**2 + sg**2)
   return score
 
 
 def _exact_flow(sde, x_T, t):
-  a, sg = (np.asarray(v, np.float64) for v in fast.coefficients(sde, jnp.asarray([sde.T, t])))
+  a, sg = (np.asarray(v, np.float64) for v in grids.coefficients(sde, jnp.asarray([sde.T, t])))
   r = np.sqrt(a**2 * S**2 + sg**2)
   return a[1] * MU + r[1] / r[0] * (x_T - a[0] * MU)
 
@@ -52,7 +53,7 @@ def test_dpm_solver_converges_at_its_order(sde, order, x64):
   and 2, at least 2.7 for 3. Order 3 needs a second-order first step (DPM-Solver++(2S)) and the D2 coefficient
   2 phi_3, not the reference code's phi_3, with which the measured order is 2."""
   def sample(key, n):
-    return fast.dpm_solver_sample(key, sde, _score(sde), SHAPE, num_steps=n, order=order,
+    return sampling.dpm_solver_sample(key, sde, _score(sde), SHAPE, num_steps=n, order=order,
                                   lower_order_final=False)
   err = _errors(sde, sample, (16, 32, 64) if order == 3 else (32, 64, 128))
   rates = np.log2(err[:-1] / err[1:])
@@ -69,7 +70,7 @@ def test_edm_heun_converges_at_second_order(sde, x64):
   key_prior = lambda key: jax.random.split(key)[0]
 
   def sample(key, n):
-    return fast.edm_sample(key, sde, _score(sde), SHAPE, num_steps=n, schedule="logsnr",
+    return sampling.edm_sample(key, sde, _score(sde), SHAPE, num_steps=n, schedule="logsnr",
                            denoise=False)
   err = []
   for n in (16, 32, 64):
@@ -88,13 +89,13 @@ def test_order_one_is_ddim(x64):
   eps = (x_s - sqrt(abar_s) x0) / sqrt(1 - abar_s) of the step's start."""
   sde = VPSDE()
   score, key = _score(sde), jax.random.PRNGKey(3)
-  x, nfe = fast.dpm_solver_sample(key, sde, score, SHAPE, num_steps=12, order=1,
+  x, nfe = sampling.dpm_solver_sample(key, sde, score, SHAPE, num_steps=12, order=1,
                                   schedule="time")
   ts = np.linspace(sde.T, sde.sampling_eps, 13)
   y = np.asarray(sde.prior_sampling(key, SHAPE), np.float64)
   for s, t in zip(ts[:-1], ts[1:]):
-    abar_s = float(fast.coefficients(sde, s)[0]) ** 2
-    abar_t = float(fast.coefficients(sde, t)[0]) ** 2
+    abar_s = float(grids.coefficients(sde, s)[0]) ** 2
+    abar_t = float(grids.coefficients(sde, t)[0]) ** 2
     eps_hat = -np.sqrt(1 - abar_s) * np.asarray(score(jnp.asarray(y), jnp.full((64,), s)))
     x0 = (y - np.sqrt(1 - abar_s) * eps_hat) / np.sqrt(abar_s)
     y = np.sqrt(abar_t) * x0 + np.sqrt(1 - abar_t) * eps_hat
@@ -109,26 +110,26 @@ def test_edm_churn_keeps_the_marginal(sde):
   5 standard errors (16,000 values: 0.016 for the mean, 0.012 for the std). The churn adds
   discretisation error: on VP the std came out 0.422 at 32 steps (0.408 without churn) and
   0.404 at 128, which is tested."""
-  x, nfe = fast.edm_sample(jax.random.PRNGKey(1), sde, _score(sde), (4000, 4), num_steps=128,
+  x, nfe = sampling.edm_sample(jax.random.PRNGKey(1), sde, _score(sde), (4000, 4), num_steps=128,
                            churn=40.0, denoise=False)
-  a, sg = (float(v) for v in fast.coefficients(sde, sde.sampling_eps))
+  a, sg = (float(v) for v in grids.coefficients(sde, sde.sampling_eps))
   x = np.asarray(x)
   assert nfe == 256
   assert abs(x.mean() - a * MU) < 0.016
   assert abs(x.std() - np.sqrt(a**2 * S**2 + sg**2)) < 0.012
-  plain, _ = fast.edm_sample(jax.random.PRNGKey(1), sde, _score(sde), (4000, 4), num_steps=128,
+  plain, _ = sampling.edm_sample(jax.random.PRNGKey(1), sde, _score(sde), (4000, 4), num_steps=128,
                              denoise=False)
   assert np.abs(np.asarray(plain) - x).max() > 0.1        # the churn did add noise
 
 
 def test_schedules_span_T_to_eps_and_are_uniform_in_their_variable():
   sde = VPSDE()
-  for schedule in fast.SCHEDULES:
-    ts = fast.time_steps(sde, 10, 1e-3, schedule)
+  for schedule in grids.SCHEDULES:
+    ts = grids.time_steps(sde, 10, 1e-3, schedule)
     assert ts[0] == sde.T and ts[-1] == 1e-3 and np.all(np.diff(ts) < 0)
-  lam = np.asarray(fast.log_snr(sde, jnp.asarray(fast.time_steps(sde, 10, 1e-3, "logsnr"))))
+  lam = np.asarray(grids.log_snr(sde, jnp.asarray(grids.time_steps(sde, 10, 1e-3, "logsnr"))))
   np.testing.assert_allclose(np.diff(lam), np.diff(lam)[0], rtol=1e-3)
-  rho = np.exp(-np.asarray(fast.log_snr(sde, jnp.asarray(fast.time_steps(sde, 10, 1e-3, "edm"))))) ** (1 / 7)
+  rho = np.exp(-np.asarray(grids.log_snr(sde, jnp.asarray(grids.time_steps(sde, 10, 1e-3, "edm"))))) ** (1 / 7)
   np.testing.assert_allclose(np.diff(rho), np.diff(rho)[0], rtol=1e-3)
 
 
@@ -137,17 +138,17 @@ def test_a_noise_range_bounds_the_grid():
   ``1.1e-4``, is far below); ``sigma_max`` makes the first step go from ``T`` straight to it and
   the schedule spreads the other steps over ``[sigma_min, sigma_max]``."""
   for sde in SDES:
-    for schedule in fast.SCHEDULES:
-      ts = fast.time_steps(sde, 8, sde.sampling_eps, schedule, sigma_min=0.02, sigma_max=3.0)
-      a, sg = (np.asarray(v, np.float64) for v in fast.coefficients(sde, jnp.asarray(ts)))
+    for schedule in grids.SCHEDULES:
+      ts = grids.time_steps(sde, 8, sde.sampling_eps, schedule, sigma_min=0.02, sigma_max=3.0)
+      a, sg = (np.asarray(v, np.float64) for v in grids.coefficients(sde, jnp.asarray(ts)))
       s = sg / a
       assert len(ts) == 9 and ts[0] == sde.T and np.all(np.diff(ts) < 0)
       np.testing.assert_allclose([s[1], s[-1]], [3.0, 0.02], rtol=1e-4)
       if schedule == "edm":
         np.testing.assert_allclose(np.diff(s[1:] ** (1 / 7)), np.diff(s[1:] ** (1 / 7))[0],
                                    rtol=1e-3)
-  ts = fast.time_steps(VPSDE(), 8, 1e-3, "edm", sigma_min=1e-4)   # below VP's own: unchanged
-  np.testing.assert_array_equal(ts, fast.time_steps(VPSDE(), 8, 1e-3, "edm"))
+  ts = grids.time_steps(VPSDE(), 8, 1e-3, "edm", sigma_min=1e-4)   # below VP's own: unchanged
+  np.testing.assert_array_equal(ts, grids.time_steps(VPSDE(), 8, 1e-3, "edm"))
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
@@ -157,22 +158,22 @@ def test_capped_steps_are_exact_for_a_constant_data_prediction(sde, x64):
   and EDM's Heun, lands on the exact flow at the grid's end (``x_T`` scaled by
   ``sigma_t / sigma_T``)."""
   def score(x, t):
-    a, sg = fast.coefficients(sde, t)
+    a, sg = grids.coefficients(sde, t)
     return -(x - a[:, None] * MU) / sg[:, None] ** 2
   key = jax.random.PRNGKey(3)
   x_T = np.asarray(sde.prior_sampling(key, SHAPE))
-  ts = fast.time_steps(sde, 5, sde.sampling_eps, "edm", sigma_min=0.05, sigma_max=2.0)
-  (a_T, a_e), (s_T, s_e) = (np.asarray(v) for v in fast.coefficients(sde, jnp.asarray(ts[[0, -1]])))
+  ts = grids.time_steps(sde, 5, sde.sampling_eps, "edm", sigma_min=0.05, sigma_max=2.0)
+  (a_T, a_e), (s_T, s_e) = (np.asarray(v) for v in grids.coefficients(sde, jnp.asarray(ts[[0, -1]])))
   exact = a_e * MU + s_e / s_T * (x_T - a_T * MU)
   for order in (1, 2, 3):
-    x, nfe = fast.dpm_solver_sample(key, sde, score, SHAPE, num_steps=5, order=order,
+    x, nfe = sampling.dpm_solver_sample(key, sde, score, SHAPE, num_steps=5, order=order,
                                     schedule="edm", sigma_min=0.05, sigma_max=2.0)
     np.testing.assert_allclose(np.asarray(x), exact, atol=1e-10)
     assert nfe == 5 + (order == 3)
   # EDM's Heun (the capped step a DDIM step, then 4 Heun steps: 9 evaluations); its prior
   # draw comes from the first half of the key.
   x_T = np.asarray(sde.prior_sampling(jax.random.split(key)[0], SHAPE))
-  x, nfe = fast.edm_sample(key, sde, score, SHAPE, num_steps=5, sigma_min=0.05, sigma_max=2.0,
+  x, nfe = sampling.edm_sample(key, sde, score, SHAPE, num_steps=5, sigma_min=0.05, sigma_max=2.0,
                            denoise=False)
   np.testing.assert_allclose(np.asarray(x), a_e * MU + s_e / s_T * (x_T - a_T * MU), atol=1e-10)
   assert nfe == 9
@@ -180,19 +181,19 @@ def test_capped_steps_are_exact_for_a_constant_data_prediction(sde, x64):
 
 def test_bad_arguments_are_one_clear_error():
   sde = VPSDE()
-  with pytest.raises(ValueError, match=r"order=4: expected 1, 2 or 3"):
-    fast.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, order=4)
+  with pytest.raises(ValueError, match=r"order=4: expected 1 \(DDIM\), 2 or 3"):
+    sampling.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, order=4)
   with pytest.raises(ValueError, match=r"schedule='cosine': expected one of"):
-    fast.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, schedule="cosine")
-  with pytest.raises(ValueError, match=r"churn=-1.0, s_noise=1.0: must be >= 0"):
-    fast.edm_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, churn=-1.0)
-  with pytest.raises(ValueError, match=r"sigma_min=0.5, sigma_max=0.1: need sigma_min < sigma_max"):
-    fast.edm_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_min=0.5, sigma_max=0.1)
+    sampling.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, schedule="cosine")
+  with pytest.raises(ValueError, match=r"churn=-1.0: expected a finite number >= 0"):
+    sampling.edm_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, churn=-1.0)
+  with pytest.raises(ValueError, match=r"sigma_max=0.1: must be above sigma_min=0.5"):
+    sampling.edm_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_min=0.5, sigma_max=0.1)
   with pytest.raises(ValueError, match=r"sigma_max=0.005: must be above the noise level where "
                                        r"the steps end \(sigma / alpha = 0.0104"):
-    fast.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_max=0.005)
+    sampling.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_max=0.005)
   with pytest.raises(ValueError, match=r"sigma_min=-1: must be a finite positive number"):
-    fast.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_min=-1)
+    sampling.dpm_solver_sample(jax.random.PRNGKey(0), sde, _score(sde), SHAPE, sigma_min=-1)
 
 
 def test_an_sde_whose_flow_is_not_the_exponential_form_is_refused():
@@ -207,9 +208,9 @@ def test_an_sde_whose_flow_is_not_the_exponential_form_is_refused():
       return drift, 2 * g
 
   with pytest.raises(ValueError, match=r"sde=Louder: its drift and diffusion at t=0.05 are not"):
-    fast.dpm_solver_sample(jax.random.PRNGKey(0), Louder(), _score(VPSDE()), SHAPE)
-  fast.check_exponential_form(subVPSDE())
-  fast.check_exponential_form(VESDE())
+    sampling.dpm_solver_sample(jax.random.PRNGKey(0), Louder(), _score(VPSDE()), SHAPE)
+  grids.check_exponential_form(subVPSDE())
+  grids.check_exponential_form(VESDE())
 
 
 @pytest.mark.parametrize("sde_name", ["vpsde", "subvpsde", "vesde"])
@@ -228,17 +229,17 @@ def test_config_sampler_draws_the_mixture_at_20_steps(sde_name):
   config.training.sde, config.sampling.method = sde_name, "dpm_solver"
   if sde_name == "vesde":
     config.model.sigma_max = 5.0
-  build.validate_config(config)
-  sde, ring = build.get_sde(config), build.get_dataset(config)
+  build.experiment(config)
+  sde, ring = build.score_model(config).sde, build.experiment(config).data.load()
   score = lambda x, t: ring.marginal_score(sde, x, t)
   fn = build.get_sampling_fn(config, sde, (4000, 2), get_data_inverse_scaler(False),
                              sde.sampling_eps)
   x, nfe = fn(jax.random.PRNGKey(0), score)
-  direct, _ = fast.dpm_solver_sample(jax.random.PRNGKey(0), sde, score, (4000, 2), num_steps=20,
+  direct, _ = sampling.dpm_solver_sample(jax.random.PRNGKey(0), sde, score, (4000, 2), num_steps=20,
                                      order=2, schedule="edm", denoise=True, sigma_min=0.01,
                                      sigma_max=10.0)
   np.testing.assert_array_equal(np.asarray(x), np.asarray(direct))
-  assert nfe == 21 and build.sampling_tag(config) == "dpm2_edm20_sigma0.01-10"
+  assert nfe == 21 and build.experiment(config).sampling.tag == "dpm2_edm20_sigma0.01-10"
   exact = ring.sample(np.random.default_rng(1), 4000).astype(np.float32)
   gap = float(jnp.mean(ring.log_prob(x)) - jnp.mean(ring.log_prob(jnp.asarray(exact))))
   assert abs(gap) < 0.1, gap
@@ -247,13 +248,13 @@ def test_config_sampler_draws_the_mixture_at_20_steps(sde_name):
 
 # The README's recommended evaluations per sampler, with the toy range (0.01 .. 10) on the ring.
 RECOMMENDED = {
-    "ddim": lambda k, sde, score, shape: fast.dpm_solver_sample(
+    "ddim": lambda k, sde, score, shape: sampling.dpm_solver_sample(
         k, sde, score, shape, num_steps=99, order=1, schedule="edm", denoise=True,
         sigma_min=0.01, sigma_max=10.0),
-    "dpm3": lambda k, sde, score, shape: fast.dpm_solver_sample(
+    "dpm3": lambda k, sde, score, shape: sampling.dpm_solver_sample(
         k, sde, score, shape, num_steps=28, order=3, schedule="edm", denoise=True,
         sigma_min=0.01, sigma_max=10.0),
-    "edm": lambda k, sde, score, shape: fast.edm_sample(
+    "edm": lambda k, sde, score, shape: sampling.edm_sample(
         k, sde, score, shape, num_steps=18, schedule="edm", sigma_min=0.01, sigma_max=10.0),
 }
 
@@ -272,7 +273,7 @@ def test_each_sampler_draws_the_mixture_at_its_recommended_nfe(sde, sampler):
   ring = GaussianMixture.ring()
   score = lambda x, t: ring.marginal_score(sde, x, t)
   x, nfe = RECOMMENDED[sampler](jax.random.PRNGKey(0), sde, score, (4000, 2))
-  capped = fast.is_capped(sde, 18, 10.0)      # VP, sub-VP (VE's sigma_max is 5)
+  capped = grids.is_capped(sde, 18, 10.0)      # VP, sub-VP (VE's sigma_max is 5)
   assert nfe == {"ddim": 100, "dpm3": 30, "edm": 37 - capped}[sampler]
   exact = ring.sample(np.random.default_rng(1), 4000).astype(np.float32)
   gap = float(jnp.mean(ring.log_prob(x)) - jnp.mean(ring.log_prob(jnp.asarray(exact))))

@@ -12,7 +12,7 @@ from PIL import Image
 from configs.digits import ddpmpp_vp
 from score_sde_jax import build
 from score_sde_jax.data import DataError, ImageArrays
-from score_sde_jax.data import images as image_data
+from score_sde_jax.data import cifar10, images as image_data
 
 
 def test_digits_shapes_levels_and_splits():
@@ -75,7 +75,7 @@ def test_npz_labels_and_unlabelled_data(tmp_path):
 
 def test_digits_through_the_config():
   config = ddpmpp_vp.get_config()
-  data = build.get_dataset(config)
+  data = build.experiment(config).data.load()
   assert isinstance(data, ImageArrays) and data.shape == (8, 8, 1)
 
 
@@ -124,7 +124,7 @@ def _write_cifar(folder):
 def test_cifar10_reads_the_archive_and_the_folder(tmp_path):
   train, test, train_labels, test_labels = _write_cifar(tmp_path)
   for path in (tmp_path / "cifar-10-python.tar.gz", tmp_path / "cifar-10-batches-py", tmp_path):
-    data = image_data.cifar10(str(path))
+    data = cifar10.cifar10(str(path))
     np.testing.assert_array_equal(data.train_levels, train)
     np.testing.assert_array_equal(data.test_levels, test)
     np.testing.assert_array_equal(data.train_labels, train_labels)   # the classes, for classifiers
@@ -134,15 +134,15 @@ def test_cifar10_reads_the_archive_and_the_folder(tmp_path):
 
 def test_cifar10_errors_name_the_file(tmp_path):
   with pytest.raises(DataError, match="no such file"):
-    image_data.cifar10(str(tmp_path / "nope.tar.gz"))
+    cifar10.cifar10(str(tmp_path / "nope.tar.gz"))
   bad = tmp_path / "bad.tar.gz"
   bad.write_bytes(b"not an archive")
   with pytest.raises(DataError, match="bad.tar.gz: unreadable archive"):
-    image_data.cifar10(str(bad))
+    cifar10.cifar10(str(bad))
   os.makedirs(tmp_path / "cifar-10-batches-py")
   (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": [1, 2]}))
   with pytest.raises(DataError, match="data_batch_1: missing"):
-    image_data.cifar10(str(tmp_path))
+    cifar10.cifar10(str(tmp_path))
 
 
 def test_image_folder_and_npz(tmp_path):
@@ -195,4 +195,4 @@ def test_bad_image_inputs_give_one_clear_error(tmp_path):
   config = ddpmpp_vp.get_config()
   config.data.dataset = "CIFAR10"
   with pytest.raises(build.ConfigError, match="config.data.path=''"):
-    build.get_dataset(config)
+    build.experiment(config).data.load()

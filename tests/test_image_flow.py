@@ -22,10 +22,10 @@ def test_interpolation_and_reconstruction_of_held_out_digits(tmp_path):
   """
   config = ddpmpp_vp.get_config()
   config.model.nf, config.model.num_res_blocks = 16, 1
-  sde, model = build.get_sde(config), build.get_model(config)
-  state = build.init_state(config, model, build.get_optimizer(config))
-  run = TrainedRun(str(tmp_path), config, 0, sde, model, state)
-  dataset = build.get_dataset(config)
+  sde, model = build.score_model(config).sde, build.score_model(config).network
+  state = build.experiment(config).init_state()
+  run = TrainedRun(str(tmp_path), build.experiment(config, inpaint=True), 0, state)
+  dataset = build.experiment(config).data.load()
   held_out = dataset.held_out(16)
   paths, stats = figures.image_flow_figures(run, dataset, held_out, n_pairs=2, n_alphas=5,
                                             n_reconstructions=8)
@@ -51,10 +51,10 @@ def test_inpaint_mode_on_digits_keeps_known_pixels_and_draws_rows(tmp_path):
   config = ddpmpp_vp.get_config()
   config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 20
   config.inpaint.mask, config.inpaint.num_examples, config.inpaint.samples_per_example = "center", 3, 2
-  sde, model = build.get_sde(config), build.get_model(config)
-  state = build.init_state(config, model, build.get_optimizer(config))
-  run = TrainedRun(str(tmp_path), config, 0, sde, model, state)
-  dataset = build.get_dataset(config)
+  sde, model = build.score_model(config).sde, build.score_model(config).network
+  state = build.experiment(config).init_state()
+  run = TrainedRun(str(tmp_path), build.experiment(config, inpaint=True), 0, state)
+  dataset = build.experiment(config).data.load()
   samples, result = complete(run, dataset)
   truth = dataset.to_unit(dataset.held_out(3))
   mask = make_mask("center", (8, 8, 1), 3, config.seed)
@@ -77,10 +77,10 @@ def test_inpaint_config_errors_name_the_field():
   config = ddpmpp_vp.get_config()
   config.inpaint.task = "colorize"
   with pytest.raises(build.ConfigError, match=r"config.inpaint.task='colorize': needs RGB images"):
-    build.validate_inpaint_config(config)
+    build.experiment(config, inpaint=True)
   config.inpaint.task, config.inpaint.mask = "inpaint", "left"
   with pytest.raises(build.ConfigError, match=r"config.inpaint.mask='left': expected one of"):
-    build.validate_inpaint_config(config)
+    build.experiment(config, inpaint=True)
 
 
 def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
@@ -95,11 +95,11 @@ def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
   config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 10
   config.inpaint.task, config.inpaint.num_examples, config.inpaint.samples_per_example = (
       "colorize", 2, 2)
-  build.validate_inpaint_config(config)
-  sde, model = build.get_sde(config), build.get_model(config)
-  state = build.init_state(config, model, build.get_optimizer(config))
-  run = TrainedRun(str(tmp_path / "wd"), config, 0, sde, model, state)
-  dataset = build.get_dataset(config)
+  build.experiment(config, inpaint=True)
+  sde, model = build.score_model(config).sde, build.score_model(config).network
+  state = build.experiment(config).init_state()
+  run = TrainedRun(str(tmp_path / "wd"), build.experiment(config, inpaint=True), 0, state)
+  dataset = build.experiment(config).data.load()
   samples, result = complete(run, dataset)
   truth = dataset.to_unit(dataset.held_out(2))
   assert samples.shape == (2, 2, 8, 8, 3)
@@ -116,7 +116,7 @@ def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp
   tested on the mixture in test_modes.py) writes its checkpoint, metrics and report into
   ``<workdir>/classifier``; guided sampling with it and a score network at initialisation
   returns one row per requested class, in [0, 1], and a figure with one row per class."""
-  from score_sde_jax.modes import train_classifier
+  from score_sde_jax import modes
   from score_sde_jax.modes.conditional import sample_classes
   from score_sde_jax.sampling.pc import pc_nfe
   from score_sde_jax.workdir import load_classifier
@@ -126,7 +126,7 @@ def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp
   c.blocks_per_group, c.channel_multiplier, c.embedding_size = 1, 1, 16
   c.n_iters, c.batch_size, c.log_freq, c.eval_freq, c.snapshot_freq = 4, 16, 2, 2, 2
   workdir = str(tmp_path / "wd")
-  train_classifier(config, workdir)
+  modes.run("train_classifier", config, workdir)
   folder = os.path.join(workdir, "classifier")
   assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == ["2", "4"]
   with open(os.path.join(folder, "eval", "classifier_step4.json")) as f:
@@ -142,11 +142,11 @@ def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp
   assert features.shape == (2, 64)
   np.testing.assert_allclose(features @ dense["kernel"] + dense["bias"], clf.classifier_fn(x, t),
                              rtol=1e-5, atol=1e-5)
-  sde, model = build.get_sde(config), build.get_model(config)
-  state = build.init_state(config, model, build.get_optimizer(config))
-  run = TrainedRun(workdir, config, 0, sde, model, state)
+  sde, model = build.score_model(config).sde, build.score_model(config).network
+  state = build.experiment(config).init_state()
+  run = TrainedRun(workdir, build.experiment(config, inpaint=True), 0, state)
   samples, labels, result = sample_classes(run, clf, (0, 7, 3), samples_per_class=2, scale=2.0,
-                                           dataset=build.get_dataset(config))
+                                           dataset=build.experiment(config).data.load())
   s = config.sampling
   assert samples.shape == (3, 2, 8, 8, 1) and labels.tolist() == [0, 7, 3]
   assert samples.min() >= 0.0 and samples.max() <= 1.0

@@ -32,7 +32,7 @@ def _config():
 def trained(tmp_path_factory):
   """The 2-D ring mixture, VP, trained for 3000 steps (about 30 s)."""
   workdir = str(tmp_path_factory.mktemp("modes") / "wd")
-  modes.train_and_evaluate(_config(), workdir)
+  modes.run("train", _config(), workdir)
   return workdir
 
 
@@ -42,7 +42,7 @@ def test_sample_mode_writes_samples_metrics_and_figures(trained):
   config = _config()
   for method in ("pc", "ode"):
     config.sampling.method = method
-    samples, result = modes.sample(config, workdir)
+    samples, result = modes.run("sample", config, workdir)
     tag = f"{result['sampler']}_step3000"
     saved = np.load(os.path.join(workdir, "samples", f"{tag}.npz"))
     np.testing.assert_array_equal(saved["samples"], samples)
@@ -50,7 +50,7 @@ def test_sample_mode_writes_samples_metrics_and_figures(trained):
     with open(os.path.join(workdir, "eval", f"samples_{tag}.json")) as f:
       written = json.load(f)
     assert written == result
-    held_out = next(build.get_dataset(config).batches(600, config.seed, split="test"))
+    held_out = next(build.experiment(config).data.load().batches(600, config.seed, split="test"))
     np.testing.assert_allclose(result["mmd"], metrics.mmd(samples, held_out), rtol=1e-5)
     # A 3000-step model already puts its samples on the ring: close to the held-out density.
     assert result["mmd"] < 0.02
@@ -116,7 +116,7 @@ def test_inpaint_mode_imputes_held_out_points(trained):
   config = _config()
   config.inpaint.num_examples, config.inpaint.samples_per_example = 300, 2
   config.inpaint.refine_steps = 200
-  samples, result = modes.inpaint(config, trained)
+  samples, result = modes.run("inpaint", config, trained)
   tag = "inpaint_half_step3000"
   saved = np.load(os.path.join(trained, "samples", f"{tag}.npz"))
   np.testing.assert_array_equal(saved["samples"], samples)
@@ -132,7 +132,7 @@ def test_inpaint_mode_imputes_held_out_points(trained):
       refine_steps=200)
   np.testing.assert_array_equal(np.asarray(direct).reshape(300, 2, 2), samples)
   assert result["nfe"] == nfe == 400 + 200
-  gmm = build.get_dataset(config)
+  gmm = build.experiment(config).data.load()
   lp = _conditional_logpdf_y(gmm, samples[..., 0].ravel(), samples[..., 1].ravel())
   lp_truth = _conditional_logpdf_y(gmm, truth[:, 0], truth[:, 1])
   assert np.median(lp) > np.median(lp_truth) - 0.5, (np.median(lp), np.median(lp_truth))
@@ -162,7 +162,7 @@ def test_train_classifier_then_conditional_mode_samples_each_component(trained):
   from score_sde_jax import controllable, keys, sampling
   from score_sde_jax.workdir import load_classifier
   config = _classifier_config(samples_per_class=100)
-  modes.train_classifier(config, trained)
+  modes.run("train_classifier", config, trained)
   folder = os.path.join(trained, "classifier")
   with open(os.path.join(folder, "eval", "classifier_step1000.json")) as f:
     report = json.load(f)
@@ -174,7 +174,7 @@ def test_train_classifier_then_conditional_mode_samples_each_component(trained):
   assert rows[0]["step"] == 0 and "eval_accuracy_exact" in rows[0]
   assert os.path.isfile(os.path.join(folder, "figures", "classifier_accuracy_step1000.png"))
 
-  samples, labels, result = modes.conditional(config, trained)
+  samples, labels, result = modes.run("conditional", config, trained)
   assert samples.shape == (8, 100, 2) and labels.tolist() == list(range(8))
   assert result["exact_posterior_agreement"] >= 0.95, result
   assert result["classifier_agreement"] >= 0.95, result
@@ -195,18 +195,18 @@ def test_train_classifier_then_conditional_mode_samples_each_component(trained):
 
   # The probability-flow ODE: one class per call.
   ode = _classifier_config(samples_per_class=64, classes=(0, 4))
-  ode.sampling.method, ode.sampling.rtol, ode.sampling.atol = "ode", 1e-3, 1e-3
-  samples, labels, result = modes.conditional(ode, trained)
+  ode.sampling.method, ode.sampling.ode.rtol, ode.sampling.ode.atol = "ode", 1e-3, 1e-3
+  samples, labels, result = modes.run("conditional", ode, trained)
   assert samples.shape == (2, 64, 2) and labels.tolist() == [0, 4]
   assert result["exact_posterior_agreement"] >= 0.95, result
 
   # Errors, each before anything compiles.
   bad = _classifier_config(classes=(2, 8))
   with pytest.raises(build.ConfigError, match=r"config.classifier.classes=\(2, 8\): \[8\] outside"):
-    modes.conditional(bad, trained)
+    modes.run("conditional", bad, trained)
   with pytest.raises(Exception, match=r"config.classifier.hidden=64: the checkpoint in .* was "
                                       r"written with classifier.hidden=128"):
-    modes.train_classifier(_classifier_config(hidden=64), trained)
+    modes.run("train_classifier", _classifier_config(hidden=64), trained)
 
 
 @pytest.mark.slow
@@ -216,12 +216,12 @@ def test_conditional_mode_refuses_a_classifier_of_another_sde(trained, tmp_path)
   from score_sde_jax.checkpoint import IncompatibleCheckpoint
   config = _classifier_config(n_iters=50, snapshot_freq=50, workdir=str(tmp_path / "ve_clf"))
   config.training.sde = "vesde"
-  modes.train_classifier(config, str(tmp_path / "ve"))
+  modes.run("train_classifier", config, str(tmp_path / "ve"))
   vp = _classifier_config(workdir=str(tmp_path / "ve_clf"))
   with pytest.raises(IncompatibleCheckpoint, match=r"config.training.sde='vpsde': the classifier "
                                                    r"in .*ve_clf was trained with training.sde="
                                                    r"'vesde'"):
-    modes.conditional(vp, trained)
+    modes.run("conditional", vp, trained)
 
 
 def test_classifier_training_resumes_to_the_state_of_an_uninterrupted_run(tmp_path):
@@ -232,9 +232,9 @@ def test_classifier_training_resumes_to_the_state_of_an_uninterrupted_run(tmp_pa
     c = _classifier_config(n_iters=n, snapshot_freq=100, eval_freq=100, batch_size=64)
     c.eval.batch_size = 128
     return c
-  straight = modes.train_classifier(config(200), str(tmp_path / "a"))
-  modes.train_classifier(config(100), str(tmp_path / "b"))
-  resumed = modes.train_classifier(config(200), str(tmp_path / "b"))
+  straight = modes.run("train_classifier", config(200), str(tmp_path / "a"))
+  modes.run("train_classifier", config(100), str(tmp_path / "b"))
+  resumed = modes.run("train_classifier", config(200), str(tmp_path / "b"))
   for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   read = lambda w: [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"}
@@ -245,15 +245,15 @@ def test_classifier_training_resumes_to_the_state_of_an_uninterrupted_run(tmp_pa
 def test_classifier_modes_refuse_unlabelled_data_and_wrong_class_counts(tmp_path):
   from configs.toy import moons_ve
   with pytest.raises(build.ConfigError, match=r"config.data.dataset='moons': has no class labels"):
-    modes.train_classifier(moons_ve.get_config(), str(tmp_path / "m"))
+    modes.run("train_classifier", moons_ve.get_config(), str(tmp_path / "m"))
   config = _config()
   config.data.n_modes = 5
   with pytest.raises(build.ConfigError, match=r"config.classifier.num_classes=8: the data set "
                                               r"'gmm' has 5 classes"):
-    modes.train_classifier(config, str(tmp_path / "g"))
+    modes.run("train_classifier", config, str(tmp_path / "g"))
   config = _config()
   config.classifier.name = "wideresnet"
   with pytest.raises(build.ConfigError, match=r"config.classifier.name='wideresnet': the data "
                                               r"are vectors; expected classifier_mlp"):
-    modes.train_classifier(config, str(tmp_path / "g"))
+    modes.run("train_classifier", config, str(tmp_path / "g"))
   assert not os.path.exists(tmp_path / "g")

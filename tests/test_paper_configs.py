@@ -15,7 +15,7 @@ from PIL import Image
 
 from configs.toy import gmm_vp
 from score_sde_jax import build, likelihood, modes, train
-from score_sde_jax.data import images as image_data
+from score_sde_jax.data import files, images as image_data
 from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE
 from score_sde_jax.workdir import TrainedRun
@@ -123,7 +123,7 @@ def test_the_unconditional_ddpm_count_is_derived():
 @pytest.mark.parametrize("rel", PAPER_CONFIGS)
 def test_info_prints_the_originals_parameter_count(rel, capsys):
   """What ``run.py --config <rel> --mode info`` runs: shapes only, nothing allocated."""
-  summary = modes.info(load(rel))
+  summary = modes.run("info", load(rel))
   assert summary["params"] == original_count(rel)
   assert f"{original_count(rel):>12,d}" in capsys.readouterr().out
 
@@ -182,10 +182,10 @@ def test_a_few_training_steps_at_16x16(rel):
   config.data.image_size = 16
   m.nf = 32 if m.name == "ddpm" else 16   # DDPM normalises with 32 groups
   m.ch_mult, m.num_res_blocks, m.attn_resolutions = (1, 2), 1, (8,)
-  build.validate_model_config(config)
-  sde, model, optimizer = build.get_sde(config), build.get_model(config), build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer)
-  step = train.make_train_step(build.get_loss_fn(config, sde, model, train_mode=True), optimizer,
+  build.score_model(config)
+  sde, model, optimizer = build.score_model(config).sde, build.score_model(config).network, build.experiment(config).optimizer.make()
+  state = build.experiment(config).init_state()
+  step = train.make_train_step(build.experiment(config).loss_fn(train_mode=True), optimizer,
                                ema_rate=m.ema_rate, donate=False)
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 3))
   x = 2 * x - 1 if config.data.centered else x
@@ -215,22 +215,22 @@ def test_celeba_crops_the_centre_140_then_resizes():
   ``(218 - 140) // 2`` and ``(178 - 140) // 2``); only that region reaches the output."""
   img = _noise(218, 178)
   img[39:179, 19:159] = A
-  out = np.asarray(image_data.celeba_preprocess(Image.fromarray(img), 64))
+  out = np.asarray(files.celeba_preprocess(Image.fromarray(img), 64))
   assert out.shape == (64, 64, 3) and np.all(out == A)
   img[39, 19:159] = B   # the crop's first row: now it shows
-  out = np.asarray(image_data.celeba_preprocess(Image.fromarray(img), 64))
+  out = np.asarray(files.celeba_preprocess(Image.fromarray(img), 64))
   assert np.any(out[0] != A) and np.all(out[2:] == A)
 
 
 def test_lsun_crops_the_centred_square_then_resizes():
   img = _noise(30, 50)   # h 30, w 50: the square is columns 10..39
   img[:, 10:40] = A
-  out = np.asarray(image_data.lsun_preprocess(Image.fromarray(img), 16))
+  out = np.asarray(files.lsun_preprocess(Image.fromarray(img), 16))
   assert out.shape == (16, 16, 3) and np.all(out == A)
   # At 128 the original resizes the shorter side first, then takes the centre.
   img = np.zeros((256, 384, 3), np.uint8) + np.uint8(A)
   img[:, :64] = B   # the left 64 columns: after halving, 32 columns left of the crop
-  out = np.asarray(image_data.lsun_preprocess(Image.fromarray(img), 128))
+  out = np.asarray(files.lsun_preprocess(Image.fromarray(img), 128))
   assert out.shape == (128, 128, 3) and np.all(out[:, 2:] == A)
 
 
@@ -247,10 +247,10 @@ def test_named_data_sets_read_a_folder_lazily_with_their_preprocessing(tmp_path,
   config.data.image_size = 16
   config.model.ch_mult = (1, 2)
   loaded = []
-  original_load = image_data.ImageFiles.load
-  monkeypatch.setattr(image_data.ImageFiles, "load",
+  original_load = files.ImageFiles.load
+  monkeypatch.setattr(files.ImageFiles, "load",
                       lambda self, i: loaded.append(i) or original_load(self, i))
-  dataset = build.get_dataset(config)
+  dataset = build.experiment(config).data.load()
   assert len(loaded) == 1   # the first file, read to check the folder
   batch = next(dataset.batches(4, seed=0))
   assert len(loaded) == 5 and batch.shape == (4, 16, 16, 3)
@@ -316,15 +316,15 @@ def test_discrete_vp_models_use_the_continuous_score_for_the_flow():
   config = gmm_vp.get_config()
   config.training.continuous = False
   config.model.hidden, config.model.num_layers = 16, 1
-  sde, model = build.get_sde(config), build.get_model(config)
-  state = build.init_state(config, model, build.get_optimizer(config))
+  sde, model = build.score_model(config).sde, build.score_model(config).network
+  state = build.experiment(config).init_state()
   # Non-zero outputs: the MLP's last layer is zero at initialisation.
   state = state.replace(ema_params=jax.tree.map(
       lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(3), p.shape), state.ema_params))
-  run = TrainedRun("", config, 0, sde, model, state)
+  run = TrainedRun("", build.experiment(config), 0, state)
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
   times = jnp.linspace(1e-3, 1.0, 16)
-  training_score = build.get_score_fn(config, sde, model, state.ema_params)
+  training_score = build.score_model(config).score_fn(state.ema_params)
   smooth = get_score_fn(sde, model, state.ema_params, True)
   np.testing.assert_allclose(run.flow_score_fn(x, times), smooth(x, times), rtol=1e-6, atol=1e-6)
   assert float(jnp.max(jnp.abs(run.score_fn(x, times) - smooth(x, times)))) > 1e-2

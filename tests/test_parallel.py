@@ -122,7 +122,7 @@ def test_adaptive_solves_on_4_devices_equal_1_device(float64_results, case):
 
 def test_rows_of_a_batch_are_slices_of_the_global_batch():
   from configs.toy import gmm_vp
-  dataset = build.get_dataset(gmm_vp.get_config())
+  dataset = build.experiment(gmm_vp.get_config()).data.load()
   full = next(dataset.batches(64, 3, 5))
   part = next(dataset.batches(64, 3, 5, rows=slice(16, 32)))
   np.testing.assert_array_equal(part, full[16:32])
@@ -198,8 +198,7 @@ def _config(n_iters):
 
 
 def _restore(workdir, step, config):
-  _, model, _ = build.setup(config)
-  state = build.init_state(config, model, build.get_optimizer(config), parallel.make_mesh())
+  state = build.experiment(config).init_state(parallel.make_mesh())
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
   return checkpoint.restore(manager, step, checkpoint.abstract_like(state))
 

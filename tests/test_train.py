@@ -47,11 +47,12 @@ def _small(config):
 def _setup(n_jitted, loop="scan"):
   config = _small(gmm_vp.get_config())
   config.training.n_jitted_steps = n_jitted
-  sde, model, dataset = build.setup(config)
+  exp = build.experiment(config)
+  sde, model, dataset = exp.sde, exp.model.network, exp.data.load()
   mesh = parallel.make_mesh()
-  optimizer = build.get_optimizer(config)
-  state = build.init_state(config, model, optimizer, mesh)
-  loss_fn = build.get_loss_fn(config, sde, model, train_mode=True)
+  optimizer = exp.optimizer.make()
+  state = exp.init_state(mesh)
+  loss_fn = exp.loss_fn(train_mode=True)
   step = train.make_train_step(loss_fn, optimizer, ema_rate=0.9, mesh=mesh, n_jitted_steps=n_jitted,
                                donate=False, loop=loop)
   return config, dataset, state, step, loss_fn, optimizer
@@ -107,14 +108,16 @@ def test_short_training_learns_the_exact_score(tmp_path):
   config.training.n_iters = 3000
   config.training.eval_freq = 1000
   config.model.ema_rate = 0.99
-  state = modes.train_and_evaluate(config, str(tmp_path / "wd"))
+  state = modes.run("train", config, str(tmp_path / "wd"))
   rows = read_metrics(str(tmp_path / "wd" / "metrics.jsonl"))
   train_losses = [r["loss"] for r in rows if "loss" in r]
   assert len(train_losses) == 30 and np.mean(train_losses[-5:]) < 0.7 * train_losses[0]
   for name in ("loss.png", "forward_diffusion.png", "score_field.png"):
     assert (tmp_path / "wd" / "figures" / name).stat().st_size > 10_000
 
-  sde, model, gmm = build.setup(config)
+  exp = build.experiment(config)
+
+  sde, model, gmm = exp.sde, exp.model.network, exp.data.load()
   score_fn = jax.jit(get_score_fn(sde, model, state.ema_params, continuous=True))
   exact_fn = lambda x, t: gmm.marginal_score(sde, x, t)
   # The exact score attains the minimum of the DSM loss; the model comes within 3 %.
@@ -141,7 +144,7 @@ def test_discrete_time_training_lowers_the_loss(config_name, tmp_path):
   config.training.eval_freq = 1000
   config.model.embedding_type = "positional"  # discrete labels are step indices
   config.model.hidden = 64
-  modes.train_and_evaluate(config, str(tmp_path / "wd"))
+  modes.run("train", config, str(tmp_path / "wd"))
   rows = [r["loss"] for r in read_metrics(str(tmp_path / "wd" / "metrics.jsonl")) if "loss" in r]
   assert np.all(np.isfinite(rows)) and np.mean(rows[-3:]) < 0.7 * rows[0], rows
 
@@ -163,15 +166,15 @@ def test_training_stops_exactly_at_n_iters_and_resumes_off_the_grid(tmp_path):
   the tolerance allows another machine's compiler to fuse a 5-step scan differently)."""
   from score_sde_jax import workdir as workdir_lib
   wd = str(tmp_path / "wd")
-  state = modes.train_and_evaluate(_tiny_run_config(35), wd)
+  state = modes.run("train", _tiny_run_config(35), wd)
   assert int(state.step) == 35
   assert workdir_lib.checkpoints(wd).all_steps() == [20, 35]
   rows = read_metrics(f"{wd}/metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 35]
-  resumed = modes.train_and_evaluate(_tiny_run_config(50), wd)
+  resumed = modes.run("train", _tiny_run_config(50), wd)
   assert int(resumed.step) == 50
   assert [r["step"] for r in read_metrics(f"{wd}/metrics.jsonl") if "loss" in r] == [
       10, 20, 30, 35, 40, 50]
-  straight = modes.train_and_evaluate(_tiny_run_config(50), str(tmp_path / "straight"))
+  straight = modes.run("train", _tiny_run_config(50), str(tmp_path / "straight"))
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

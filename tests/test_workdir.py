@@ -37,9 +37,9 @@ def _config():
 def workdir(tmp_path_factory):
   wd = str(tmp_path_factory.mktemp("modes") / "wd")
   config = _config()
-  modes.train_and_evaluate(config, wd)
-  modes.sample(config, wd)
-  modes.evaluate(config, wd)
+  modes.run("train", config, wd)
+  modes.run("sample", config, wd)
+  modes.run("eval", config, wd)
   return wd
 
 
@@ -85,15 +85,15 @@ def test_json_results_and_metrics_rows_have_their_keys(workdir):
 
 def test_load_workdir_gives_the_checkpoints_score_function(workdir):
   run = score_sde_jax.load_workdir(workdir)
-  assert run.step == STEPS and run.config.model.hidden == 32 and run.sde.N == 100
+  assert run.step == STEPS and run.model.hidden == 32 and run.sde.N == 100
   # Independently: the checkpoint's EMA parameters through get_score_fn with the config's flags.
   config = _config()
-  model = build.get_model(config)
+  model = build.score_model(config).network
   manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-  abstract = build.abstract_state(config, model, build.get_optimizer(config))
+  abstract = build.experiment(config).model.abstract_state(build.experiment(config).optimizer.make())
   state = checkpoint.restore(manager, STEPS, checkpoint.abstract_like(
       abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
-  reference = get_score_fn(build.get_sde(config), model, state.ema_params)
+  reference = get_score_fn(build.score_model(config).sde, model, state.ema_params)
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
   t = jnp.linspace(0.01, 1.0, 16)
   np.testing.assert_array_equal(run.score_fn(x, t), reference(x, t))
@@ -134,10 +134,12 @@ def test_load_workdir_on_a_converted_checkpoint(tmp_path):
   assert np.all(err < 2e-5), err
 
 
-def test_the_readmes_workdir_example_runs(workdir):
-  from test_readme import library_blocks_with_workdir
-  (block,) = library_blocks_with_workdir()
-  namespace = {"jax": jax, "jnp": jnp, "score_sde_jax": score_sde_jax}
-  exec(block.replace('"workdirs/demo"', repr(workdir)), namespace)
-  assert namespace["x"].shape == (1000, 2) and namespace["score"].shape == (8, 2)
-  assert namespace["logp"].shape == (100,) and namespace["x_back"].shape == (8, 2)
+def test_the_documentations_workdir_examples_run(workdir):
+  from test_readme import blocks_with_workdir
+  examples = blocks_with_workdir("README.md") + blocks_with_workdir("docs/library.md")
+  assert len(examples) == 2
+  for _, block in examples:
+    namespace = {"jax": jax, "jnp": jnp, "score_sde_jax": score_sde_jax}
+    exec(block.replace('"workdirs/demo"', repr(workdir)), namespace)
+    assert namespace["x"].shape == (1000, 2) and namespace["logp"].shape == (100,)
+  assert namespace["score"].shape == (8, 2) and namespace["x_back"].shape == (8, 2)

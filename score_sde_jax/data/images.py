@@ -1,9 +1,10 @@
-"""Image data sets held as integer arrays: NHWC float batches in [0, 1].
+"""Image data sets held as integer levels: NHWC float batches in [0, 1].
 
-:class:`ImageArrays` reads an ``.npz`` file a user gives (nothing is
-downloaded). Integer levels are kept so that bits/dim is well defined.
-Batches are a pure function of ``(seed, split, step)``, as for toy data, so
-resumed runs see the same batches.
+:class:`ImageArrays` holds them, from an ``.npz`` file or a folder of images a user gives
+(:func:`from_path`; nothing is downloaded), or scikit-learn's digits. Integer levels are kept so
+that bits/dim is well defined. Batches are a pure function of ``(seed, split, step)``, as for
+toy data, so resumed runs see the same batches. CIFAR-10's archive: :mod:`cifar10`; image files
+and the paper's preprocessing: :mod:`files`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-
-class DataError(ValueError):
-  """A data file is missing, unreadable or of the wrong shape."""
+from score_sde_jax.data.errors import DataError
+from score_sde_jax.data.files import (ImageFiles, celeba_preprocess, crop_resize, image_files,
+                                      lsun_preprocess, preprocess_arrays)
 
 
 def _check_levels(images, num_levels, name):
@@ -72,11 +73,22 @@ class ImageArrays:
     self.shape = images.shape[1:]
     self.name = name
 
-  is_image = True
+  kind = "image"
+  log_prob = None               # no exact density, score or class posterior
+  marginal_score = None
+  marginal_log_posterior = None
 
   @property
   def example_shape(self) -> tuple:
     return tuple(self.shape)
+
+  def held_out_data(self, n: int, seed: int = 0) -> np.ndarray:
+    """The first ``n`` held-out images in data space, floats in [0, 1]."""
+    return self.to_unit(self.held_out(n, seed))
+
+  def clip(self, x):
+    """Samples limited to the data's range, [0, 1]."""
+    return np.clip(x, 0.0, 1.0)
 
   @property
   def num_classes(self) -> int | None:
@@ -127,7 +139,7 @@ class ImageArrays:
     except Exception as e:  # noqa: BLE001 - any failure to read is one clear error
       raise DataError(f"{path}: unreadable npz file ({e})") from None
     if preprocess is not None and images.ndim in (3, 4) and images.shape[1:3] != (image_size,) * 2:
-      images = _preprocess_arrays(_check_levels(images, 256, path), preprocess, image_size, path)
+      images = preprocess_arrays(_check_levels(images, 256, path), preprocess, image_size, path)
     return _checked_shape(cls(images, name=path, labels=labels, **kwargs), path, image_size,
                           num_channels)
 
@@ -210,25 +222,16 @@ def _check_labels(labels, n, name):
   return labels
 
 
-def _preprocess_arrays(images, preprocess, image_size, name):
-  from PIL import Image
-  out = []
-  for i, levels in enumerate(images):
-    try:
-      img = _apply(preprocess, Image.fromarray(levels[..., 0] if levels.shape[-1] == 1 else levels),
-                   image_size)
-    except ValueError as e:
-      raise DataError(f"{name}: image {i}: {e}") from None
-    out.append(np.asarray(img, np.uint8).reshape(image_size, image_size, levels.shape[-1]))
-  return np.stack(out)
-
-
 def _checked_shape(data, name, image_size, num_channels):
   expected = (image_size, image_size, num_channels)
   if data.shape != expected:
     raise DataError(f"{name}: images of shape {data.shape}, expected {expected} "
                     f"(image_size, image_size, num_channels)")
   return data
+
+
+def _take(images, idx):
+  return images.subset(idx) if isinstance(images, ImageFiles) else images[idx]
 
 
 def digits(**kwargs) -> ImageArrays:
@@ -238,216 +241,6 @@ def digits(**kwargs) -> ImageArrays:
   kwargs.setdefault("num_levels", 17)
   return ImageArrays(data.images.astype(np.uint8)[..., None], labels=data.target, name="digits",
                      **kwargs)
-
-
-class _NumpyUnpickler(__import__("pickle").Unpickler):
-  """CIFAR-10 batches hold dicts of bytes, lists and numpy arrays: allow only those globals."""
-
-  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-              ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-  def find_class(self, module, name):
-    if (module, name) in self._ALLOWED:
-      return super().find_class(module, name)
-    raise DataError(f"refusing to load global {module}.{name}: a CIFAR-10 batch holds only "
-                    f"numpy arrays, bytes and lists (a crafted or foreign pickle)")
-
-
-def _cifar_batch(raw: bytes, name: str):
-  import io
-  try:
-    batch = _NumpyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64) if b"labels" in batch else None
-  except DataError as e:  # the unpickler's refusal: name the file it came from
-    raise DataError(f"{name}: {e}") from None
-  except Exception as e:  # noqa: BLE001
-    raise DataError(f"{name}: unreadable CIFAR-10 batch ({e})") from None
-  if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-    raise DataError(f"{name}: data of shape {data.shape}, expected (N, 3072)")
-  if labels is not None and labels.shape != (len(data),):
-    labels = None  # not one label per image: treated as unlabelled
-  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # CHW rows -> NHWC
-
-
-CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_TEST = "test_batch"
-
-
-def cifar10(path: str, **kwargs) -> ImageArrays:
-  """CIFAR-10 from the python-pickle archive ``cifar-10-python.tar.gz`` or its extracted folder.
-
-  ``path`` is the archive, the ``cifar-10-batches-py`` folder, or a folder holding either.
-  The official test batch is the held-out split. Nothing is downloaded.
-  """
-  import tarfile
-  if not os.path.exists(path):
-    raise DataError(f"{path}: no such file or folder (give cifar-10-python.tar.gz or its "
-                    f"extracted cifar-10-batches-py folder)")
-  if os.path.isdir(path):
-    for candidate in (path, os.path.join(path, "cifar-10-batches-py")):
-      if os.path.isfile(os.path.join(candidate, CIFAR_TEST)):
-        def read(n, folder=candidate):
-          p = os.path.join(folder, n)
-          if not os.path.isfile(p):
-            raise DataError(f"{p}: missing CIFAR-10 batch")
-          with open(p, "rb") as f:
-            return _cifar_batch(f.read(), p)
-        break
-    else:
-      archive = os.path.join(path, "cifar-10-python.tar.gz")
-      if os.path.isfile(archive):
-        return cifar10(archive, **kwargs)
-      raise DataError(f"{path}: no {CIFAR_TEST} here or in cifar-10-batches-py/")
-    train, test = [read(n) for n in CIFAR_TRAIN], read(CIFAR_TEST)
-  else:
-    try:
-      with tarfile.open(path) as tar:
-        members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
-        def read(n):
-          if n not in members:
-            raise DataError(f"{path}: archive has no {n}")
-          return _cifar_batch(tar.extractfile(members[n]).read(), f"{path}:{n}")
-        train, test = [read(n) for n in CIFAR_TRAIN], read(CIFAR_TEST)
-    except (tarfile.TarError, OSError, EOFError) as e:
-      raise DataError(f"{path}: unreadable archive ({e})") from None
-  labelled = all(lab is not None for _, lab in train + [test])
-  return ImageArrays(np.concatenate([im for im, _ in train]), test_images=test[0], name=path,
-                     labels=np.concatenate([lab for _, lab in train]) if labelled else None,
-                     test_labels=test[1] if labelled else None, **kwargs)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-# --- Preprocessing: the original's resize_op per data set (datasets.py), on PIL images ------------
-# TensorFlow's antialiased resize (a triangle / Keys cubic kernel stretched by the scale factor when
-# shrinking) is what PIL's BILINEAR / BICUBIC resize does; the result is rounded to 8-bit levels
-# here (the original kept floats), so that bits/dim stays defined.
-
-def central_crop(img, size: int):
-  """The ``size`` x ``size`` centre: top ``(h - size) // 2``, left ``(w - size) // 2``."""
-  w, h = img.size
-  if min(w, h) < size:
-    raise ValueError(f"{w}x{h} is smaller than the {size}x{size} centre crop")
-  top, left = (h - size) // 2, (w - size) // 2
-  return img.crop((left, top, left + size, top + size))
-
-
-def resize_small(img, size: int):
-  """Shorter side to ``size`` (antialiased bilinear), aspect ratio kept."""
-  from PIL import Image
-  w, h = img.size
-  ratio = size / min(w, h)
-  return img.resize((round(w * ratio), round(h * ratio)), Image.BILINEAR)
-
-
-def crop_resize(img, size: int):
-  """Largest centred square, then antialiased bicubic resize to ``size`` (LSUN at 256)."""
-  from PIL import Image
-  w, h = img.size
-  img = central_crop(img, min(w, h))
-  return img if img.size == (size, size) else img.resize((size, size), Image.BICUBIC)
-
-
-def celeba_preprocess(img, size: int):
-  """CelebA: the centre 140 x 140 of the aligned 178 x 218 faces, shorter side resized to ``size``."""
-  return resize_small(central_crop(img, 140), size)
-
-
-def lsun_preprocess(img, size: int):
-  """LSUN: at 128, shorter side to 128 then the centre; otherwise :func:`crop_resize`."""
-  if size == 128:
-    return central_crop(resize_small(img, size), size)
-  return crop_resize(img, size)
-
-
-def _apply(preprocess, img, size: int):
-  """Images already ``size`` x ``size`` are taken as they are (already preprocessed)."""
-  return img if img.size == (size, size) else preprocess(img, size)
-
-
-class ImageFiles:
-  """Image files decoded, converted and preprocessed when a batch needs them, so a data set
-  of any size (LSUN's 3 million bedrooms) costs only its file list in memory.
-
-  Indexing with an integer array or a slice returns ``uint8`` levels ``(n, H, W, C)``;
-  files are decoded by a few threads (PIL releases the GIL while decoding).
-  """
-
-  ndim = 4
-  dtype = np.dtype(np.uint8)
-
-  def __init__(self, files, *, image_size: int, num_channels: int, preprocess=crop_resize,
-               threads: int | None = None):
-    if num_channels not in (1, 3):
-      raise DataError(f"num_channels={num_channels}; image files give 1 (grey) or 3 (RGB)")
-    self.files = list(files)
-    self.image_size, self.num_channels = image_size, num_channels
-    self.preprocess = preprocess
-    self.threads = threads or min(8, os.cpu_count() or 1)
-    self._pool = None
-
-  def __len__(self):
-    return len(self.files)
-
-  @property
-  def shape(self):
-    return (len(self.files), self.image_size, self.image_size, self.num_channels)
-
-  def subset(self, idx) -> "ImageFiles":
-    return ImageFiles([self.files[i] for i in np.asarray(idx)], image_size=self.image_size,
-                      num_channels=self.num_channels, preprocess=self.preprocess,
-                      threads=self.threads)
-
-  def load(self, i: int) -> np.ndarray:
-    from PIL import Image
-    f = self.files[i]
-    try:
-      with Image.open(f) as img:
-        img = _apply(self.preprocess, img.convert("L" if self.num_channels == 1 else "RGB"),
-                     self.image_size)
-        levels = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as e:
-      raise DataError(f"{f}: unreadable image ({e})") from None
-    expected = (self.image_size, self.image_size)
-    if levels.shape[:2] != expected:
-      raise DataError(f"{f}: {levels.shape[1]}x{levels.shape[0]} after preprocessing, expected "
-                      f"{expected[1]}x{expected[0]}")
-    return levels.reshape(self.shape[1:])
-
-  def __getitem__(self, idx):
-    if isinstance(idx, slice):
-      idx = range(*idx.indices(len(self.files)))
-    idx = np.asarray(idx)
-    if idx.ndim == 0:
-      return self.load(int(idx))
-    if len(idx) < 2 or self.threads == 1:
-      images = [self.load(int(i)) for i in idx]
-    else:
-      if self._pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        self._pool = ThreadPoolExecutor(self.threads)
-      images = list(self._pool.map(self.load, idx.tolist()))
-    return np.stack(images) if images else np.zeros((0,) + self.shape[1:], np.uint8)
-
-  def __array__(self, dtype=None, copy=None):
-    return self[:] if dtype is None else self[:].astype(dtype)
-
-
-def _take(images, idx):
-  return images.subset(idx) if isinstance(images, ImageFiles) else images[idx]
-
-
-def _image_files(path: str) -> list:
-  if not os.path.isdir(path):
-    raise DataError(f"{path}: no such folder")
-  files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
-                 if f.lower().endswith(IMAGE_SUFFIXES))
-  if not files:
-    raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files")
-  return files
 
 
 def image_folder(path: str, *, image_size: int, num_channels: int, preprocess=crop_resize,
@@ -461,12 +254,12 @@ def image_folder(path: str, *, image_size: int, num_channels: int, preprocess=cr
   """
   if num_channels not in (1, 3):
     raise DataError(f"{path}: num_channels={num_channels}; image folders give 1 (grey) or 3 (RGB)")
-  files = ImageFiles(_image_files(path), image_size=image_size, num_channels=num_channels,
+  files = ImageFiles(image_files(path), image_size=image_size, num_channels=num_channels,
                      preprocess=preprocess)
   files.load(0)
   test = None
   if eval_path:
-    test = ImageFiles(_image_files(eval_path), image_size=image_size, num_channels=num_channels,
+    test = ImageFiles(image_files(eval_path), image_size=image_size, num_channels=num_channels,
                       preprocess=preprocess)
     test.load(0)
   return ImageArrays(files, test_images=test, name=path, **kwargs)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax import checks
 from score_sde_jax.models import layers
 
 # Kaiming normal with fan-out (gain 2) for convolutions, as the original.
@@ -71,6 +72,8 @@ class WideResNet(nn.Module):
   The paper's CIFAR-10 classifier is ``blocks_per_group=4, channel_multiplier=10`` (WRN-28-10).
   """
 
+  takes_images = True   # input (B, H, W, C) images, else (B, D) vectors
+
   num_classes: int = 10
   blocks_per_group: int = 4
   channel_multiplier: int = 10
@@ -78,10 +81,10 @@ class WideResNet(nn.Module):
   fourier_scale: float = 16.0
 
   def __post_init__(self):
-    layers.check_fields(self, {
-        "num_classes": (lambda v: layers.POSITIVE_INT[0](v) and v >= 2, "an integer >= 2"),
-        "blocks_per_group": layers.POSITIVE_INT, "channel_multiplier": layers.POSITIVE_INT,
-        "embedding_size": layers.POSITIVE_INT, "fourier_scale": layers.POSITIVE})
+    checks.check_fields(self, {
+        "num_classes": (lambda v: checks.POSITIVE_INT[0](v) and v >= 2, "an integer >= 2"),
+        "blocks_per_group": checks.POSITIVE_INT, "channel_multiplier": checks.POSITIVE_INT,
+        "embedding_size": checks.POSITIVE_INT, "fourier_scale": checks.POSITIVE})
     super().__post_init__()
 
   @nn.compact
@@ -110,6 +113,8 @@ class WideResNet(nn.Module):
 class ClassifierMLP(nn.Module):
   """Residual MLP classifier ``(B, D) -> (B, num_classes)`` with a Fourier noise embedding."""
 
+  takes_images = False   # input (B, H, W, C) images, else (B, D) vectors
+
   num_classes: int
   hidden: int = 128
   num_layers: int = 3
@@ -118,10 +123,10 @@ class ClassifierMLP(nn.Module):
   activation: str = "swish"
 
   def __post_init__(self):
-    layers.check_fields(self, {
-        "num_classes": (lambda v: layers.POSITIVE_INT[0](v) and v >= 2, "an integer >= 2"),
-        "hidden": layers.POSITIVE_INT, "num_layers": layers.NON_NEGATIVE_INT,
-        "embedding_size": layers.POSITIVE_INT, "fourier_scale": layers.POSITIVE,
+    checks.check_fields(self, {
+        "num_classes": (lambda v: checks.POSITIVE_INT[0](v) and v >= 2, "an integer >= 2"),
+        "hidden": checks.POSITIVE_INT, "num_layers": checks.NON_NEGATIVE_INT,
+        "embedding_size": checks.POSITIVE_INT, "fourier_scale": checks.POSITIVE,
         "activation": layers.ACTIVATION})
     super().__post_init__()
 

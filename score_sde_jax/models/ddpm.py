@@ -11,11 +11,15 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from score_sde_jax import checks
+from score_sde_jax.models import blocks as blocks_lib
 from score_sde_jax.models import layers
 
 
 class DDPM(nn.Module):
   """U-Net with DDPM residual blocks (GroupNorm of 32 groups), attention and conv resampling."""
+
+  takes_images = True   # input (B, H, W, C) images, else (B, D) vectors
 
   num_channels: int = 3
   nf: int = 128
@@ -29,11 +33,11 @@ class DDPM(nn.Module):
   activation: str = "swish"
 
   def __post_init__(self):
-    layers.check_fields(self, {
-        "num_channels": layers.POSITIVE_INT, "nf": layers.POSITIVE_INT, "ch_mult": layers.INTS,
-        "num_res_blocks": layers.POSITIVE_INT, "attn_resolutions": layers.INTS_OR_EMPTY,
-        "dropout": layers.RATE, "resamp_with_conv": layers.BOOL, "conditional": layers.BOOL,
-        "centered": layers.BOOL, "activation": layers.ACTIVATION})
+    checks.check_fields(self, {
+        "num_channels": checks.POSITIVE_INT, "nf": checks.POSITIVE_INT, "ch_mult": checks.INTS,
+        "num_res_blocks": checks.POSITIVE_INT, "attn_resolutions": checks.INTS_OR_EMPTY,
+        "dropout": checks.RATE, "resamp_with_conv": checks.BOOL, "conditional": checks.BOOL,
+        "centered": checks.BOOL, "activation": layers.ACTIVATION})
     if any(self.nf * m % 32 for m in self.ch_mult):
       raise ValueError(f"nf={self.nf}: the DDPM U-Net normalises with 32 groups, so nf times every "
                        f"ch_mult {tuple(self.ch_mult)} must be a multiple of 32")
@@ -52,14 +56,14 @@ class DDPM(nn.Module):
     def module(cls, *args, **kwargs):
       return cls(*args, name=f"all_modules_{next(counter)}", **kwargs)
 
-    ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=self.dropout,
+    ResnetBlock = functools.partial(blocks_lib.ResnetBlockDDPM, act=act, dropout=self.dropout,
                                     num_groups=32, skip_rescale=False)
     AttnBlock = functools.partial(layers.AttnBlock, num_groups=32, skip_rescale=False)
 
     temb = None
     if self.conditional:
-      temb = layers.time_mlp(module, layers.get_timestep_embedding(time_cond, nf), nf, act)
-    blocks = layers.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
+      temb = blocks_lib.time_mlp(module, layers.get_timestep_embedding(time_cond, nf), nf, act)
+    blocks = blocks_lib.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
     h = x if self.centered else 2 * x - 1.0
 
     hs = [module(layers.conv3x3, nf)(h)]

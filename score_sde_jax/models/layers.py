@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import numbers
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax import checks
 from score_sde_jax.models import conv as conv_lib
 from score_sde_jax.models import dropout as dropout_lib
 from score_sde_jax.models import up_or_down_sampling as fir_lib
@@ -74,42 +73,8 @@ def get_act(name: str):
     raise ValueError(f"activation={name!r}: unknown; known: {sorted(ACTIVATIONS)}") from None
 
 
-# --- Field checks: networks refuse bad values when they are constructed ---------------------------
-
-def _int(v):
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _real(v):
-  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-POSITIVE_INT = (lambda v: _int(v) and v > 0, "a positive integer")
-NON_NEGATIVE_INT = (lambda v: _int(v) and v >= 0, "an integer >= 0")
-FINITE = (_real, "a finite number")
-POSITIVE = (lambda v: _real(v) and v > 0, "a finite positive number")
-NON_NEGATIVE = (lambda v: _real(v) and v >= 0, "a finite number >= 0")
-RATE = (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
-BOOL = (lambda v: isinstance(v, bool), "True or False")
-INTS = (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(_int(r) and r > 0 for r in v),
-        "a non-empty sequence of positive integers")
-INTS_OR_EMPTY = (lambda v: isinstance(v, (tuple, list)) and all(_int(r) and r > 0 for r in v),
-                 "a sequence of positive integers (may be empty)")
-
-
-def one_of(options):
-  return (lambda v: isinstance(v, str) and v in options, f"one of {sorted(options)}")
-
-
-ACTIVATION = one_of(ACTIVATIONS)
-
-
-def check_fields(module, spec):
-  """Raises ``ValueError('field=value: expected ...')`` for the first field of ``module`` not allowed."""
-  for field, (ok, allowed) in spec.items():
-    value = getattr(module, field)
-    if not ok(value):
-      raise ValueError(f"{field}={value!r}: expected {allowed}")
+# Networks refuse bad field values when they are constructed (``checks.check_fields``).
+ACTIVATION = checks.one_of(ACTIVATIONS)
 
 
 # --- Image layers of DDPM / NCSN++ (NHWC ports of the paper's layers.py and layerspp.py) ------
@@ -281,80 +246,6 @@ Upsample = functools.partial(Resample, up=True)
 Downsample = functools.partial(Resample, up=False)
 
 
-def _add_temb(h, temb, act, out_ch):
-  if temb is None:
-    return h
-  return h + nn.Dense(out_ch, kernel_init=default_init(), name="Dense_0")(act(temb))[:, None, None, :]
-
-
-class ResnetBlockDDPM(nn.Module):
-  """DDPM residual block (``ResnetBlockDDPM``, and ``ResnetBlockDDPMpp`` with NCSN++'s options)."""
-
-  act: object
-  out_ch: int | None = None
-  dropout: float = 0.1
-  num_groups: int | None = None   # None: min(C // 4, 32); DDPM uses 32
-  conv_shortcut: bool = False
-  skip_rescale: bool = False
-  init_scale: float = 0.0
-
-  @nn.compact
-  def __call__(self, x, temb=None, train=False):
-    in_ch = x.shape[-1]
-    out_ch = self.out_ch or in_ch
-    h = self.act(group_norm(in_ch, self.num_groups, name="GroupNorm_0")(x))
-    h = conv3x3(out_ch, name="Conv_0")(h)
-    h = _add_temb(h, temb, self.act, out_ch)
-    h = self.act(group_norm(out_ch, self.num_groups, name="GroupNorm_1")(h))
-    h = Dropout(self.dropout, deterministic=not train)(h)
-    h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
-    if in_ch != out_ch:
-      x = (conv3x3(out_ch, name="Conv_2")(x) if self.conv_shortcut
-           else NIN(out_ch, name="NIN_0")(x))
-    return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
-
-
-class ResnetBlockBigGAN(nn.Module):
-  """BigGAN-style residual block of NCSN++, resampling inside the block (``ResnetBlockBigGANpp``)."""
-
-  act: object
-  out_ch: int | None = None
-  up: bool = False
-  down: bool = False
-  dropout: float = 0.1
-  fir: bool = False
-  fir_kernel: tuple = (1, 3, 3, 1)
-  skip_rescale: bool = True
-  init_scale: float = 0.0
-
-  @nn.compact
-  def __call__(self, x, temb=None, train=False):
-    in_ch = x.shape[-1]
-    out_ch = self.out_ch or in_ch
-    h = self.act(group_norm(in_ch, name="GroupNorm_0")(x))
-    # Nearest upsampling is done inside Conv_0 and after the 1x1 Conv_2 (both commute with it):
-    # the same values with 4/9 of Conv_0's work and a quarter of Conv_2's.
-    nearest_up = self.up and not self.fir
-    if self.up:
-      if self.fir:
-        h, x = (fir_lib.upsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
-    elif self.down:
-      if self.fir:
-        h, x = (fir_lib.downsample_2d(v, self.fir_kernel, factor=2) for v in (h, x))
-      else:
-        h, x = (fir_lib.naive_downsample_2d(v, 2) for v in (h, x))
-    h = conv3x3(out_ch, upsample=nearest_up, name="Conv_0")(h)
-    h = _add_temb(h, temb, self.act, out_ch)
-    h = self.act(group_norm(out_ch, name="GroupNorm_1")(h))
-    h = Dropout(self.dropout, deterministic=not train)(h)
-    h = conv3x3(out_ch, init_scale=self.init_scale, name="Conv_1")(h)
-    if in_ch != out_ch or self.up or self.down:
-      x = conv1x1(out_ch, name="Conv_2")(x)
-    if nearest_up:
-      x = fir_lib.naive_upsample_2d(x, 2)
-    return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
-
-
 class Combine(nn.Module):
   """Combines a pyramid input with a feature map: 1x1 conv, then ``cat`` or ``sum``."""
 
@@ -368,50 +259,3 @@ class Combine(nn.Module):
     if self.method == "sum":
       return h + y
     raise ValueError(f"progressive_combine={self.method!r}: expected 'cat' or 'sum'")
-
-
-# --- U-Net pieces shared by DDPM and NCSN++ --------------------------------------------------------
-
-def time_mlp(module, temb, nf, act):
-  """The time embedding's two Dense layers, ``nf -> 4 nf -> 4 nf``."""
-  temb = module(nn.Dense, nf * 4, kernel_init=default_init())(temb)
-  return module(nn.Dense, nf * 4, kernel_init=default_init())(act(temb))
-
-
-@dataclasses.dataclass(frozen=True)
-class UNetBlocks:
-  """Residual and attention blocks of a U-Net, created in order through ``module``.
-
-  ``module(cls, ...)`` names each submodule by its index in the original's
-  flat module list (the converter maps released checkpoints by that index),
-  so the order of the calls below is the order of the original's modules.
-  """
-
-  module: Callable
-  resnet: Callable                 # a ResNet block class with its fixed arguments bound
-  attn: Callable                   # an attention block class likewise
-  attn_resolutions: Sequence[int]
-  temb: Any
-  train: bool
-
-  def down(self, hs, out_ch, num_res_blocks):
-    """``num_res_blocks`` blocks on ``hs[-1]`` (attention at listed sizes), each output appended."""
-    for _ in range(num_res_blocks):
-      h = self.module(self.resnet, out_ch=out_ch)(hs[-1], self.temb, self.train)
-      if h.shape[1] in self.attn_resolutions:
-        h = self.module(self.attn)(h)
-      hs.append(h)
-
-  def middle(self, h):
-    h = self.module(self.resnet)(h, self.temb, self.train)
-    h = self.module(self.attn)(h)
-    return self.module(self.resnet)(h, self.temb, self.train)
-
-  def up(self, h, hs, out_ch, num_res_blocks):
-    """``num_res_blocks + 1`` blocks, each on ``h`` concatenated with the next skip from ``hs``."""
-    for _ in range(num_res_blocks + 1):
-      h = self.module(self.resnet, out_ch=out_ch)(jnp.concatenate([h, hs.pop()], axis=-1),
-                                                 self.temb, self.train)
-    if h.shape[1] in self.attn_resolutions:
-      h = self.module(self.attn)(h)
-    return h

@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from score_sde_jax import checks
 from score_sde_jax.models import layers
 
 
@@ -18,6 +19,8 @@ class ScoreMLP(nn.Module):
   Each residual block adds a learned projection of the embedding.
   """
 
+  takes_images = False   # input (B, H, W, C) images, else (B, D) vectors
+
   dim: int                             # data dimension D
   hidden: int = 128                    # width of every hidden layer
   num_layers: int = 3                  # number of residual blocks
@@ -28,14 +31,14 @@ class ScoreMLP(nn.Module):
   dropout: float = 0.0
 
   def __post_init__(self):
-    layers.check_fields(self, {
-        "dim": layers.POSITIVE_INT, "hidden": layers.POSITIVE_INT,
-        "num_layers": layers.NON_NEGATIVE_INT,
-        "embedding_type": layers.one_of(("fourier", "positional")),
-        "embedding_dim": (lambda v: layers.POSITIVE_INT[0](v) and v >= 4 and v % 2 == 0,
+    checks.check_fields(self, {
+        "dim": checks.POSITIVE_INT, "hidden": checks.POSITIVE_INT,
+        "num_layers": checks.NON_NEGATIVE_INT,
+        "embedding_type": checks.one_of(("fourier", "positional")),
+        "embedding_dim": (lambda v: checks.POSITIVE_INT[0](v) and v >= 4 and v % 2 == 0,
                           "an even integer >= 4"),
-        "fourier_scale": layers.POSITIVE, "activation": layers.ACTIVATION,
-        "dropout": layers.RATE})
+        "fourier_scale": checks.POSITIVE, "activation": layers.ACTIVATION,
+        "dropout": checks.RATE})
     super().__post_init__()
 
   @staticmethod

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde_jax import checks
+from score_sde_jax.models import blocks as blocks_lib
 from score_sde_jax.models import layers
 
 
@@ -29,18 +31,20 @@ OPTIONS = {
     "embedding_type": ("fourier", "positional"),
 }
 FIELDS = {
-    "num_channels": layers.POSITIVE_INT, "nf": layers.POSITIVE_INT, "ch_mult": layers.INTS,
-    "num_res_blocks": layers.POSITIVE_INT, "attn_resolutions": layers.INTS_OR_EMPTY,
-    "dropout": layers.RATE, "resamp_with_conv": layers.BOOL, "conditional": layers.BOOL,
-    "fir": layers.BOOL, "fir_kernel": layers.INTS, "skip_rescale": layers.BOOL,
-    **{name: layers.one_of(options) for name, options in OPTIONS.items()},
-    "fourier_scale": layers.POSITIVE, "init_scale": layers.NON_NEGATIVE, "centered": layers.BOOL,
+    "num_channels": checks.POSITIVE_INT, "nf": checks.POSITIVE_INT, "ch_mult": checks.INTS,
+    "num_res_blocks": checks.POSITIVE_INT, "attn_resolutions": checks.INTS_OR_EMPTY,
+    "dropout": checks.RATE, "resamp_with_conv": checks.BOOL, "conditional": checks.BOOL,
+    "fir": checks.BOOL, "fir_kernel": checks.INTS, "skip_rescale": checks.BOOL,
+    **{name: checks.one_of(options) for name, options in OPTIONS.items()},
+    "fourier_scale": checks.POSITIVE, "init_scale": checks.NON_NEGATIVE, "centered": checks.BOOL,
     "activation": layers.ACTIVATION,
 }
 
 
 class NCSNpp(nn.Module):
   """NCSN++ (``resblock_type='biggan'``, Fourier embedding, FIR) or DDPM++ (positional, no FIR)."""
+
+  takes_images = True   # input (B, H, W, C) images, else (B, D) vectors
 
   num_channels: int = 3                    # C of the data
   nf: int = 128                            # base width
@@ -64,7 +68,7 @@ class NCSNpp(nn.Module):
   activation: str = "swish"
 
   def __post_init__(self):
-    layers.check_fields(self, FIELDS)
+    checks.check_fields(self, FIELDS)
     super().__post_init__()
 
   @staticmethod
@@ -88,10 +92,10 @@ class NCSNpp(nn.Module):
       return cls(*args, name=f"all_modules_{next(counter)}", **kwargs)
 
     if self.resblock_type == "ddpm":
-      ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=self.dropout,
+      ResnetBlock = functools.partial(blocks_lib.ResnetBlockDDPM, act=act, dropout=self.dropout,
                                       init_scale=self.init_scale, skip_rescale=self.skip_rescale)
     else:
-      ResnetBlock = functools.partial(layers.ResnetBlockBigGAN, act=act, dropout=self.dropout,
+      ResnetBlock = functools.partial(blocks_lib.ResnetBlockBigGAN, act=act, dropout=self.dropout,
                                       fir=self.fir, fir_kernel=fir_kernel,
                                       init_scale=self.init_scale, skip_rescale=self.skip_rescale)
     AttnBlock = functools.partial(layers.AttnBlock, init_scale=self.init_scale,
@@ -103,8 +107,8 @@ class NCSNpp(nn.Module):
                     scale=self.fourier_scale)(jnp.log(time_cond))
     else:
       temb = layers.get_timestep_embedding(time_cond, nf)
-    temb = layers.time_mlp(module, temb, nf, act) if self.conditional else None
-    blocks = layers.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
+    temb = blocks_lib.time_mlp(module, temb, nf, act) if self.conditional else None
+    blocks = blocks_lib.UNetBlocks(module, ResnetBlock, AttnBlock, self.attn_resolutions, temb, train)
 
     if not self.centered:
       x = 2 * x - 1.0

@@ -16,7 +16,6 @@ otherwise one error names the field, before anything compiles.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -24,14 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import build, checkpoint, controllable, keys, parallel, viz
+from score_sde_jax import checkpoint, controllable, keys, parallel, viz
 from score_sde_jax import workdir as workdir_lib
+from score_sde_jax.build import ConfigError
+from score_sde_jax.experiment import Experiment
+from score_sde_jax.modes.results import print_figures, write_result
 
 
 def check_classifier_matches(run, clf) -> None:
   """Refuses a classifier trained for another SDE, data set, data shape or scaling."""
-  mine = build.classifier_data_view(run.config.to_dict())
-  theirs = build.classifier_data_view(clf.config.to_dict())
+  mine = run.experiment.views.classifier_data
+  theirs = clf.experiment.views.classifier_data
   for path in dict.fromkeys(list(mine) + list(theirs)):  # the SDE's name first
     if mine.get(path) != theirs.get(path):
       raise checkpoint.IncompatibleCheckpoint(
@@ -40,41 +42,40 @@ def check_classifier_matches(run, clf) -> None:
           f"or set classifier.workdir)")
 
 
-def conditional(config, workdir: str):
+def conditional(exp: Experiment, workdir: str, *, stop=None):
   """Samples every requested class; returns ``(samples (K, n, ...), labels (K,), result)``."""
-  build.validate_config(config)
-  build.validate_classifier_config(config)
+  del stop
   mesh = parallel.make_mesh()
-  run = workdir_lib.load_workdir(workdir, config, mesh=mesh)
-  clf = workdir_lib.load_classifier(build.classifier_workdir(config, run.workdir), mesh=mesh)
+  run = workdir_lib.load_workdir(workdir, exp, mesh=mesh)
+  c = exp.classifier
+  clf = workdir_lib.load_classifier(c.directory(run.workdir), mesh=mesh)
   check_classifier_matches(run, clf)
-  c = config.classifier
-  classes = build.classifier_classes(config)
+  classes = c.sampled_classes
   bad = [k for k in classes if k >= clf.num_classes]
   if bad:
-    raise build.ConfigError(f"config.classifier.classes={tuple(classes)}: {bad} outside the "
-                            f"trained classifier's classes 0..{clf.num_classes - 1}")
+    raise ConfigError(f"config.classifier.classes={tuple(classes)}: {bad} outside the "
+                      f"trained classifier's classes 0..{clf.num_classes - 1}")
   return sample_classes(run, clf, classes, samples_per_class=c.samples_per_class, scale=c.scale,
-                        dataset=build.get_dataset(config))
+                        dataset=exp.data.load())
 
 
 def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, dataset=None):
   """``(samples (K, n, ...), labels (K,), result)`` in data space; writes files when the run
   has a workdir and ``dataset`` is given (for the metrics and the figure)."""
-  config, n, classes = run.config, samples_per_class, np.asarray(classes, np.int32)
-  flow = build.samples_by_flow(config.sampling.method)
-  score_fn = run.flow_score_fn if flow else run.score_fn
+  exp, n, classes = run.experiment, samples_per_class, np.asarray(classes, np.int32)
+  chosen = exp.part("sampling")
+  score_fn = run.flow_score_fn if chosen.uses_flow else run.score_fn
   # The adaptive probability-flow ODE is solved per example with one class per call; the
   # other samplers take every class in one batch.
-  per_class = config.sampling.method == "ode"
+  per_class = chosen.method == "ode"
   batch = n if per_class else n * len(classes)
   try:
     parallel.check_mesh(batch, run.mesh, "classifier.samples_per_class" if per_class else
                         "classifier.samples_per_class * number of classes")
   except ValueError as e:
-    raise build.ConfigError(f"config.{e}") from None
+    raise ConfigError(f"config.{e}") from None
   sampling_fn = run.sampling_fn(batch)
-  key = keys.stream(config.seed, "conditional")
+  key = keys.stream(exp.seed, "conditional")
   start = time.perf_counter()
   if per_class:
     chunks, nfes = [], []
@@ -91,23 +92,18 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
     x, nfe = sampling_fn(key, guided)
     samples = parallel.to_host(x).reshape((len(classes), n) + run.data_shape)
   seconds = time.perf_counter() - start
-  if dataset is not None and dataset.is_image:
-    samples = np.clip(samples, 0.0, 1.0)
-  result = {"step": run.step, "classifier_step": clf.step, "sampler": build.sampling_tag(config),
+  if dataset is not None:
+    samples = dataset.clip(samples)
+  result = {"step": run.step, "classifier_step": clf.step, "sampler": chosen.tag,
             "scale": float(scale), "classes": classes.tolist(), "samples_per_class": n,
             "nfe": int(nfe), "seconds": round(seconds, 2)}
   result.update(class_metrics(run, clf, samples, classes, dataset))
   if dataset is None or not parallel.is_main_process():
     return samples, classes, result
   tag = f"conditional_{result['sampler']}_scale{scale:g}_step{run.step}"
-  os.makedirs(os.path.join(run.workdir, "samples"), exist_ok=True)
-  np.savez(os.path.join(run.workdir, "samples", f"{tag}.npz"), samples=samples, labels=classes,
-           nfe=np.asarray(nfe))
-  workdir_lib.write_json(os.path.join(run.workdir, "eval", f"{tag}.json"), result)
-  print(json.dumps(result))
-  path = _figure(run, dataset, samples, classes, scale, tag)
-  if path:
-    print(f"figures:\n  {path}")
+  write_result(run.workdir, tag, result,
+               arrays=dict(samples=samples, labels=classes, nfe=np.asarray(nfe)))
+  print_figures([_figure(run, dataset, samples, classes, scale, tag)])
   return samples, classes, result
 
 
@@ -122,7 +118,7 @@ def class_metrics(run, clf, samples, classes, dataset=None) -> dict:
   out = {"classifier_agreement": float(np.mean(logits.argmax(-1) == asked)),
          "classifier_agreement_by_class": [round(float(np.mean(v)), 4) for v in
                                            (logits.argmax(-1) == asked).reshape(k, n)]}
-  if dataset is not None and hasattr(dataset, "marginal_log_posterior"):
+  if dataset is not None and dataset.marginal_log_posterior is not None:
     post = np.asarray(dataset.marginal_log_posterior(run.sde, x, t))
     out["exact_posterior_agreement"] = float(np.mean(post.argmax(-1) == asked))
     out["exact_posterior_of_class"] = float(np.mean(np.exp(post[np.arange(k * n), asked])))
@@ -134,12 +130,12 @@ def _figure(run, dataset, samples, classes, scale, tag):
   path = os.path.join(run.workdir, "figures", f"{tag}.png")
   k, n = samples.shape[:2]
   title = f"classes {classes.tolist()} (one per row), scale {scale:g}, step {run.step}"
-  if dataset.is_image:
+  if dataset.kind == "image":
     return viz.plot_image_grid(samples.reshape((-1,) + samples.shape[2:]), path, nrow=n,
                                title=title)
   if samples.shape[-1] != 2:
     return None
-  data = dataset.held_out(2000, run.config.seed)
+  data = dataset.held_out(2000, run.experiment.seed)
   return viz.plot_conditional_samples(samples.reshape(-1, 2), np.repeat(classes, n), data, path,
                                       title=f"class-conditional samples, scale {scale:g}, "
                                             f"step {run.step}")

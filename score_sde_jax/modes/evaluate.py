@@ -1,26 +1,25 @@
 """``--mode eval``: DSM loss and likelihood of the EMA model on held-out data.
 
 One path for vector data and images; only the likelihood's unit differs:
-negative log-likelihood in nats per example for vectors (with the data's exact
+negative log-likelihood in nats per example for continuous data (with the data's exact
 entropy and the gap, an estimate of KL(data || model), where the data has an
-exact density), bits/dim with uniform dequantization for images. Written to
-``eval/eval_step<step>.json`` and printed. Figures: 2-D data gets the log-density,
+exact density), bits/dim with uniform dequantization for data of discrete levels (images).
+Written to ``eval/eval_step<step>.json`` and printed. Figures: 2-D data gets the log-density,
 interpolation and reconstruction; images get the semantic interpolation grid and the
 encode-decode reconstructions (their error is in the JSON).
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, figures, keys, parallel, train
+from score_sde_jax import figures, keys, parallel, train
 from score_sde_jax import workdir as workdir_lib
-from score_sde_jax.modes.train import check_batch
+from score_sde_jax.experiment import Experiment
+from score_sde_jax.modes.loop import check_batch
+from score_sde_jax.modes.results import print_figures, write_result
 
 
 def mean_se(values):
@@ -40,16 +39,15 @@ def padded_batches(held_out, batch_size):
 
 
 def _negative_log_likelihoods(run, dataset, batches, rows):
-  """Per example: bits/dim of integer images, or the NLL in nats of vectors; and the NFE."""
-  e, seed = run.config.eval, run.config.seed
+  """Per example: bits/dim of data in discrete levels, or the NLL in nats; and the NFE."""
+  e, seed = run.experiment.eval, run.experiment.seed
   values, nfes = [], []
   for i, b in enumerate(tqdm(batches, desc=f"likelihood ({e.divergence})", unit="batch",
                              disable=not parallel.is_main_process())):
     key = jax.random.fold_in(keys.stream(seed, "likelihood"), i)
-    if dataset.is_image:
+    if dataset.num_levels is not None:
       value, nfe = run.bits_per_dim(key, parallel.shard_batch(b[rows], run.mesh),
-                                    num_levels=dataset.num_levels,
-                                    n_repeats=e.get("bpd_repeats", 1))
+                                    num_levels=dataset.num_levels, n_repeats=e.bpd_repeats)
     else:
       logp, _, nfe = run.log_likelihood(key, parallel.shard_batch(b[rows], run.mesh))
       value = -logp
@@ -58,21 +56,21 @@ def _negative_log_likelihoods(run, dataset, batches, rows):
   return np.concatenate(values), np.concatenate(nfes)
 
 
-def evaluate(config, workdir: str):
+def evaluate(exp: Experiment, workdir: str, *, stop=None):
   """Loss and likelihood on ``eval.num_eval_examples`` held-out examples; returns the result."""
-  build.validate_config(config)
+  del stop
   mesh = parallel.make_mesh()
-  e = config.eval
+  e = exp.eval
   check_batch(e.batch_size, mesh, "eval.batch_size")
-  run = workdir_lib.load_workdir(workdir, config, mesh=mesh)
-  dataset = build.get_dataset(config)
-  held_out = dataset.held_out(e.num_eval_examples, config.seed)
+  run = workdir_lib.load_workdir(workdir, exp, mesh=mesh)
+  dataset = exp.data.load()
+  held_out = dataset.held_out(e.num_eval_examples, exp.seed)
   n = len(held_out)
   batches = padded_batches(held_out, e.batch_size)
   rows = parallel.local_rows(mesh, e.batch_size)  # this process's rows of every batch
-  eval_step = train.make_eval_step(build.get_loss_fn(config, run.sde, run.model, train_mode=False),
+  eval_step = train.make_eval_step(exp.training.objective.loss_fn(exp.model, train_mode=False),
                                    mesh)
-  key = keys.stream(config.seed, "eval")
+  key = keys.stream(exp.seed, "eval")
   losses = [float(eval_step(run.state, parallel.shard_batch(run.scaler(dataset.to_unit(b[rows])),
                                                            mesh), jax.random.fold_in(key, i)))
             for i, b in enumerate(batches)]
@@ -83,27 +81,24 @@ def evaluate(config, workdir: str):
     values = values[:n]
     result["nfe_mean"] = float(np.mean(nfes[:n]))
     result["divergence"] = e.divergence
-    if dataset.is_image:
+    if dataset.num_levels is not None:
       result["bits_per_dim"], result["bits_per_dim_se"] = mean_se(values)
-      result["bpd_repeats"] = int(e.get("bpd_repeats", 1))
+      result["bpd_repeats"] = int(e.bpd_repeats)
     else:
       result["nll_nats"], result["nll_nats_se"] = mean_se(values)
-      if hasattr(dataset, "log_prob"):
+      if dataset.log_prob is not None:
         exact = np.asarray(dataset.log_prob(held_out))
         result["data_entropy_nats_on_test"], _ = mean_se(-exact)
         result["data_entropy_nats"], result["data_entropy_nats_se"] = dataset.entropy_mc(
-            keys.numpy_stream(config.seed, "entropy"))
+            keys.numpy_stream(exp.seed, "entropy"))
         # Paired difference on the same examples: the KL(data || model) estimate.
         result["gap_nats"], result["gap_nats_se"] = mean_se(values + exact)
   if not parallel.is_main_process():
     return result
   paths = []
-  if dataset.is_image:  # host copies of the parameters: process 0 alone, no collectives
+  if dataset.kind == "image":  # host copies of the parameters: process 0 alone, no collectives
     paths, stats = figures.image_flow_figures(run, dataset, held_out)
     result.update(stats)
-  workdir_lib.write_json(os.path.join(run.workdir, "eval", f"eval_step{run.step}.json"), result)
-  print(json.dumps(result))
-  paths += figures.likelihood_figures(run, dataset, held_out)
-  if paths:
-    print("figures:\n  " + "\n  ".join(paths))
+  write_result(run.workdir, f"eval_step{run.step}", result)
+  print_figures(paths + figures.likelihood_figures(run, dataset, held_out))
   return result

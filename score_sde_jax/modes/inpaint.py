@@ -10,15 +10,16 @@ completions beside the truth.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import build, controllable, keys, viz
+from score_sde_jax import controllable, keys, viz
 from score_sde_jax import workdir as workdir_lib
+from score_sde_jax.experiment import Experiment
+from score_sde_jax.modes.results import print_figures, write_result
 
 
 def make_mask(name: str, example_shape: tuple, n: int, seed: int) -> np.ndarray:
@@ -39,34 +40,32 @@ def make_mask(name: str, example_shape: tuple, n: int, seed: int) -> np.ndarray:
   return np.broadcast_to(mask, (n,) + example_shape).copy()
 
 
-def inpaint(config, workdir: str):
+def inpaint(exp: Experiment, workdir: str, *, stop=None):
   """Completes ``inpaint.num_examples`` held-out examples ``inpaint.samples_per_example`` times."""
-  build.validate_config(config)
-  build.validate_inpaint_config(config)
-  run = workdir_lib.load_workdir(workdir, config)
-  return complete(run, build.get_dataset(config))
+  del stop
+  run = workdir_lib.load_workdir(workdir, exp)
+  return complete(run, exp.data.load())
 
 
 def complete(run, dataset):
-  """``--mode inpaint`` on a loaded :class:`~score_sde_jax.workdir.TrainedRun` (its config's
-  ``inpaint`` and ``sampling`` sections); returns ``(samples (n, k, ...), result)``."""
-  config = run.config
-  c, s = config.inpaint, config.sampling
+  """``--mode inpaint`` on a loaded :class:`~score_sde_jax.workdir.TrainedRun` (its experiment's
+  ``inpaint`` settings and PC sampler); returns ``(samples (n, k, ...), result)``."""
+  exp = run.experiment
+  c, s = exp.part("inpaint"), exp.part("sampling")
+  pc_options = s.samplers.get("pc") or s.with_options("pc").sampler
   n, k = c.num_examples, c.samples_per_example
-  if dataset.is_image:
-    truth = dataset.to_unit(dataset.held_out(n))
-  else:
-    truth = np.asarray(dataset.held_out(n, config.seed), np.float32)
+  truth = np.asarray(dataset.held_out_data(n, exp.seed), np.float32)
   n = len(truth)
   shape = run.data_shape
   if c.task == "colorize":   # in the decoupled colour space: the luminance channel is known
     mask = np.broadcast_to(np.asarray([1.0, 0.0, 0.0], np.float32), truth.shape).copy()
   else:
-    mask = make_mask(c.mask, shape, n, config.seed)
+    mask = make_mask(c.mask, shape, n, exp.seed)
   data = np.asarray(run.scaler(jnp.asarray(np.repeat(truth, k, axis=0))))
-  pc = dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-            denoise=s.noise_removal, refine_steps=c.refine_steps, refine_snr=c.refine_snr)
-  key = keys.stream(config.seed, "inpaint")
+  pc = dict(predictor=pc_options.predictor, corrector=pc_options.corrector, snr=pc_options.snr,
+            n_steps=pc_options.n_steps, denoise=s.denoise, refine_steps=c.refine_steps,
+            refine_snr=c.refine_snr)
+  key = keys.stream(exp.seed, "inpaint")
   start = time.perf_counter()
   if c.task == "colorize":
     gray = np.repeat(data.mean(-1, keepdims=True), 3, axis=-1)
@@ -76,8 +75,7 @@ def complete(run, dataset):
                                   np.repeat(mask, k, axis=0), **pc)
   samples = np.asarray(run.inverse_scaler(x)).reshape((n, k) + shape)
   seconds = time.perf_counter() - start
-  if dataset.is_image:
-    samples = np.clip(samples, 0.0, 1.0)
+  samples = dataset.clip(samples)
   if c.task == "colorize":
     # Generated: the colour (the samples' deviation from their grey); known: the grey.
     colour = lambda v: v - v.mean(-1, keepdims=True)
@@ -93,21 +91,16 @@ def complete(run, dataset):
             "seconds": round(seconds, 2),
             "rmse_generated": float(np.sqrt(np.mean(np.square(err_free)))),
             "max_abs_error_known": float(np.max(np.abs(err_known))) if np.size(err_known) else 0.0}
-  os.makedirs(os.path.join(run.workdir, "samples"), exist_ok=True)
-  np.savez(os.path.join(run.workdir, "samples", f"{tag}.npz"), samples=samples, truth=truth,
-           mask=mask, nfe=np.asarray(nfe))
-  workdir_lib.write_json(os.path.join(run.workdir, "eval", f"{tag}.json"), result)
-  print(json.dumps(result))
-  path = _figure(run, dataset, c, truth, mask, samples, tag)
-  if path:
-    print(f"figures:\n  {path}")
+  write_result(run.workdir, tag, result,
+               arrays=dict(samples=samples, truth=truth, mask=mask, nfe=np.asarray(nfe)))
+  print_figures([_figure(run, dataset, c, truth, mask, samples, tag)])
   return samples, result
 
 
 def _figure(run, dataset, c, truth, mask, samples, tag):
   path = os.path.join(run.workdir, "figures", f"{tag}.png")
   n, k = samples.shape[:2]
-  if dataset.is_image:
+  if dataset.kind == "image":
     if c.task == "colorize":
       shown = np.repeat(truth.mean(-1, keepdims=True), 3, axis=-1)
     else:

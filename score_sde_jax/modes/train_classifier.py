@@ -17,46 +17,37 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import build, classifier, keys, parallel, train, viz
+from score_sde_jax import classifier, keys, parallel, train, viz
 from score_sde_jax import workdir as workdir_lib
-from score_sde_jax.data import get_data_scaler
+from score_sde_jax.build import ConfigError
+from score_sde_jax.experiment import Experiment
 from score_sde_jax.metric_writer import MetricWriter
-from score_sde_jax.modes.train import check_batch, run_loop, start_or_resume
+from score_sde_jax.modes.loop import StopRequest, check_batch, run_loop, start_or_resume
 
 
-def check_labels(config, dataset) -> None:
+def check_labels(exp: Experiment, dataset) -> None:
   """The data set has class labels, as many classes as the classifier (before compiling)."""
   k = dataset.num_classes
   if k is None:
-    raise build.ConfigError(f"config.data.dataset={config.data.dataset!r}: has no class labels "
-                            f"to train a classifier on (digits, cifar10, npz files with a "
-                            f"'labels' array and gmm have them)")
-  if k != config.classifier.num_classes:
-    raise build.ConfigError(f"config.classifier.num_classes={config.classifier.num_classes}: the "
-                            f"data set {config.data.dataset!r} has {k} classes")
-
-
-def validate(config) -> None:
-  build.validate_config(config)
-  build.validate_classifier_config(config)
-  c, k = config.classifier, config.training.n_jitted_steps
-  if c.snapshot_freq % k:
-    raise build.ConfigError(f"config.classifier.snapshot_freq={c.snapshot_freq}: must be a "
-                            f"multiple of training.n_jitted_steps={k}")
+    raise ConfigError(f"config.data.dataset={exp.data.name!r}: has no class labels to train a "
+                      f"classifier on (digits, cifar10, npz files with a 'labels' array and gmm "
+                      f"have them)")
+  if k != exp.classifier.num_classes:
+    raise ConfigError(f"config.classifier.num_classes={exp.classifier.num_classes}: the data set "
+                      f"{exp.data.name!r} has {k} classes")
 
 
 class HeldOut:
   """The classifier's held-out evaluation: ``eval.batch_size`` labelled held-out examples, each
   at ``repeats`` fixed draws of ``(t, z)`` (from the ``classifier_eval`` stream), in model space."""
 
-  def __init__(self, config, sde, dataset, mesh, repeats: int = 1):
-    n, c = config.eval.batch_size, config.classifier
-    x, y = next(dataset.batches(n, config.seed, split="eval", labels=True))
-    x = np.asarray(get_data_scaler(config.data.centered)(jnp.asarray(x)))
-    key_t, key_z = jax.random.split(keys.stream(config.seed, "classifier_eval"))
+  def __init__(self, exp: Experiment, dataset, mesh, repeats: int = 1):
+    n, c, sde = exp.eval.batch_size, exp.classifier, exp.sde
+    x, y = next(dataset.batches(n, exp.seed, split="eval", labels=True))
+    x = np.asarray(exp.data.scaler(jax.numpy.asarray(x)))
+    key_t, key_z = jax.random.split(keys.stream(exp.seed, "classifier_eval"))
     shape = (repeats, n)
     self.t = np.asarray(jax.random.uniform(key_t, shape, minval=c.eps, maxval=sde.T))
     self.z = np.asarray(jax.random.normal(key_z, shape + x.shape[1:]))
@@ -84,48 +75,45 @@ def accuracy_by_time(t, correct, bins: int = 10):
   return (edges[:-1] + edges[1:]) / 2, acc
 
 
-def train_classifier(config, workdir: str):
-  """Trains ``config.classifier`` (resuming from its newest checkpoint); returns the state."""
+def train_classifier(exp: Experiment, workdir: str, *, stop: StopRequest | None = None):
+  """Trains ``exp.classifier`` (resuming from its newest checkpoint); returns the state."""
   workdir = workdir_lib.check_workdir(workdir)
-  validate(config)
-  sde, dataset = build.get_sde(config), build.get_dataset(config)
-  check_labels(config, dataset)
-  model = build.get_classifier_model(config)
-  c, e = config.classifier, config.eval
+  dataset = exp.data.load()
+  check_labels(exp, dataset)
+  c, e = exp.classifier, exp.eval
   mesh = parallel.make_mesh()
   check_batch(c.batch_size, mesh, "classifier.batch_size")
   check_batch(e.batch_size, mesh, "eval.batch_size")
-  directory = build.classifier_workdir(config, workdir)
+  directory = c.directory(workdir)
   os.makedirs(workdir, exist_ok=True)
   directory = workdir_lib.check_workdir(directory)
   os.makedirs(directory, exist_ok=True)
   with workdir_lib.lock(directory):  # one trainer per classifier folder
-    return _train_classifier(config, directory, sde, dataset, model, mesh)
+    return _train_classifier(exp, directory, dataset, mesh, stop)
 
 
-def _train_classifier(config, directory, sde, dataset, model, mesh):
-  c = config.classifier
+def _train_classifier(exp: Experiment, directory, dataset, mesh, stop):
+  c, sde, model = exp.classifier, exp.sde, exp.classifier.network
   is_main = parallel.is_main_process()
-  config_dict = config.to_dict()
-  manager = workdir_lib.classifier_checkpoints(directory, config)
-  optimizer = build.get_classifier_optimizer(config)
-  seed = keys.stream_seed(config.seed, "classifier")  # its batches differ from the score model's
+  manager = workdir_lib.checkpoints(directory, max_to_keep=c.max_to_keep)
+  optimizer = c.optimizer.make()
+  seed = keys.stream_seed(exp.seed, "classifier")  # its batches differ from the score model's
   state, start_step = start_or_resume(
-      config, directory, manager, build.init_classifier_state(config, model, optimizer, mesh),
-      mesh, view=build.classifier_compatibility_view)
+      exp, directory, manager,
+      c.init_state(keys.stream(exp.seed, "classifier"), exp.data.shape, optimizer, mesh), mesh,
+      select=workdir_lib.classifier_view)
 
   loss_fn = classifier.get_classifier_loss_fn(sde, model, eps=c.eps, with_accuracy=True)
-  k = config.training.n_jitted_steps
+  k = exp.training.n_jitted_steps
   make_step = lambda r: train.make_train_step(
       loss_fn, optimizer, ema_rate=c.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
-      loop=build.steps_loop(config),
-      has_aux=True, lr_schedule=train.learning_rate_schedule(c.lr, c.warmup))
-  scaler = get_data_scaler(config.data.centered)
+      loop=exp.steps_loop(), has_aux=True, lr_schedule=c.optimizer.lr_schedule())
+  scaler = exp.data.scaler
   batches = ((scaler(x), y) for x, y in dataset.batches(
       c.batch_size, seed, start_step, rows=parallel.local_rows(mesh, c.batch_size), labels=True))
-  held_out = HeldOut(config, sde, dataset, mesh)
+  held_out = HeldOut(exp, dataset, mesh)
   writer = MetricWriter(directory, enabled=is_main)
-  exact = getattr(dataset, "marginal_log_posterior", None)
+  exact = dataset.marginal_log_posterior
   exact_fn = jax.tree_util.Partial(lambda x, t: exact(sde, x, t)) if exact else None
   if start_step == 0 and exact_fn is not None:
     loss, correct = held_out.evaluate(exact_fn)
@@ -139,20 +127,21 @@ def _train_classifier(config, directory, sde, dataset, model, mesh):
 
   state = run_loop(state=state, make_step=make_step, batches=batches, mesh=mesh,
                    start_step=start_step, n_iters=c.n_iters, steps_per_call=k,
-                   log_freq=c.log_freq, manager=manager, writer=writer, config_dict=config_dict,
+                   log_freq=c.log_freq, manager=manager, writer=writer, record=dict(exp.record),
                    evaluate=evaluate, checkpoint_due=lambda s: s % c.snapshot_freq == 0,
-                   desc="classifier")
-  report(config, directory, sde, model, state, dataset, mesh, exact_fn)
+                   desc="classifier", stop=stop)
+  report(exp, directory, state, dataset, mesh, exact_fn)
   return state
 
 
-def report(config, directory, sde, model, state, dataset, mesh, exact_fn=None) -> dict:
+def report(exp: Experiment, directory, state, dataset, mesh, exact_fn=None) -> dict:
   """Held-out accuracy against ``t`` (about 4000 draws) of the EMA classifier (and the exact
   one): ``eval/classifier_step<step>.json`` and a figure."""
+  sde, c = exp.sde, exp.classifier
   step = int(parallel.to_host(state.step))
-  repeats = max(1, -(-4000 // config.eval.batch_size))
-  held_out = HeldOut(config, sde, dataset, mesh, repeats=repeats)
-  fn = classifier.get_classifier_fn(sde, model, state.ema_params)
+  repeats = max(1, -(-4000 // exp.eval.batch_size))
+  held_out = HeldOut(exp, dataset, mesh, repeats=repeats)
+  fn = classifier.get_classifier_fn(sde, c.network, state.ema_params)
   loss, correct = held_out.evaluate(fn)
   centres, acc = accuracy_by_time(held_out.t, correct)
   result = {"step": step, "num_evaluations": int(correct.size), "loss": float(loss.mean()),
@@ -169,7 +158,7 @@ def report(config, directory, sde, model, state, dataset, mesh, exact_fn=None) -
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
     path = viz.plot_accuracy_vs_time(
         centres, curves, os.path.join(directory, "figures", f"classifier_accuracy_step{step}.png"),
-        chance=1.0 / config.classifier.num_classes,
-        title=f"{config.classifier.name}, {config.training.sde}, step {step}: held-out accuracy")
+        chance=1.0 / c.num_classes,
+        title=f"{c.name}, {exp.model.sde_name}, step {step}: held-out accuracy")
     print(f"figures:\n  {path}")
   return result

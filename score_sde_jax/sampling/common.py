@@ -1,8 +1,10 @@
-"""What every sampler shares: the result shape and the paper's time grid."""
+"""What every sampler shares: the result shape, the paper's time grid and the options base class."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from types import MappingProxyType
+from typing import ClassVar, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,3 +29,44 @@ def time_grid(T: float, eps, num_steps: int) -> jax.Array:
   chain of ``num_steps`` levels) at each of these times.
   """
   return jnp.linspace(T, eps, num_steps)
+
+
+class Sampler:
+  """The options of one sampling method: a frozen dataclass per method, each registered in
+  :data:`score_sde_jax.sampling.SAMPLERS` under the name ``sampling.method`` gives it.
+
+  A subclass declares, besides its fields (checked when it is constructed):
+
+  * ``section``: where its fields live in a config, ``sampling.<section>.<field>``; ``None``
+    for the paper's flat predictor-corrector fields (``sampling.<field>``);
+  * ``config_names``: ``{field: config name}`` where the two differ;
+  * ``uses_flow``: whether it solves the probability-flow ODE (then the score it is given is
+    the flow's, see :meth:`score_sde_jax.sde.SDE.flow_continuous`);
+
+  and implements :meth:`check` (what needs the SDE), :meth:`sample` and :attr:`tag` (a short
+  name for the files its samples are written to).
+  """
+
+  section: ClassVar[str | None] = None
+  config_names: ClassVar[Mapping[str, str]] = MappingProxyType({})
+  uses_flow: ClassVar[bool] = False
+
+  def check(self, sde) -> None:
+    """Raises ``ValueError('field=value: ...')`` when the options do not fit ``sde``."""
+
+  def sample(self, key, sde, score_fn, shape, *, eps=None, denoise: bool = True,
+             mesh=None) -> SampleResult:
+    raise NotImplementedError
+
+  @property
+  def tag(self) -> str:
+    raise NotImplementedError
+
+  def replace(self, **fields):
+    """A copy with ``fields`` changed (checked); an unknown field names the known ones."""
+    known = [f.name for f in dataclasses.fields(self)]
+    for name, value in fields.items():
+      if name not in known:
+        raise ValueError(f"{name}={value!r}: not an option of {type(self).__name__} "
+                         f"(its options: {', '.join(known)})")
+    return dataclasses.replace(self, **fields)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from score_sde_jax.sde import batch_mul
 
 
-def _norm(v):
+def batch_norms(v):
+  """The norm of each example of a batch ``(B, ...)`` -> ``(B,)``."""
   return jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
 
 
@@ -38,7 +39,7 @@ def langevin(key, sde, score_fn, x, t, snr, n_steps, num_steps=None):
   """
   alpha = sde.langevin_alpha(t, num_steps)
   return _langevin_steps(key, score_fn, x, t, n_steps, lambda grad, noise: (
-      snr * jnp.mean(_norm(noise)) / jnp.mean(_norm(grad))) ** 2 * 2 * alpha)
+      snr * jnp.mean(batch_norms(noise)) / jnp.mean(batch_norms(grad))) ** 2 * 2 * alpha)
 
 
 def ald(key, sde, score_fn, x, t, snr, n_steps, num_steps=None):

@@ -10,6 +10,7 @@ one solver table, one ``max_steps`` default and one NFE rule (:func:`flow_nfe`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult
+from score_sde_jax.sampling.common import SampleResult, Sampler
 from score_sde_jax.sampling.predictors import denoise as denoise_step
 from score_sde_jax.score import as_pytree_fn
 
@@ -201,3 +202,32 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
                          solver=solver, controller=stepsize_controller, num_steps=num_steps,
                          max_steps=max_steps, denoise=denoise, mesh=mesh)
   return SampleResult(x, flow_nfe(solver, int(steps)) + int(denoise))
+
+
+@dataclasses.dataclass(frozen=True)
+class ODESampler(Sampler):
+  """``sampling.method = "ode"``: :func:`ode_sample`, fields ``sampling.ode.<field>``."""
+
+  solver: str = "tsit5"    # tsit5 | dopri5 (adaptive), euler | heun (fixed steps, or heun adaptive)
+  rtol: float = 1e-5       # tolerances of the adaptive step-size controller
+  atol: float = 1e-5
+  num_steps: int = 0       # fixed steps (0: adaptive)
+
+  section = "ode"
+  uses_flow = True
+
+  def __post_init__(self):
+    checks.check_fields(self, {"solver": checks.one_of(SOLVERS), "rtol": checks.POSITIVE,
+                               "atol": checks.POSITIVE, "num_steps": checks.NON_NEGATIVE_INT})
+
+  def check(self, sde) -> None:
+    check_flow_args(self.solver, None, self.num_steps or None)
+
+  def sample(self, key, sde, score_fn, shape, *, eps=None, denoise=True, mesh=None):
+    return ode_sample(key, sde, score_fn, shape, rtol=self.rtol, atol=self.atol,
+                      solver=self.solver, eps=eps, denoise=denoise,
+                      num_steps=self.num_steps or None, mesh=mesh)
+
+  @property
+  def tag(self) -> str:
+    return f"ode_{self.solver}" + (f"{self.num_steps}" if self.num_steps else "")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, time_grid
-from score_sde_jax.sampling.correctors import get_corrector
-from score_sde_jax.sampling.predictors import get_predictor
+from score_sde_jax.sampling.common import SampleResult, Sampler, time_grid
+from score_sde_jax.sampling.correctors import CORRECTORS, get_corrector
+from score_sde_jax.sampling.predictors import PREDICTORS, get_predictor
 from score_sde_jax.score import as_pytree_fn
 
 
@@ -42,8 +44,8 @@ def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "predictor", "corrector", "n_steps",
                                              "num_steps", "denoise", "probability_flow", "mesh"))
-def _pc_sample(key, score_fn, snr, eps, *, sde, shape, predictor, corrector, n_steps, num_steps,
-               denoise, probability_flow, mesh):
+def _pc_sample(key, score_fn, snr, eps, constraint, *, sde, shape, predictor, corrector, n_steps,
+               num_steps, denoise, probability_flow, mesh):
   predictor_fn, corrector_fn = get_predictor(predictor), get_corrector(corrector)
   key, prior_key = jax.random.split(key)
   # Threefry keys are partitionable: the draws do not depend on how the batch is split.
@@ -51,19 +53,27 @@ def _pc_sample(key, score_fn, snr, eps, *, sde, shape, predictor, corrector, n_s
 
   def step(carry, t):
     key, x, _ = carry
-    key, key_c, key_p = jax.random.split(key, 3)
+    if constraint is None:
+      key, key_c, key_p = jax.random.split(key, 3)
+    else:
+      key, key_c, key_cc, key_p, key_pc = jax.random.split(key, 5)
     vec_t = jnp.full((shape[0],), t)
     x, x_mean = corrector_fn(key_c, sde, score_fn, x, vec_t, snr, n_steps, num_steps)
+    if constraint is not None:
+      x, x_mean = constraint.project(key_cc, sde, x, x_mean, vec_t)
     x, x_mean = predictor_fn(key_p, sde, score_fn, x, vec_t, num_steps, probability_flow)
+    if constraint is not None:
+      x, x_mean = constraint.project(key_pc, sde, x, x_mean, vec_t)
     return (key, x, x_mean), None
 
-  (_, x, x_mean), _ = jax.lax.scan(step, (key, x, x), time_grid(sde.T, eps, num_steps))
-  return x_mean if denoise else x
+  (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), time_grid(sde.T, eps, num_steps))
+  x = x_mean if denoise else x
+  return x if constraint is None else constraint.finish(key, sde, score_fn, x, eps)
 
 
 def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corrector="langevin",
               snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True,
-              probability_flow=False, mesh=None) -> SampleResult:
+              probability_flow=False, mesh=None, constraint=None) -> SampleResult:
   """Predictor-corrector samples from the reverse-time SDE.
 
   Over the grid ``t_i = linspace(T, eps, num_steps)`` (:func:`time_grid`),
@@ -74,7 +84,11 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   many levels; the SDE itself is not changed. ``eps`` defaults to the SDE's
   ``sampling_eps``. ``denoise=True`` returns the last predictor step without
   its noise. ``probability_flow=True`` makes the predictor follow the
-  probability-flow ODE. ``mesh`` (from :func:`score_sde_jax.parallel.make_mesh`)
+  probability-flow ODE. ``constraint`` conditions the samples: a pytree with
+  ``project(key, sde, x, x_mean, t) -> (x, x_mean)``, applied after every corrector and
+  predictor step, ``finish(key, sde, score_fn, x, eps) -> x``, applied to the result, and
+  ``nfe``, the evaluations it adds (:func:`score_sde_jax.controllable.inpaint` and ``colorize``
+  are this sampler with the paper's projection). ``mesh`` (from :func:`score_sde_jax.parallel.make_mesh`)
   splits the batch over its devices (and processes); the result is the same
   as on one device: the Langevin step size uses norms averaged over the
   global batch, as the paper's ``pmean``.
@@ -88,7 +102,40 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   num_steps, n_steps, snr, eps = check_pc_settings(sde, predictor, corrector, snr, n_steps,
                                                    num_steps, eps, probability_flow)
   parallel.check_mesh(shape[0], mesh, "shape[0]")
-  x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, sde=sde, shape=shape, predictor=predictor,
-                 corrector=corrector, n_steps=n_steps, num_steps=num_steps, denoise=denoise,
-                 probability_flow=probability_flow, mesh=mesh)
-  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps))
+  x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, constraint, sde=sde, shape=shape,
+                 predictor=predictor, corrector=corrector, n_steps=n_steps, num_steps=num_steps,
+                 denoise=denoise, probability_flow=probability_flow, mesh=mesh)
+  extra = 0 if constraint is None else constraint.nfe
+  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps) + extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class PCSampler(Sampler):
+  """``sampling.method = "pc"``: :func:`pc_sample`, with the paper's flat fields
+  (``sampling.predictor``, ``corrector``, ``snr``, ``n_steps_each``, ``probability_flow``)."""
+
+  predictor: str = "reverse_diffusion"   # euler_maruyama | reverse_diffusion | ancestral_sampling | none
+  corrector: str = "langevin"            # langevin | ald | none
+  snr: float = 0.16                      # the Langevin corrector's signal-to-noise ratio
+  n_steps: int = 1                       # corrector steps per predictor step
+  probability_flow: bool = False         # the predictor follows the probability-flow ODE
+
+  config_names = MappingProxyType({"n_steps": "n_steps_each"})
+
+  def __post_init__(self):
+    checks.check_fields(self, {"predictor": checks.one_of(PREDICTORS),
+                               "corrector": checks.one_of(CORRECTORS), "snr": checks.POSITIVE,
+                               "n_steps": checks.POSITIVE_INT, "probability_flow": checks.BOOL})
+
+  def check(self, sde) -> None:
+    check_pc_settings(sde, self.predictor, self.corrector, self.snr, self.n_steps, None, None,
+                      self.probability_flow)
+
+  def sample(self, key, sde, score_fn, shape, *, eps=None, denoise=True, mesh=None):
+    return pc_sample(key, sde, score_fn, shape, predictor=self.predictor,
+                     corrector=self.corrector, snr=self.snr, n_steps=self.n_steps, eps=eps,
+                     denoise=denoise, probability_flow=self.probability_flow, mesh=mesh)
+
+  @property
+  def tag(self) -> str:
+    return f"pc_{self.predictor}_{self.corrector}"

@@ -6,6 +6,7 @@ with Brownian motion built on the increasing interval ``[eps, T]``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import diffrax
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import lineax
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult
+from score_sde_jax.sampling.common import SampleResult, Sampler
 from score_sde_jax.sampling.flow import per_example_drift
 from score_sde_jax.sampling.predictors import denoise as denoise_step
 from score_sde_jax.score import as_pytree_fn
@@ -82,3 +83,23 @@ def sde_sample(key, sde, score_fn, shape, *, num_steps=1000, eps=None, denoise=T
   x = _sde_sample(key, as_pytree_fn(score_fn), eps, sde=sde, shape=shape, num_steps=num_steps,
                   denoise=denoise, mesh=mesh)
   return SampleResult(x, num_steps + int(denoise))
+
+
+@dataclasses.dataclass(frozen=True)
+class SDESampler(Sampler):
+  """``sampling.method = "sde"``: :func:`sde_sample`, fields ``sampling.sde.<field>``."""
+
+  num_steps: int = 1000    # Euler-Maruyama steps
+
+  section = "sde"
+
+  def __post_init__(self):
+    checks.check_fields(self, {"num_steps": checks.POSITIVE_INT})
+
+  def sample(self, key, sde, score_fn, shape, *, eps=None, denoise=True, mesh=None):
+    return sde_sample(key, sde, score_fn, shape, num_steps=self.num_steps, eps=eps,
+                      denoise=denoise, mesh=mesh)
+
+  @property
+  def tag(self) -> str:
+    return f"sde_em{self.num_steps}"

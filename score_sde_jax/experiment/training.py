@@ -1,0 +1,129 @@
+"""How a score model is trained and evaluated: the optimizer, the objective, the loop's settings
+and the evaluation's."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from score_sde_jax import checks, likelihood, losses, train
+
+if TYPE_CHECKING:
+  from score_sde_jax.experiment.model import ScoreModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """Global-norm clipping and Adam(W) with linear warm-up (:func:`train.make_optimizer`)."""
+
+  lr: float = 2e-4
+  warmup: int = 5000
+  grad_clip: float = 1.0           # < 0: no clipping
+  beta1: float = 0.9
+  eps: float = 1e-8
+  weight_decay: float = 0.0        # > 0: AdamW
+  optimizer: str = "Adam"          # the paper's name; Adam(W) is the only one
+
+  def __post_init__(self):
+    checks.check_fields(self, {
+        "optimizer": checks.one_of(("Adam",)), "lr": checks.POSITIVE, "beta1": checks.RATE,
+        "eps": checks.POSITIVE, "weight_decay": checks.NON_NEGATIVE,
+        "warmup": checks.NON_NEGATIVE_INT,
+        "grad_clip": (lambda v: checks.FINITE[0](v) and v != 0,
+                      "a finite number > 0, or < 0 for no clipping (0 would zero every update)")})
+
+  def make(self):
+    return train.make_optimizer(self.lr, self.warmup, self.grad_clip, beta1=self.beta1,
+                                eps=self.eps, weight_decay=self.weight_decay)
+
+  def lr_schedule(self):
+    return train.learning_rate_schedule(self.lr, self.warmup)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """Denoising score matching (continuous time), or the discrete SMLD / DDPM losses."""
+
+  reduce_mean: bool = False
+  likelihood_weighting: bool = False
+  eps: float = losses.TIME_EPS      # smallest training time
+
+  def __post_init__(self):
+    checks.check_fields(self, {"reduce_mean": checks.BOOL, "likelihood_weighting": checks.BOOL,
+                               "eps": checks.TIME})
+
+  def loss_fn(self, model: ScoreModel, *, train_mode: bool):
+    """``loss_fn(key, params, batch) -> scalar`` of ``model``'s network."""
+    if not model.continuous:
+      return losses.get_discrete_loss_fn(model.sde, model.network, train=train_mode,
+                                         reduce_mean=self.reduce_mean,
+                                         scale_by_sigma=model.scale_by_sigma)
+    return losses.get_sde_loss_fn(model.sde, model.network, train=train_mode,
+                                  reduce_mean=self.reduce_mean, continuous=True,
+                                  likelihood_weighting=self.likelihood_weighting, eps=self.eps,
+                                  scale_by_sigma=model.scale_by_sigma)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """The training loop's settings (``config.training``, ``config.optim``, ``model.ema_rate``)."""
+
+  batch_size: int
+  n_iters: int
+  n_jitted_steps: int = 1
+  log_freq: int = 100
+  eval_freq: int = 500
+  snapshot_freq: int = 10000
+  snapshot_freq_for_preemption: int = 1000
+  max_to_keep: int = 3
+  snapshot_sampling: bool = False
+  resume_new_data: bool = False
+  ema_rate: float = 0.999
+  objective: Objective = Objective()
+
+  def __post_init__(self):
+    checks.check_fields(self, {
+        **{f: checks.POSITIVE_INT for f in ("batch_size", "n_iters", "n_jitted_steps", "log_freq",
+                                            "eval_freq", "snapshot_freq",
+                                            "snapshot_freq_for_preemption", "max_to_keep")},
+        "snapshot_sampling": checks.BOOL, "resume_new_data": checks.BOOL,
+        "ema_rate": checks.RATE})
+    k = self.n_jitted_steps
+    if self.snapshot_freq_for_preemption % k or self.snapshot_freq % k:
+      raise ValueError(
+          f"snapshot_freq_for_preemption={self.snapshot_freq_for_preemption} and snapshot_freq="
+          f"{self.snapshot_freq}: must be multiples of n_jitted_steps={k} (checkpoints are taken "
+          f"between jitted calls)")
+
+  def checkpoint_due(self, step: int) -> bool:
+    return step % self.snapshot_freq_for_preemption == 0 or step % self.snapshot_freq == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """``config.eval``: evaluation during training, ``--mode sample`` and ``--mode eval``."""
+
+  batch_size: int
+  num_batches: int = 1              # eval-loss batches per evaluation during training
+  enable_loss: bool = True
+  num_samples: int = 1000           # --mode sample
+  enable_bpd: bool = True           # --mode eval: the likelihood
+  num_eval_examples: int = 1000
+  divergence: str = "rademacher"
+  rtol: float = 1e-5
+  atol: float = 1e-5
+  likelihood_eps: float = 1e-5
+  bpd_repeats: int = 1              # dequantization rounds for bits/dim
+
+  def __post_init__(self):
+    checks.check_fields(self, {
+        "batch_size": checks.POSITIVE_INT, "num_batches": checks.NON_NEGATIVE_INT,
+        "enable_loss": checks.BOOL, "num_samples": checks.POSITIVE_INT,
+        "enable_bpd": checks.BOOL, "num_eval_examples": checks.POSITIVE_INT,
+        "divergence": checks.one_of(likelihood.DIVERGENCES), "rtol": checks.POSITIVE,
+        "atol": checks.POSITIVE, "likelihood_eps": checks.TIME,
+        "bpd_repeats": checks.POSITIVE_INT})
+
+  def flow_options(self) -> dict:
+    """The probability-flow solves' settings (likelihood, encode, decode)."""
+    return dict(rtol=self.rtol, atol=self.atol, eps=self.likelihood_eps)

@@ -1,0 +1,28 @@
+"""How the modes report: arrays to ``samples/<name>.npz``, the result to ``eval/<name>.json`` and
+one JSON line on stdout, then the figures' paths. Process 0 alone writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from score_sde_jax.workdir import write_json
+
+
+def write_result(workdir: str, json_name: str, result: dict, *, arrays: dict | None = None,
+                 npz_name: str | None = None) -> None:
+  """``arrays`` (if any) to ``samples/<npz_name>.npz``, ``result`` to ``eval/<json_name>.json``,
+  and ``result`` as one line on stdout."""
+  if arrays is not None:
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    np.savez(os.path.join(workdir, "samples", f"{npz_name or json_name}.npz"), **arrays)
+  write_json(os.path.join(workdir, "eval", f"{json_name}.json"), result)
+  print(json.dumps(result))
+
+
+def print_figures(paths) -> None:
+  paths = [p for p in paths if p]
+  if paths:
+    print("figures:\n  " + "\n  ".join(paths))
