@@ -13,6 +13,20 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 
+# make test runs a check that is parametrized over the three SDEs on the VP SDE; its VE and sub-VP
+# copies are marked slow and run with make test-all (CI runs both). Ids name the SDE ("ve",
+# "VESDE", "subvpsde", "gmm_ve", ...) as one "-"-separated part.
+OTHER_SDE_IDS = {"ve", "subvp", "vesde", "subvpsde", "gmm_ve", "gmm_subvp"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m "not slow" deselects
+def pytest_collection_modifyitems(items):
+  for item in items:
+    callspec = getattr(item, "callspec", None)
+    if callspec and {part.lower() for part in callspec.id.split("-")} & OTHER_SDE_IDS:
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _compilation_cache_of_the_session(tmp_path_factory):
   """``run.py``, started by tests in subprocesses, keeps compiled programs in a persistent cache
@@ -21,6 +35,22 @@ def _compilation_cache_of_the_session(tmp_path_factory):
   from score_sde_jax import compilation
   os.environ[compilation.ENV_VAR] = str(tmp_path_factory.mktemp("compilation_cache"))
   yield
+
+
+@pytest.fixture
+def cheap_compiles():
+  """XLA's cheap compilation (``jax_disable_most_optimizations``) for the test modules that build
+  paper-size networks and call them once or twice (``pytestmark =
+  pytest.mark.usefixtures("cheap_compiles")`` or on one test): compiling is most of their time, and what they
+  check (shapes, parameter counts, bit-equal random bits, agreement with the original or with
+  XLA's own convolution to a tolerance) does not depend on how hard XLA optimises. Measured on
+  test_image_models, test_paper_configs, test_conv and test_dropout together: 359 s -> 263 s.
+  Tests that sample or train many steps keep the programs users run."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", False)
 
 
 @pytest.fixture

@@ -141,6 +141,7 @@ def test_an_empty_step_folder_newer_than_all_others_is_skipped(template, wd, cap
   assert "checkpoints/400 is damaged: it has no 'state' item" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_single_bit_flips_never_restore_changed_values(template, wd):
   """Every flip of one bit in the newest step's array data either restores exactly what was
   saved or falls back to step 100; without the checksums most flips restored changed values."""

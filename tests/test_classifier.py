@@ -54,6 +54,7 @@ def test_wideresnet_parameter_count(blocks, mult):
     assert 36_000_000 < count < 40_000_000    # WRN-28-10 (36.5 M) plus the noise embeddings
 
 
+@pytest.mark.slow
 def test_wideresnet_logits_depend_on_noise_and_are_per_example():
   model = WideResNet(num_classes=3, blocks_per_group=1, channel_multiplier=1)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
@@ -70,6 +71,7 @@ def test_wideresnet_logits_depend_on_noise_and_are_per_example():
 @pytest.mark.parametrize("model,x", [
     (WideResNet(num_classes=3, blocks_per_group=1, channel_multiplier=1), (4, 8, 8, 1)),
     (ClassifierMLP(num_classes=5, hidden=16), (4, 2))], ids=["wrn", "mlp"])
+@pytest.mark.usefixtures("cheap_compiles")
 def test_features_are_what_the_output_layer_reads(model, x):
   # The logits are one Dense layer of the features: logits = features @ W + b.
   x = jax.random.normal(jax.random.PRNGKey(1), x)
@@ -84,6 +86,7 @@ def test_features_are_what_the_output_layer_reads(model, x):
   assert features.shape == (4, out["kernel"].shape[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE(sigma_max=5.0)], ids=["vp", "ve"])
 def test_mlp_classifier_reaches_the_exact_posterior_accuracy(sde):
   """Trained on forward-diffused mixture samples at t ~ U(eps, 1): on 20,000 held-out noisy points

@@ -167,6 +167,7 @@ def _nearest(x):
   return np.argmin(((np.asarray(x)[:, None, :] - RING.means[None]) ** 2).sum(-1), axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", SDES)
 def test_class_conditional_pc_samples_one_component(sde_name):
   """Exact score + exact classifier, ``scale=1``: the samples are component k's; per-example

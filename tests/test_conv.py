@@ -13,6 +13,8 @@ from jax import lax
 
 from score_sde_jax.models import conv, layers
 
+pytestmark = pytest.mark.usefixtures("cheap_compiles")   # conftest.py: compiling is their time
+
 
 def _xla_conv(x, kernel, stride=1, padding=((1, 1), (1, 1))):
   return lax.conv_general_dilated(x, kernel, (stride, stride), padding,

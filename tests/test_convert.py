@@ -100,6 +100,7 @@ def test_corrupt_or_mismatched_checkpoints_fail_clearly_and_write_nothing(tmp_pa
   assert not any((tmp_path / f"wd{i}").exists() for i in range(1, 5))
 
 
+@pytest.mark.slow
 def test_cli_writes_a_workdir_that_restores_and_refuses_to_overwrite(tmp_path):
   name = "vp_ddpmpp_tiny"
   config_path = tmp_path / "config.py"

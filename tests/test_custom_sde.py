@@ -85,6 +85,7 @@ def test_pc_samples_reach_the_exact_gaussian_marginal(predictor, corrector):
   np.testing.assert_allclose(x.var(0), [var, var], rtol=4 * np.sqrt(2 / n) + 0.02)
 
 
+@pytest.mark.slow
 def test_diffrax_reverse_sde_reaches_the_exact_gaussian_marginal():
   n = 20000
   x, _ = sde_sample(jax.random.PRNGKey(4), SDE_, SCORE, (n, 2), num_steps=500, eps=EPS,
@@ -146,6 +147,7 @@ def test_encode_gives_the_closed_form_latent_and_decode_inverts_it():
   np.testing.assert_allclose(decode(SDE_, SCORE, z), x, atol=5e-3)
 
 
+@pytest.mark.slow
 def test_network_score_and_training_on_the_custom_sde():
   model = ScoreMLP(dim=2, hidden=32, num_layers=1)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.ones(1))["params"]

@@ -10,6 +10,8 @@ import pytest
 
 from score_sde_jax.models import DDPM, NCSNpp, ScoreMLP, dropout, layers
 
+pytestmark = pytest.mark.usefixtures("cheap_compiles")   # conftest.py: compiling is their time
+
 KEYS = {"typed": lambda: jax.random.key(0), "typed, large seed": lambda: jax.random.key(2**31 - 5),
         "raw uint32": lambda: jax.random.PRNGKey(7),
         "split": lambda: jax.random.split(jax.random.key(3))[1],
@@ -86,6 +88,7 @@ NETWORKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_networks_in_train_mode_unchanged(name, monkeypatch):
   """Each network in train mode gives, bit for bit, what it gave with flax.linen.Dropout: the

@@ -51,6 +51,7 @@ def _resume(config, wd):
   return resume(build.experiment(config), wd, manager, state, parallel.make_mesh())
 
 
+@pytest.mark.slow
 def test_resuming_on_another_data_set_is_refused_unless_allowed(trained, tmp_path):
   wd = str(tmp_path / "wd")
   shutil.copytree(trained, wd)
@@ -66,6 +67,7 @@ def test_resuming_on_another_data_set_is_refused_unless_allowed(trained, tmp_pat
   assert step == 20
 
 
+@pytest.mark.slow
 def test_a_kill_before_the_first_checkpoint_leaves_no_duplicate_step_0_rows(tmp_path):
   """A run killed before its first checkpoint left its step-0 rows; the rerun starts from scratch
   and writes them again: they are dropped first (there were two step-0 rows)."""
@@ -203,6 +205,7 @@ def test_a_wrapped_no_space_error_is_found_and_described():
   assert cli.os_error_of(ValueError("a bug")) is None
 
 
+@pytest.mark.slow
 def test_cpu_devices_split_the_batch_and_a_bad_count_is_one_line(trained, tmp_path):
   """--cpu_devices=2 makes the CPU two JAX devices and sample mode splits its batches over them
   (the result says how many); a count that is not positive is one line before anything runs."""

@@ -45,7 +45,7 @@ def _errors(sde, sample, steps):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("order", [pytest.param(1, marks=pytest.mark.slow), 2, 3])
 def test_dpm_solver_converges_at_its_order(sde, order, x64):
   """Halving the log-SNR step divides the error at eps by 2^order. Measured (32 -> 64 -> 128
   steps) for orders 1 and 2: 2^0.96-0.99 and 2^1.92-2.0 on every SDE; order 3 (16 -> 32 -> 64):
@@ -213,6 +213,7 @@ def test_an_sde_whose_flow_is_not_the_exponential_form_is_refused():
   grids.check_exponential_form(VESDE())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", ["vpsde", "subvpsde", "vesde"])
 def test_config_sampler_draws_the_mixture_at_20_steps(sde_name):
   """``sampling.method='dpm_solver'`` (order 2, 20 steps, the EDM grid over the toy configs'
@@ -259,7 +260,8 @@ RECOMMENDED = {
 }
 
 
-@pytest.mark.parametrize("sampler", sorted(RECOMMENDED))
+@pytest.mark.parametrize("sampler", [s if s == "dpm3" else pytest.param(s, marks=pytest.mark.slow)
+                                     for s in sorted(RECOMMENDED)])  # make test: dpm3 on VP
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 def test_each_sampler_draws_the_mixture_at_its_recommended_nfe(sde, sampler):
   """DDIM at 100 evaluations, DPM-Solver++ order 3 at 30 and EDM's Heun at 36-37 (18 steps,

@@ -6,6 +6,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from PIL import Image
 
 from configs.digits import ddpmpp_vp
@@ -13,6 +14,7 @@ from score_sde_jax import build, figures
 from score_sde_jax.workdir import TrainedRun
 
 
+@pytest.mark.slow
 def test_interpolation_and_reconstruction_of_held_out_digits(tmp_path):
   """At initialisation the network's last layer is zero (init_scale = 0), so the score is 0 and
   the VP probability-flow ODE is dx/dt = -beta(t) x / 2: linear, x(T) = m x(eps) with
@@ -42,6 +44,7 @@ def test_interpolation_and_reconstruction_of_held_out_digits(tmp_path):
                     stats["reconstruction_mean_abs_error_levels"])
 
 
+@pytest.mark.slow
 def test_inpaint_mode_on_digits_keeps_known_pixels_and_draws_rows(tmp_path):
   """``--mode inpaint``'s work on images (a network at initialisation; the numbers of the method
   are tested against exact conditionals in test_controllable.py): the known pixels are the
@@ -83,6 +86,7 @@ def test_inpaint_config_errors_name_the_field():
     build.experiment(config, inpaint=True)
 
 
+@pytest.mark.slow
 def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
   """``inpaint.task='colorize'`` on 8x8 RGB images from an npz (a network at initialisation):
   every sample's channel mean is the held-out image's grey, the figure shows grey inputs."""
@@ -111,6 +115,7 @@ def test_colorize_mode_keeps_the_grey_of_rgb_images(tmp_path):
                                      "colorize_luminance_step0.png"))
 
 
+@pytest.mark.slow
 def test_classifier_modes_on_digits_write_checkpoints_reports_and_class_rows(tmp_path):
   """``--mode train_classifier`` on digits (a WRN-10-1 for 4 steps: the method's numbers are
   tested on the mixture in test_modes.py) writes its checkpoint, metrics and report into

@@ -12,6 +12,8 @@ from scipy import signal
 from score_sde_jax.models import DDPM, NCSNpp, param_count
 from score_sde_jax.models import up_or_down_sampling as fir
 
+pytestmark = pytest.mark.usefixtures("cheap_compiles")   # conftest.py: compiling is their time
+
 S = jax.ShapeDtypeStruct
 CIFAR = dict(nf=128, ch_mult=(1, 2, 2, 2), attn_resolutions=(16,))
 NCSNPP_VE = dict(fir=True, resblock_type="biggan", progressive_input="residual", centered=False)
@@ -49,7 +51,9 @@ VARIANTS = [dict(resblock_type=r, progressive=p, progressive_input=pi, progressi
             if not (c == "cat" and pi != "input_skip")]
 
 
-@pytest.mark.parametrize("variant", VARIANTS[::5] + [VARIANTS[-1]],
+# make test builds every other one of these 21 variants; make test-all builds them all.
+@pytest.mark.parametrize("variant", [v if i % 2 == 0 else pytest.param(v, marks=pytest.mark.slow)
+                                     for i, v in enumerate(VARIANTS[::5] + [VARIANTS[-1]])],
                          ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_ncsnpp_variant_forward_keeps_shape_and_dtype(variant):
   model = NCSNpp(num_channels=3, nf=16, ch_mult=(1, 2), num_res_blocks=1,

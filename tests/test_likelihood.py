@@ -58,7 +58,7 @@ def test_exact_divergence_in_float64_is_tighter(sde_name, x64):
   assert float(jnp.max(jnp.abs(_exact_flow_logp(GMM, sde, logp, z, x) - exact))) < 1e-6
 
 
-@pytest.mark.parametrize("divergence", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("divergence", [pytest.param("gaussian", marks=pytest.mark.slow), "rademacher"])
 def test_hutchinson_estimates_are_unbiased(divergence):
   sde = SDES["vp"]
   x = _points(sde, n=3)

@@ -224,6 +224,7 @@ def test_conditional_mode_refuses_a_classifier_of_another_sde(trained, tmp_path)
     modes.run("conditional", vp, trained)
 
 
+@pytest.mark.slow
 def test_classifier_training_resumes_to_the_state_of_an_uninterrupted_run(tmp_path):
   """Stopped at 100 steps and started again to 200, the classifier's state, metrics and
   held-out evaluation equal those of one uninterrupted 200-step run."""

@@ -20,6 +20,8 @@ from score_sde_jax.score import get_score_fn
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE
 from score_sde_jax.workdir import TrainedRun
 
+pytestmark = pytest.mark.usefixtures("cheap_compiles")   # conftest.py: compiling is their time
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 with open(os.path.join(FIXTURES, "original_configs.json")) as f:
@@ -171,7 +173,13 @@ def test_the_smoke_table_covers_every_combination():
     assert (o["training"]["sde"], o["training"]["continuous"], o["model"]["name"]) == (sde, continuous, name)
 
 
-@pytest.mark.parametrize("rel", sorted(SMOKE.values()))
+# make test trains the richest NCSN++ (VE, FIR, BigGAN blocks); the other eight combinations are
+# slow (make test-all, CI).
+FAST_SMOKE = ("configs/ve/cifar10_ncsnpp.py",)
+
+
+@pytest.mark.parametrize("rel", [rel if rel in FAST_SMOKE else pytest.param(rel, marks=pytest.mark.slow)
+                                 for rel in sorted(SMOKE.values())])
 def test_a_few_training_steps_at_16x16(rel):
   """The config's network family and objective, shrunk. Its last layer starts at zero
   (init_scale = 0), so every objective's first loss is that of a zero network: the mean of
@@ -182,10 +190,9 @@ def test_a_few_training_steps_at_16x16(rel):
   config.data.image_size = 16
   m.nf = 32 if m.name == "ddpm" else 16   # DDPM normalises with 32 groups
   m.ch_mult, m.num_res_blocks, m.attn_resolutions = (1, 2), 1, (8,)
-  build.score_model(config)
-  sde, model, optimizer = build.score_model(config).sde, build.score_model(config).network, build.experiment(config).optimizer.make()
-  state = build.experiment(config).init_state()
-  step = train.make_train_step(build.experiment(config).loss_fn(train_mode=True), optimizer,
+  experiment = build.experiment(config)
+  state = experiment.init_state()
+  step = train.make_train_step(experiment.loss_fn(train_mode=True), experiment.optimizer.make(),
                                ema_rate=m.ema_rate, donate=False)
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 3))
   x = 2 * x - 1 if config.data.centered else x

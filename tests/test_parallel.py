@@ -56,6 +56,7 @@ def adam_step_bound(lr, beta1, beta2, t):
   return lr * (1 - beta1) / (1 - beta1**t) * np.sqrt((1 - beta2**t) / (1 - beta2) * geometric)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["train_1_k1", "train_10_k1", "train_10_k5", "train_10_k5_host"])
 def test_train_steps_on_4_devices_equal_1_device(float32_results, case):
   """Same global batch and key on 1 and 4 devices.
@@ -87,6 +88,7 @@ def test_train_steps_on_4_devices_equal_1_device(float32_results, case):
   assert c["moved_from_init"] > 0.5 * c["lr"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["pc_langevin", "pc_euler_ald", "sde"])
 def test_fixed_step_samplers_on_4_devices_equal_1_device(float32_results, case):
   c = float32_results[case]
@@ -97,6 +99,7 @@ def test_fixed_step_samplers_on_4_devices_equal_1_device(float32_results, case):
   assert 0.8 < c["std"] < 3.0  # samples of the ring mixture (std about 1.4), not a collapse
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["ode", "loglik_exact", "loglik_rademacher", "encode"])
 def test_adaptive_solves_on_4_devices_equal_1_device(float64_results, case):
   """Per-example (shard_map) solves: in float64 the results agree to round-off, with equal NFE.
@@ -208,6 +211,7 @@ def _max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_two_processes_train_sample_and_eval_like_one(tmp_path, root):
   two, one = tmp_path / "two", tmp_path / "one"
   _run_two(root, two, "train", 20)

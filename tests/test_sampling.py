@@ -49,7 +49,13 @@ PC_CASES = [(s, p, c) for s, p, c in itertools.product(SDES, ["euler_maruyama", 
             if not (p == "none" and c == "none") and not (p == "ancestral_sampling" and s == "subvp")]
 
 
-@pytest.mark.parametrize("sde_name,predictor,corrector", PC_CASES)
+# make test: each predictor and each corrector once, on VP; the rest are slow (make test-all).
+FAST_PC = {("vp", "euler_maruyama", "langevin"), ("vp", "reverse_diffusion", "ald"),
+           ("vp", "ancestral_sampling", "none"), ("vp", "none", "langevin")}
+
+
+@pytest.mark.parametrize("sde_name,predictor,corrector", [
+    case if case in FAST_PC else pytest.param(*case, marks=pytest.mark.slow) for case in PC_CASES])
 def test_pc_samples_match_the_mixture(sde_name, predictor, corrector, reference):
   sde = SDES[sde_name]
   kw = dict(num_steps=200)
@@ -102,6 +108,7 @@ def test_ode_maps_prior_latent_of_gaussian_data_in_closed_form(sde_name):
   np.testing.assert_allclose(x, expected, atol=2e-4 * max(1.0, np.abs(expected).max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", SDES)
 def test_reverse_sde_solvers_reach_the_exact_gaussian_marginal(sde_name):
   """Gaussian data N(mu, v0 I): samples at eps have mean a(eps) mu and variance v(eps) exactly.

@@ -80,6 +80,7 @@ def test_the_fixture_reads_with_every_tensor_inside_its_storage(original, tmp_pa
   assert _check_load(FIXTURE, original)
 
 
+@pytest.mark.slow
 def test_mutated_integers_in_the_pickle_are_read_inside_the_file_or_refused(original, tmp_path):
   """300 cases: one to three integer arguments of ``data.pkl`` (tensor sizes, strides, offsets,
   storage keys and the rest) set to random values, including 0, the largest of their width,

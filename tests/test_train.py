@@ -75,7 +75,8 @@ def test_train_step_is_one_adam_update_with_ema():
   assert int(new_state.step) == 1
 
 
-@pytest.mark.parametrize("loop", train.LOOPS)
+@pytest.mark.parametrize("loop", [loop if loop == "scan" else pytest.param(loop, marks=pytest.mark.slow)
+                                  for loop in train.LOOPS])
 def test_n_jitted_steps_equals_single_steps(loop):
   _, dataset, state, step1, _, _ = _setup(1)
   _, _, state_k, step4, _, _ = _setup(4, loop)
@@ -134,6 +135,7 @@ def test_short_training_learns_the_exact_score(tmp_path):
     assert rel < tol, (t, rel)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["gmm_vp", "gmm_ve"])
 def test_discrete_time_training_lowers_the_loss(config_name, tmp_path):
   """training.continuous=False: DDPM's loss (VP) and SMLD's (VE) through the same loop."""
@@ -159,6 +161,7 @@ def _tiny_run_config(n_iters):
   return config
 
 
+@pytest.mark.slow
 def test_training_stops_exactly_at_n_iters_and_resumes_off_the_grid(tmp_path):
   """n_iters = 35 with n_jitted_steps = 10: calls of 10, 10, 10 and 5 steps, a checkpoint at 35;
   resuming to 50 from there runs 5 then 10 steps and reaches the state of a straight run (same

@@ -43,6 +43,7 @@ def workdir(tmp_path_factory):
   return wd
 
 
+@pytest.mark.slow
 def test_every_mode_writes_its_files(workdir):
   files = {os.path.relpath(os.path.join(root, f), workdir)
            for root, _, names in os.walk(workdir) for f in names}
@@ -119,6 +120,7 @@ def test_load_workdir_refuses_a_config_of_another_network(workdir):
     score_sde_jax.load_workdir(workdir, config)
 
 
+@pytest.mark.slow
 def test_load_workdir_on_a_converted_checkpoint(tmp_path):
   """A converted released checkpoint: load_workdir's score equals the original code's."""
   name = "vp_ddpmpp_tiny"
