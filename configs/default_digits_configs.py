@@ -59,6 +59,7 @@ def get_default_configs():
   model.embedding_type = "positional"
   model.scale_by_sigma = False
   model.ema_rate = 0.999
+  model.ema_warmup = True   # min(ema_rate, (1 + step) / (10 + step)): short runs' EMA is trained
 
   config.optim.lr = 5e-4
   config.optim.warmup = 500

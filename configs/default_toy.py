@@ -94,6 +94,7 @@ def get_default_configs():
   model.dropout = 0.0
   model.scale_by_sigma = False          # VE only: score = output / sigma
   model.ema_rate = 0.999
+  model.ema_warmup = True               # min(ema_rate, (1 + step) / (10 + step)): short runs' EMA
   model.beta_min = 0.1
   model.beta_max = 20.0
   model.sigma_min = 0.01

@@ -78,7 +78,7 @@ def abstract_state(network, example_shape, optimizer) -> TrainState:
   return jax.eval_shape(_init_fn(network, example_shape, optimizer), jax.random.PRNGKey(0))
 
 
-def ema_update(ema_params, params, rate: float):
+def ema_update(ema_params, params, rate):
   """``ema <- rate * ema + (1 - rate) * params``.
 
   Written out rather than ``optax.ema``: that is a gradient transformation
@@ -87,10 +87,36 @@ def ema_update(ema_params, params, rate: float):
   return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
 
 
+def ema_decay(step, rate: float, warmup: bool = False):
+  """The EMA's decay in the update that follows ``step`` updates: ``rate`` (the paper), or with
+  ``warmup`` ``min(rate, (1 + step) / (10 + step))``, the warm-up of TensorFlow's
+  ``ExponentialMovingAverage(num_updates=step)``: the first update keeps a tenth of the initial
+  parameters, and the average covers about the last ``step / 10`` ... ``1 / (1 - rate)`` steps.
+  Without it, the initial (random) parameters keep the weight ``rate ** step``: 0.22 after 1500
+  steps at 0.999."""
+  if not warmup:
+    return rate
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(rate, (1.0 + step) / (10.0 + step))
+
+
+def ema_initial_weight(step: int, rate: float, warmup: bool = False) -> float:
+  """The weight of the initial parameters in the EMA after ``step`` updates (host side, in float64):
+  the product of :func:`ema_decay` over the updates."""
+  if not warmup:
+    return float(rate) ** int(step)
+  n = np.arange(int(step), dtype=np.float64)
+  return float(np.exp(np.sum(np.log(np.minimum(rate, (1.0 + n) / (10.0 + n))))))
+
+
+# Above this weight of the initial parameters, loading a checkpoint to sample or evaluate says so.
+EMA_INITIAL_WEIGHT_WARNING = 0.05
+
+
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
                     ema_rate: float, mesh=None, n_jitted_steps: int = 1, lr_schedule=None,
                     donate: bool = True, has_aux: bool = False, scan: bool | None = None,
-                    loop: str = "scan"):
+                    loop: str = "scan", ema_warmup: bool = False):
   """The train step ``(state, batch) -> (state, metrics)``, jit-compiled over ``mesh``.
 
   ``loss_fn(key, params, batch) -> scalar`` (``has_aux=True``: ``-> (scalar, {name: scalar})``,
@@ -104,6 +130,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   ``k = 1`` too (a loop's last, shorter call). ``loop="host"`` runs those ``k`` steps as ``k``
   calls of one compiled step instead (same inputs and outputs; :func:`steps_loop` says which is
   faster where): XLA:CPU runs the backward pass of convolutions 10-30x slower inside a loop.
+  The EMA decays by :func:`ema_decay` (``ema_warmup``: with TensorFlow's warm-up).
   """
   if loop not in LOOPS:
     raise ValueError(f"loop={loop!r}: expected one of {sorted(LOOPS)}")
@@ -119,7 +146,9 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     if lr_schedule is not None:
       metrics["lr"] = lr_schedule(state.step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema_update(state.ema_params, params, ema_rate), key=key)
+                              ema_params=ema_update(state.ema_params, params,
+                                                           ema_decay(state.step, ema_rate, ema_warmup)),
+                              key=key)
     return new_state, metrics
 
   stacked = n_jitted_steps > 1 or bool(scan)

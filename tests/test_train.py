@@ -37,6 +37,58 @@ def test_ema_update():
   np.testing.assert_allclose(ema["a"], 0.9 * 1 + 0.1 * 3)
 
 
+@pytest.mark.parametrize("warmup", [False, True])
+@pytest.mark.parametrize("k", [1, 5])
+def test_ema_is_the_closed_form_weighting_of_the_iterates(warmup, k):
+  """With decays d_t (d_t = rate; warm-up: min(rate, t / (9 + t)) in update t), the EMA after n
+  updates is w_0 p_0 + sum_t w_t p_t with w_0 = prod_t d_t and w_t = (1 - d_t) prod_{s > t} d_s.
+  Parameters that SGD moves by known amounts make each iterate p_t known."""
+  rate, n = 0.95, 30
+  moves = jnp.asarray(np.random.default_rng(0).normal(size=(n, 3)), jnp.float32)
+  loss_fn = lambda key, params, batch: -jnp.sum(params["w"] * batch[0])   # SGD(1): w += batch
+  state = train.TrainState(step=jnp.asarray(0), params={"w": jnp.zeros(3)},
+                           ema_params={"w": jnp.zeros(3)}, opt_state=optax.sgd(1.0).init(
+                               {"w": jnp.zeros(3)}), key=jax.random.PRNGKey(0))
+  step = train.make_train_step(loss_fn, optax.sgd(1.0), ema_rate=rate, ema_warmup=warmup,
+                               n_jitted_steps=k, donate=False)
+  batches = moves[:, None, :]                                          # (n, batch of 1, 3)
+  for i in range(0, n, k):
+    state, _ = step(state, batches[i:i + k] if k > 1 else batches[i])
+  t = np.arange(1, n + 1)
+  d = np.minimum(rate, t / (9.0 + t)) if warmup else np.full(n, rate)
+  later = np.append(np.cumprod(d[::-1])[::-1][1:], 1.0)               # prod_{s > t} d_s
+  iterates = np.cumsum(np.asarray(moves, np.float64), axis=0)          # p_1 .. p_n (p_0 = 0)
+  expected = ((1 - d) * later) @ iterates
+  np.testing.assert_allclose(state.ema_params["w"], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(train.ema_initial_weight(n, rate, warmup), np.prod(d), rtol=1e-12)
+  np.testing.assert_allclose(np.prod(d) + np.sum((1 - d) * later), 1.0, rtol=1e-12)
+
+
+def test_a_short_runs_ema_without_warm_up_is_named_when_loaded(capsys):
+  """The README's digits recipe: 1500 steps at ema_rate 0.999 keep 0.999^1500 = 0.223 of the
+  initial parameters; with the warm-up, prod_{n < 1500} (1 + n) / (10 + n) = 9! 1500! / 1509!
+  (about 1e-23)."""
+  from score_sde_jax.workdir import trained
+  config = _small(gmm_vp.get_config())
+  config.model.ema_rate, config.model.ema_warmup = 0.999, False
+  weight = trained.warn_if_ema_is_untrained(build.experiment(config), 1500)
+  np.testing.assert_allclose(weight, 0.999**1500, rtol=1e-12)
+  err = capsys.readouterr().err
+  assert err.startswith("warning: the EMA parameters of step 1500 still weigh the initial "
+                        "(random) parameters by 0.22 (model.ema_rate=0.999, without "
+                        "model.ema_warmup)"), err
+  assert err.count("\n") == 1
+  config.model.ema_warmup = True
+  weight = trained.warn_if_ema_is_untrained(build.experiment(config), 1500)
+  from math import lgamma
+  np.testing.assert_allclose(weight, np.exp(lgamma(10) + lgamma(1501) - lgamma(1510)), rtol=1e-9)
+  assert capsys.readouterr().err == ""
+  # Long enough without warm-up: 0.999^3000 = 0.0497 < 0.05, nothing said.
+  config.model.ema_warmup = False
+  trained.warn_if_ema_is_untrained(build.experiment(config), 3000)
+  assert capsys.readouterr().err == ""
+
+
 def _small(config):
   config.model.hidden = 32
   config.model.num_layers = 1

@@ -75,7 +75,8 @@ def get_training(config) -> ex.Training:
   for name in _REQUIRED_TRAINING:
     get(config, f"training.{name}")
   objective = _read(config, ex.Objective, _paths("training", ex.Objective))
-  return _read(config, ex.Training, _paths("training", ex.Training, ema_rate="model.ema_rate"),
+  return _read(config, ex.Training, _paths("training", ex.Training, ema_rate="model.ema_rate",
+                                               ema_warmup="model.ema_warmup"),
                exclude=("objective",), objective=objective)
 
 

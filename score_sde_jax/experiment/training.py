@@ -66,7 +66,8 @@ class Objective:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-  """The training loop's settings (``config.training``, ``config.optim``, ``model.ema_rate``)."""
+  """The training loop's settings (``config.training``, ``config.optim``, ``model.ema_rate``,
+  ``model.ema_warmup``)."""
 
   batch_size: int
   n_iters: int
@@ -79,6 +80,7 @@ class Training:
   snapshot_sampling: bool = False
   resume_new_data: bool = False
   ema_rate: float = 0.999
+  ema_warmup: bool = False     # train.ema_decay: TF's warm-up of the decay (False: the paper)
   objective: Objective = Objective()
 
   def __post_init__(self):
@@ -87,7 +89,7 @@ class Training:
                                             "eval_freq", "snapshot_freq",
                                             "snapshot_freq_for_preemption", "max_to_keep")},
         "snapshot_sampling": checks.BOOL, "resume_new_data": checks.BOOL,
-        "ema_rate": checks.RATE})
+        "ema_rate": checks.RATE, "ema_warmup": checks.BOOL})
     k = self.n_jitted_steps
     if self.snapshot_freq_for_preemption % k or self.snapshot_freq % k:
       raise ValueError(

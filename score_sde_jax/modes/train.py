@@ -95,7 +95,7 @@ def _train(exp: Experiment, workdir, dataset, mesh, stop):
   k = t.n_jitted_steps
   make_step = lambda r: train.make_train_step(
       t.objective.loss_fn(exp.model, train_mode=True), optimizer, ema_rate=t.ema_rate,
-      mesh=mesh, n_jitted_steps=r, scan=k > 1, loop=exp.steps_loop(),
+      ema_warmup=t.ema_warmup, mesh=mesh, n_jitted_steps=r, scan=k > 1, loop=exp.steps_loop(),
       lr_schedule=exp.optimizer.lr_schedule())
   eval_step = train.make_eval_step(t.objective.loss_fn(exp.model, train_mode=False), mesh)
   held_out = eval_batches(exp, dataset, mesh) if e.num_batches else []

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from score_sde_jax import build, checkpoint, likelihood, parallel
+from score_sde_jax import train as train_lib
 from score_sde_jax.classifier import get_classifier_fn, get_feature_fn
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.sampling import SampleResult
@@ -216,9 +218,29 @@ def _load_newest(manager, given, mesh, *, classifier: bool):
       abstract = exp.classifier.abstract_state(exp.data.shape, optimizer)
     else:
       abstract = exp.model.abstract_state(optimizer)
-    return exp, checkpoint.restore(manager, step, restore_target(abstract, mesh))
+    return exp, checkpoint.restore(manager, step, restore_target(abstract, mesh)), saved
 
   return newest_good(manager, attempt)
+
+
+def warn_if_ema_is_untrained(saved: Experiment, step: int, warn=None) -> float | None:
+  """Says so in one line (to ``warn``, default stderr) when the EMA parameters of a checkpoint
+  still weigh its initial, random parameters by more than
+  :data:`~score_sde_jax.train.EMA_INITIAL_WEIGHT_WARNING`: samples and likelihoods are then
+  those of a partly untrained network although the raw parameters may be good. ``saved``: the
+  experiment the checkpoint was trained with. Returns that weight (None when the saved config
+  has no training section, as a converted checkpoint's may not)."""
+  training = saved.training
+  if training is None:
+    return None
+  weight = train_lib.ema_initial_weight(step, training.ema_rate, training.ema_warmup)
+  if weight > train_lib.EMA_INITIAL_WEIGHT_WARNING:
+    how = "with" if training.ema_warmup else "without"
+    print(f"warning: the EMA parameters of step {step} still weigh the initial (random) parameters "
+          f"by {weight:.2f} (model.ema_rate={training.ema_rate}, {how} model.ema_warmup): samples "
+          f"and likelihoods are those of a partly trained network; train longer, or train with "
+          f"model.ema_warmup=True", file=warn or sys.stderr)
+  return weight
 
 
 def load_workdir(workdir: str, experiment=None, *, mesh=None) -> TrainedRun:
@@ -231,8 +253,9 @@ def load_workdir(workdir: str, experiment=None, *, mesh=None) -> TrainedRun:
   """
   workdir = check_workdir(workdir)
   manager = _manager(workdir, "workdir", "train first (run.py --mode train)")
-  (exp, state), step = _load_newest(manager, _experiment(experiment, classifier=False), mesh,
-                                    classifier=False)
+  (exp, state, saved), step = _load_newest(manager, _experiment(experiment, classifier=False),
+                                           mesh, classifier=False)
+  warn_if_ema_is_untrained(saved, step)
   return TrainedRun(workdir, exp, step, state, mesh)
 
 
@@ -244,6 +267,6 @@ def load_classifier(directory: str, experiment=None, *, mesh=None) -> TrainedCla
   directory = check_workdir(directory)
   manager = _manager(directory, "classifier folder",
                      "train one first (run.py --mode train_classifier)")
-  (exp, state), step = _load_newest(manager, _experiment(experiment, classifier=True), mesh,
+  (exp, state, _), step = _load_newest(manager, _experiment(experiment, classifier=True), mesh,
                                     classifier=True)
   return TrainedClassifier(directory, exp, step, state)
