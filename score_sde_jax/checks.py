@@ -58,10 +58,25 @@ def check_eps(eps, sde) -> float:
 
 
 def check_key(key, what: str):
-  """A PRNG key where something is random; ``None`` is refused with what needs it."""
+  """A PRNG key where something is random: a typed key (``jax.random.key``) or a raw one
+  (``jax.random.PRNGKey``: uint32 key data). ``None``, a number (``pc_sample(0, ...)``) or an
+  array of another kind is refused in one line that says what was given and what needs a key,
+  instead of JAX's "invalid PRNG key data" from deep inside a compiled program."""
   if key is None:
     raise ValueError(f"key=None: {what} is random; pass a PRNG key, e.g. jax.random.PRNGKey(0)")
-  return key
+  dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    return key
+  if dtype == jnp.uint32 and shape and shape[-1] in (2, 4):   # threefry / rbg key data
+    return key
+  if dtype is None or not shape:
+    got = (f"{type(key).__name__} {key}" if isinstance(key, numbers.Number) else
+           f"a {dtype} scalar" if dtype is not None else type(key).__name__)
+    seed = int(key) if isinstance(key, numbers.Integral) and not isinstance(key, bool) else 0
+  else:
+    got, seed = f"an array of {dtype} with shape {tuple(shape)}", 0
+  raise TypeError(f"key: expected a PRNG key (jax.random.key or PRNGKey), got {got}; {what} is "
+                  f"random: pass e.g. jax.random.PRNGKey({seed})")
 
 
 # --- Field rules: ``(predicate, what is allowed)`` pairs for dataclass fields ----------------------

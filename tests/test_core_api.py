@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import score_sde_jax
-from score_sde_jax import likelihood
+from score_sde_jax import likelihood, sampling
 from score_sde_jax.data import GaussianMixture, get_data_scaler
 from score_sde_jax.sampling import ode_sample, pc_sample, sde_sample
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE
@@ -187,6 +187,33 @@ def test_results_are_named_tuples_that_unpack():
 def test_random_functions_require_a_key(call, what):
   with pytest.raises(ValueError, match=f"key=None: {what}"):
     call(VPSDE(), _score(GMM, VPSDE()))
+
+
+BAD_KEYS = [(0, "got int 0"), (1.5, "got float 1.5"), (np.uint32(7), "got uint32 7"),
+            (np.zeros((), np.uint32), "got a uint32 scalar"),
+            (np.zeros(2, np.float32), "got an array of float32 with shape (2,)")]
+
+
+@pytest.mark.parametrize("call,what", [
+    (lambda k, s, f: pc_sample(k, s, f, (4, 2)), "pc_sample"),
+    (lambda k, s, f: sde_sample(k, s, f, (4, 2)), "sde_sample"),
+    (lambda k, s, f: sampling.dpm_solver_sample(k, s, f, (4, 2)), "dpm_solver_sample"),
+    (lambda k, s, f: likelihood.log_likelihood(k, s, f, jnp.zeros((4, 2))), "the Hutchinson")])
+def test_a_number_or_other_array_given_as_key_is_one_line(call, what):
+  """Not JAX's "invalid PRNG key data" from inside a compiled program."""
+  for bad, got in BAD_KEYS:
+    with pytest.raises(TypeError) as e:
+      call(bad, VPSDE(), _score(GMM, VPSDE()))
+    message = str(e.value)
+    assert message.startswith(f"key: expected a PRNG key (jax.random.key or PRNGKey), {got}"), message
+    assert what in message and "\n" not in message
+
+
+def test_typed_and_raw_keys_both_sample():
+  score = _score(GMM, VPSDE())
+  x_typed, _ = pc_sample(jax.random.key(0), VPSDE(), score, (4, 2), num_steps=2)
+  x_raw, _ = pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=2)
+  np.testing.assert_array_equal(x_typed, x_raw)   # the same threefry key data
 
 
 def test_bits_per_dim_without_randomness_takes_no_key():

@@ -111,6 +111,9 @@ def test_run_sample_reproduces_the_sample_mode(workdir):
   # Other sampler settings on the same run: the probability-flow ODE, as overrides.
   z, nfe = run.sample(jax.random.PRNGKey(1), 8, method="ode", rtol=1e-3, atol=1e-3)
   assert z.shape == (8, 2) and nfe > 7
+  with pytest.raises(TypeError, match=r"^key: expected a PRNG key \(jax.random.key or PRNGKey\), "
+                                      r"got int 0; sampling is random"):
+    run.sample(0, 16)
 
 
 def test_load_workdir_refuses_a_config_of_another_network(workdir):

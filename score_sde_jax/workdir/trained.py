@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import build, checkpoint, likelihood, parallel
+from score_sde_jax import build, checkpoint, checks, likelihood, parallel
 from score_sde_jax import train as train_lib
 from score_sde_jax.classifier import get_classifier_fn, get_feature_fn
 from score_sde_jax.experiment import Experiment
@@ -104,6 +104,7 @@ class TrainedRun(_Restored):
 
   def sample_batches(self, key, n: int, *, batch_size: int | None = None, **options):
     """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``."""
+    checks.check_key(key, "sampling")
     batch_size = batch_size or self.experiment.part("eval").batch_size
     chosen = self.sampling(**options)
     sampling_fn = self.experiment.sampling_fn(batch_size, self.mesh, chosen)
