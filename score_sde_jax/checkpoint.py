@@ -250,17 +250,36 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   return out.state
 
 
+# The differences that decide the others, named first: another SDE also differs in its parameters
+# (a VP checkpoint sampled with a VE config differs in model.beta_max, which cannot help), and
+# another network or data set in the fields that follow from it.
+DECISIVE = {"training.sde": "another SDE", "data.dataset": "another data set",
+            "model.name": "another network", "classifier.name": "another classifier network",
+            "data.image_size": "another image size", "data.num_channels": "another channel count",
+            "data.dim": "another data dimension", "training.continuous": "another time convention"}
+
+
 def check_compatible(saved_view: dict, current_view: dict, where: str,
                      hints: dict | None = None) -> None:
-  """Refuses to continue when the two views (``{config path: value}``) differ, naming the first
-  field that does; ``hints`` (``{path: text}``) adds another way out for a field."""
-  for path in sorted(set(saved_view) | set(current_view)):
-    saved, current = saved_view.get(path), current_view.get(path)
-    if saved != current:
-      hint = f" ({hints[path]})" if hints and path in hints else ""
-      raise IncompatibleCheckpoint(
-          f"config.{path}={current!r}: the checkpoint in {where} was written with "
-          f"{path}={saved!r}; use that value or a new workdir{hint}")
+  """Refuses to continue when the two views (``{config path: value}``) differ, in one line that
+  names the most decisive difference (:data:`DECISIVE`, then by path) and counts the fields that
+  differ besides; ``hints`` (``{path: text}``) adds another way out for a field."""
+  rank = list(DECISIVE)
+  differ = sorted((p for p in set(saved_view) | set(current_view)
+                   if saved_view.get(p) != current_view.get(p)),
+                  key=lambda p: (rank.index(p) if p in rank else len(rank), p))
+  if not differ:
+    return
+  path, others = differ[0], differ[1:]
+  what = [DECISIVE[path]] if path in DECISIVE else []
+  if others:
+    what.append(f"{len(others)} more field{'s' * (len(others) > 1)} differ: "
+                + ", ".join(others[:4]) + (", ..." if len(others) > 4 else ""))
+  hint = f" ({hints[path]})" if hints and path in hints else ""
+  raise IncompatibleCheckpoint(
+      f"config.{path}={current_view.get(path)!r}: the checkpoint in {where} was written with "
+      f"{path}={saved_view.get(path)!r}" + (f" ({'; '.join(what)})" if what else "")
+      + f"; use that value or a new workdir{hint}")
 
 
 def read_config(manager: ocp.CheckpointManager, step: int) -> dict:

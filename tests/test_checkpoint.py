@@ -155,6 +155,34 @@ def test_incompatible_checkpoint_and_nan_loss(tmp_path, root):
   assert code == 2 and "No checkpoint was written yet" in err and "None" not in err, err
 
 
+def test_an_incompatible_checkpoint_names_the_decisive_difference_first():
+  """Another SDE or network changes many fields; the error names the SDE or network (not
+  model.beta_max or data.centered, which come first in the alphabet and cannot help), then counts
+  the rest."""
+  from configs import default_toy
+  from configs.digits import ddpmpp_vp
+  from configs.toy import gmm_ve
+  view = lambda config: build.compat.views(config.to_dict()).model
+  vp = default_toy.get_config()
+  with pytest.raises(checkpoint.IncompatibleCheckpoint) as e:
+    checkpoint.check_compatible(view(vp), view(gmm_ve.get_config()), "W")
+  message = str(e.value)
+  assert message.startswith("config.training.sde='vesde': the checkpoint in W was written with "
+                            "training.sde='vpsde' (another SDE; "), message
+  assert "more fields differ: " in message and message.endswith("; use that value or a new workdir")
+  with pytest.raises(checkpoint.IncompatibleCheckpoint) as e:
+    checkpoint.check_compatible(view(vp), view(ddpmpp_vp.get_config()), "W")
+  assert str(e.value).startswith("config.model.name='ncsnpp': the checkpoint in W was written "
+                                 "with model.name='mlp' (another network; "), str(e.value)
+  # One field alone: named without a count.
+  other = default_toy.get_config()
+  other.model.hidden = 32
+  with pytest.raises(checkpoint.IncompatibleCheckpoint) as e:
+    checkpoint.check_compatible(view(vp), view(other), "W")
+  assert str(e.value) == ("config.model.hidden=32: the checkpoint in W was written with "
+                          "model.hidden=256; use that value or a new workdir")
+
+
 def test_a_config_with_tuples_resumes_from_its_json_copy():
   """Configs hold tuples (ch_mult, attn_resolutions); the checkpoint's JSON copy holds lists."""
   import json

@@ -59,7 +59,7 @@ def test_resuming_on_another_data_set_is_refused_unless_allowed(trained, tmp_pat
     _resume(_config(dataset="moons"), wd)
   assert str(e.value) == (
       f"config.data.dataset='moons': the checkpoint in {wd}/checkpoints was written with "
-      f"data.dataset='gmm'; use that value or a new workdir (or "
+      f"data.dataset='gmm' (another data set); use that value or a new workdir (or "
       f"--config.training.resume_new_data=True to continue on the new data)")
   config = _config(dataset="moons")
   config.training.resume_new_data = True
