@@ -93,7 +93,7 @@ def sample_figures(run, dataset, samples, held_out, result, tag):
   lp_fn = (lambda xy: log_prob(jnp.asarray(xy, jnp.float32))) if log_prob is not None else None
   title = (f"{result['sampler']}, step {run.step}: MMD {result['mmd']:.4f}, "
            f"NFE {result['nfe_per_batch']:.0f}")
-  paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, "samples.png"),
+  paths = [viz.plot_samples(samples, held_out, os.path.join(fig_dir, f"samples_{tag}.png"),
                             log_prob_fn=lp_fn, title=title)]
   sde, seed = run.sde, run.experiment.seed
   z = sde.prior_sampling(keys.stream(seed, "figure_latents"), (60,) + run.data_shape)

@@ -56,8 +56,9 @@ def test_sample_mode_writes_samples_metrics_and_figures(trained):
     assert result["mmd"] < 0.02
     assert result["exact_log_prob_of_samples"] > result["exact_log_prob_of_held_out"] - 0.6
     assert result["nfe_per_batch"] == (400 if method == "pc" else result["nfe_per_batch"])
-  for name in ("samples.png", "trajectories.png"):
-    assert os.path.getsize(os.path.join(workdir, "figures", name)) > 10_000
+    # Each sampler's figure has its own name: the ODE run does not overwrite the PC run's.
+    assert os.path.getsize(os.path.join(workdir, "figures", f"samples_{tag}.png")) > 10_000
+  assert os.path.getsize(os.path.join(workdir, "figures", "trajectories.png")) > 10_000
 
 
 def test_sample_mode_without_checkpoint_is_a_clear_error(tmp_path):

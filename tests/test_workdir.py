@@ -50,7 +50,7 @@ def test_every_mode_writes_its_files(workdir):
   tag = f"pc_reverse_diffusion_langevin_step{STEPS}"
   expected = {"config.json", "metrics.jsonl", f"samples/{tag}.npz", f"eval/samples_{tag}.json",
               f"eval/eval_step{STEPS}.json"} | {f"figures/{name}.png" for name in (
-                  "loss", "forward_diffusion", "score_field", "samples", "trajectories",
+                  "loss", "forward_diffusion", "score_field", f"samples_{tag}", "trajectories",
                   "log_density", "interpolation", "reconstruction")}
   assert expected <= files, expected - files
   others = {f.split("/")[0] for f in files - expected}
