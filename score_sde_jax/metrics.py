@@ -56,6 +56,14 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0) -> float:
   return float(np.sqrt(np.mean((qx - qy) ** 2)))
 
 
+def share_outside(x, low, high) -> float:
+  """The share of the values of ``x`` outside ``[low, high]`` (``low`` / ``high`` broadcast against
+  one example, e.g. per coordinate); NaN and infinite values count as outside."""
+  x = np.asarray(x, np.float64)
+  inside = (x >= np.asarray(low)) & (x <= np.asarray(high))
+  return float(1.0 - np.mean(inside))
+
+
 def gaussian_stats(features):
   """``(mean (D,), covariance (D, D))`` of ``features`` ``(n, D)``, in float64 (``ddof=1``)."""
   f = np.asarray(features, np.float64)

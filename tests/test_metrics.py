@@ -71,3 +71,33 @@ def test_frechet_distance_refuses_mismatched_shapes():
     frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
   with pytest.raises(ValueError, match="do not describe two Gaussians of one dimension"):
     frechet_distance(np.zeros((4, 3)), np.zeros((5, 2)))
+
+
+def test_sample_range_check_counts_values_outside_the_data_range(capsys):
+  """Images: values outside [0, 1]; uniform on [-1, 2] puts 2/3 outside (6400 values: standard
+  error 0.006). Points: outside the held-out range widened by a tenth on each side; draws of the
+  data law itself land there with probability below 2 / 601 per coordinate (beyond the largest
+  or smallest of 600 held-out points), noise of scale 10 mostly does."""
+  import types
+  from score_sde_jax.data import GaussianMixture
+  from score_sde_jax.modes.sample import range_check
+  rng = np.random.default_rng(0)
+  images = types.SimpleNamespace(kind="image")
+  result = range_check(images, rng.uniform(-1, 2, (100, 8, 8, 1)))
+  assert abs(result["share_outside_data_range"] - 2 / 3) < 0.03 and result["data_range"] == [0.0, 1.0]
+  err = capsys.readouterr().err
+  assert err.startswith("warning: 6") and "% of the sample values lie outside [0, 1] (range -1" in err
+  assert err.count("\n") == 1
+  assert range_check(images, rng.uniform(0, 1, (10, 8, 8, 1)))["share_outside_data_range"] == 0.0
+  assert capsys.readouterr().err == ""
+  nan = rng.uniform(0, 1, (10, 8, 8, 1))
+  nan[0, 0, 0, 0] = np.nan
+  np.testing.assert_allclose(range_check(images, nan)["share_outside_data_range"], 1 / 640, rtol=1e-12)
+  ring = GaussianMixture.ring()
+  points = types.SimpleNamespace(kind="points")
+  held_out = ring.sample(rng, 600)
+  good = range_check(points, ring.sample(rng, 2000), held_out)["share_outside_data_range"]
+  assert good < 0.02 and capsys.readouterr().err == ""
+  noise = range_check(points, 10 * rng.normal(size=(2000, 2)), held_out)
+  assert noise["share_outside_data_range"] > 0.5
+  assert "of the sample values lie outside the held-out data's range" in capsys.readouterr().err

@@ -68,8 +68,10 @@ def test_json_results_and_metrics_rows_have_their_keys(workdir):
     sampled = json.load(f)
   assert set(sampled) == {"step", "sampler", "num_samples", "nfe_per_batch", "seconds", "devices",
                           "mmd", "mmd_held_out_vs_train_data", "sliced_wasserstein",
+                          "share_outside_data_range", "data_range",
                           "exact_log_prob_of_samples", "exact_log_prob_of_held_out"}
   assert sampled["num_samples"] == 256 and sampled["nfe_per_batch"] == 200  # 100 steps, P + C
+  assert sampled["share_outside_data_range"] < 0.05   # 300 steps already sample the ring
   with open(os.path.join(workdir, "eval", f"eval_step{STEPS}.json")) as f:
     evaluated = json.load(f)
   assert set(evaluated) == {"step", "num_examples", "dsm_loss", "dsm_loss_se", "nfe_mean",

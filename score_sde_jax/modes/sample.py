@@ -8,6 +8,7 @@ samples are ``load_workdir(workdir, experiment).sample(keys.stream(seed, "sample
 
 from __future__ import annotations
 
+import sys
 import time
 
 import jax.numpy as jnp
@@ -35,6 +36,31 @@ def vector_metrics(seed: int, dataset, samples, held_out) -> dict:
   return result
 
 
+# Above this share of sample values outside the data's range, sample mode says so.
+OUTSIDE_WARNING = 0.05
+
+
+def range_check(dataset, samples, held_out=None, warn=None) -> dict:
+  """The share of sample values outside the data's range, with that range: images ``[0, 1]``;
+  points the held-out data's range per coordinate, widened by a tenth of its width on each side.
+  Samples of an untrained network (or of an EMA that still holds its initial weights) fall
+  far outside, whatever a distance in some feature space says; above :data:`OUTSIDE_WARNING`
+  one warning line goes to ``warn`` (default stderr)."""
+  if dataset.kind == "image":
+    low, high, where = 0.0, 1.0, "[0, 1]"
+  else:
+    lo, hi = held_out.min(axis=0), held_out.max(axis=0)
+    low, high = lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)
+    where = "the held-out data's range (widened by 10% on each side)"
+  share = metrics.share_outside(samples, low, high)
+  if share > OUTSIDE_WARNING:
+    print(f"warning: {100 * share:.0f}% of the sample values lie outside {where} (range "
+          f"{float(np.nanmin(samples)):.3g}..{float(np.nanmax(samples)):.3g}): the network, or "
+          f"its EMA, is far from trained", file=warn or sys.stderr)
+  return {"share_outside_data_range": share,
+          "data_range": [np.asarray(low).tolist(), np.asarray(high).tolist()]}
+
+
 def sample(exp: Experiment, workdir: str, *, stop=None):
   """Draws ``eval.num_samples`` samples with the EMA parameters; returns ``(samples, result)``."""
   del stop
@@ -54,6 +80,7 @@ def sample(exp: Experiment, workdir: str, *, stop=None):
   if dataset.kind == "points":
     held_out = dataset.held_out(e.num_samples, exp.seed)
     result.update(vector_metrics(exp.seed, dataset, samples, held_out))
+  result.update(range_check(dataset, samples, held_out))
   name = f"{tag}_step{run.step}"
   write_result(run.workdir, f"samples_{name}", result, npz_name=name,
                arrays=dict(samples=samples, nfe=np.asarray(nfes)))
