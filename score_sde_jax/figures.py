@@ -12,6 +12,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from score_sde_jax import keys, likelihood, viz
 from score_sde_jax.metric_writer import read_metrics
@@ -123,7 +124,8 @@ def likelihood_figures(run, dataset, data):
   g = np.linspace(-lim, lim, 64)
   grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
   model_lp = np.concatenate([np.asarray(likelihood.log_likelihood(
-      None, sde, score_fn, chunk, divergence="exact", **kw).logp) for chunk in jnp.split(grid, 8)])
+      None, sde, score_fn, chunk, divergence="exact", **kw).logp) for chunk in tqdm(
+          jnp.split(grid, 8), desc="log-density grid (figure)", unit="chunk", dynamic_ncols=True)])
   exact_lp = np.asarray(dataset.log_prob(grid)) if dataset.log_prob is not None else None
   paths = [viz.plot_log_density(g, model_lp.reshape(64, 64),
                                 os.path.join(fig_dir, "log_density.png"),

@@ -70,7 +70,8 @@ def sample(exp: Experiment, workdir: str, *, stop=None):
   dataset = exp.data.load()
   e, tag = exp.eval, exp.sampling.tag
   start = time.perf_counter()
-  samples, nfes = run.sample_batches(keys.stream(exp.seed, "sample"), e.num_samples)
+  samples, nfes = run.sample_batches(keys.stream(exp.seed, "sample"), e.num_samples,
+                                     progress=f"sample ({tag})")
   result = {"step": run.step, "sampler": tag, "num_samples": int(len(samples)),
             "nfe_per_batch": float(np.mean(nfes)), "seconds": round(time.perf_counter() - start, 2),
             "devices": parallel.num_shards(mesh)}

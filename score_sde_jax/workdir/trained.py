@@ -17,6 +17,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from score_sde_jax import build, checkpoint, checks, likelihood, parallel
 from score_sde_jax import train as train_lib
@@ -102,18 +103,24 @@ class TrainedRun(_Restored):
     """``fn(key, score_fn) -> SampleResult`` for batches of ``batch_size`` (:meth:`sampling`)."""
     return self.experiment.sampling_fn(batch_size, self.mesh, self.sampling(**options))
 
-  def sample_batches(self, key, n: int, *, batch_size: int | None = None, **options):
-    """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``."""
+  def sample_batches(self, key, n: int, *, batch_size: int | None = None, progress=None,
+                     **options):
+    """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``.
+    ``progress``: a progress bar over the samples with that name (the first batch includes
+    compiling the sampler)."""
     checks.check_key(key, "sampling")
     batch_size = batch_size or self.experiment.part("eval").batch_size
     chosen = self.sampling(**options)
     sampling_fn = self.experiment.sampling_fn(batch_size, self.mesh, chosen)
     score_fn = self.flow_score_fn if chosen.uses_flow else self.score_fn
     chunks, nfes = [], []
-    for i in range(-(-n // batch_size)):
-      x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
-      chunks.append(parallel.to_host(x))
-      nfes.append(nfe)
+    with tqdm(total=n, desc=progress, unit="sample", dynamic_ncols=True,
+              disable=progress is None or not parallel.is_main_process()) as bar:
+      for i in range(-(-n // batch_size)):
+        x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
+        chunks.append(parallel.to_host(x))
+        nfes.append(nfe)
+        bar.update(min(batch_size, n - i * batch_size))
     return np.concatenate(chunks)[:n], nfes
 
   def sample(self, key, n: int, *, batch_size: int | None = None, **options) -> SampleResult:
