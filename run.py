@@ -90,7 +90,7 @@ def main(argv):
     sys.exit(2)
   except (KeyboardInterrupt, TrainingInterrupted):
     folder = mode.writes_to(experiment, FLAGS.workdir) if experiment else FLAGS.workdir
-    print(f"interrupted: {_newest_checkpoint(folder)}", file=sys.stderr)
+    print(interrupted_line(FLAGS.mode, mode.trains, folder), file=sys.stderr)
     sys.exit(130)
   except Exception as e:  # noqa: BLE001 (only file-system errors are reported, others raise)
     cli.exit_on_os_error(e)
@@ -104,14 +104,19 @@ def _stop_training(stop: StopRequest):
   stop.set()
 
 
-def _newest_checkpoint(workdir) -> str:
-  """Where a rerun of the same command resumes from (for the Ctrl-C line)."""
+def interrupted_line(mode_name: str, trains: bool, workdir) -> str:
+  """The Ctrl-C line, in the mode's terms: where a rerun of a training mode resumes from; for the
+  other modes, that their results were not written and the checkpoints are untouched."""
   folder = os.path.join(workdir or "", "checkpoints")
+  if not trains:
+    return (f"interrupted: --mode {mode_name} stopped before writing its results (they are "
+            f"written when it completes); the checkpoints in {folder} are untouched: run the "
+            f"same command again to start it over")
   step = workdir_lib.checkpoints(workdir).latest_step() if os.path.isdir(folder) else None
   if step is None:
-    return f"no checkpoint in {folder} yet"
-  return (f"the newest checkpoint is {os.path.join(folder, str(step))}; the same command "
-          f"resumes from it")
+    return f"interrupted: no checkpoint in {folder} yet"
+  return (f"interrupted: the newest checkpoint is {os.path.join(folder, str(step))}; the same "
+          f"command resumes from it")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,18 @@ def test_incompatible_checkpoint_and_nan_loss(tmp_path, root):
   assert code == 2 and "No checkpoint was written yet" in err and "None" not in err, err
 
 
+def test_ctrl_c_line_is_in_the_modes_terms(tmp_path):
+  """Training names where a rerun resumes; sampling and evaluating say that nothing was written
+  and the checkpoints are untouched (not training's "resumes from")."""
+  import run
+  wd = str(tmp_path / "wd")
+  line = run.interrupted_line("sample", False, wd)
+  assert line == (f"interrupted: --mode sample stopped before writing its results (they are "
+                  f"written when it completes); the checkpoints in {wd}/checkpoints are untouched: "
+                  f"run the same command again to start it over")
+  assert run.interrupted_line("train", True, wd) == f"interrupted: no checkpoint in {wd}/checkpoints yet"
+
+
 def test_an_incompatible_checkpoint_names_the_decisive_difference_first():
   """Another SDE or network changes many fields; the error names the SDE or network (not
   model.beta_max or data.centered, which come first in the alphabet and cannot help), then counts
