@@ -28,6 +28,7 @@ from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.build import ConfigError
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.results import print_figures, write_result
+from score_sde_jax.modes.sample import range_check
 
 
 def check_classifier_matches(run, clf) -> None:
@@ -92,12 +93,16 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
     x, nfe = sampling_fn(key, guided)
     samples = parallel.to_host(x).reshape((len(classes), n) + run.data_shape)
   seconds = time.perf_counter() - start
-  if dataset is not None:
+  in_range = {}
+  if dataset is not None:   # before clipping: noise guided to fool the classifier shows here
+    held_out = dataset.held_out(2000, exp.seed) if dataset.kind == "points" else None
+    in_range = range_check(dataset, samples.reshape((-1,) + run.data_shape), held_out)
     samples = dataset.clip(samples)
   result = {"step": run.step, "classifier_step": clf.step, "sampler": chosen.tag,
             "scale": float(scale), "classes": classes.tolist(), "samples_per_class": n,
             "nfe": int(nfe), "seconds": round(seconds, 2)}
   result.update(class_metrics(run, clf, samples, classes, dataset))
+  result.update(in_range)
   if dataset is None or not parallel.is_main_process():
     return samples, classes, result
   tag = f"conditional_{result['sampler']}_scale{scale:g}_step{run.step}"
