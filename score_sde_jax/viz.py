@@ -208,9 +208,9 @@ def plot_log_density(grid_1d, model_logp, path, *, exact=None, title="Log-densit
   for ax, (img, name) in zip(axes, panels):
     im = ax.imshow(np.clip(img, lo, hi), origin="lower", extent=ext, cmap="viridis", vmin=lo, vmax=hi)
     ax.set_title(name)
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.colorbar(im, ax=list(axes), shrink=0.8, label="log p")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+  fig.colorbar(im, ax=list(axes), shrink=0.8, label="log p (nats)")
   fig.suptitle(title)
   return _save(fig, path)
 
