@@ -97,11 +97,14 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
   Args:
     grid_xy: ``(G, 2)`` points.
     times: ``(T,)`` times.
-    learned, exact: ``(T, G, 2)`` scores at those points and times.
+    learned, exact: ``(T, G, 2)`` scores at those points and times; ``learned=None`` draws the
+      exact score alone (no comparison, no error in the titles).
     data: optional ``(N, 2)`` data points drawn underneath.
   """
   grid_xy = np.asarray(grid_xy)
-  learned, exact = np.asarray(learned), np.asarray(exact)
+  exact = np.asarray(exact)
+  alone = learned is None
+  learned = exact if alone else np.asarray(learned)
   n = len(times)
   fig = Figure(figsize=(3.6 * n, 3.8))
   axes = fig.subplots(1, n)
@@ -113,10 +116,13 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
     scale = np.quantile(np.linalg.norm(se, axis=-1), 0.9) + 1e-12
     ax.quiver(grid_xy[:, 0], grid_xy[:, 1], se[:, 0] / scale, se[:, 1] / scale, color="k",
               angles="xy", scale=25, width=0.004, alpha=0.8)
-    ax.quiver(grid_xy[:, 0], grid_xy[:, 1], sl[:, 0] / scale, sl[:, 1] / scale, color="C3",
-              angles="xy", scale=25, width=0.004, alpha=0.8)
-    rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
-    ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f})")
+    if alone:
+      ax.set_title(f"t = {t:.2f}")
+    else:
+      ax.quiver(grid_xy[:, 0], grid_xy[:, 1], sl[:, 0] / scale, sl[:, 1] / scale, color="C3",
+                angles="xy", scale=25, width=0.004, alpha=0.8)
+      rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
+      ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f})")
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
