@@ -78,21 +78,28 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
   sampling_fn = run.sampling_fn(batch)
   key = keys.stream(exp.seed, "conditional")
   start = time.perf_counter()
-  if per_class:
-    chunks, nfes = [], []
-    for i, k in enumerate(classes):
-      guided = controllable.guided_score(score_fn, clf.classifier_fn, int(k), scale,
-                                         num_classes=clf.num_classes)
-      x, nfe = sampling_fn(jax.random.fold_in(key, i), guided)
-      chunks.append(parallel.to_host(x))
-      nfes.append(nfe)
-    samples, nfe = np.stack(chunks), max(nfes)
-  else:
-    guided = controllable.guided_score(score_fn, clf.classifier_fn, np.repeat(classes, n), scale,
-                                       num_classes=clf.num_classes)
+  def draw(guidance):
+    """Every class's samples with the guided score (``guidance=None``: unguided, the baseline)."""
+    if per_class:
+      chunks, nfes = [], []
+      for i, k in enumerate(classes):
+        guided = score_fn if guidance is None else controllable.guided_score(
+            score_fn, clf.classifier_fn, int(k), guidance, num_classes=clf.num_classes)
+        x, nfe = sampling_fn(jax.random.fold_in(key, i), guided)
+        chunks.append(parallel.to_host(x))
+        nfes.append(nfe)
+      return np.stack(chunks), max(nfes)
+    guided = score_fn if guidance is None else controllable.guided_score(
+        score_fn, clf.classifier_fn, np.repeat(classes, n), guidance, num_classes=clf.num_classes)
     x, nfe = sampling_fn(key, guided)
-    samples = parallel.to_host(x).reshape((len(classes), n) + run.data_shape)
+    return parallel.to_host(x).reshape((len(classes), n) + run.data_shape), nfe
+
+  samples, nfe = draw(scale)
   seconds = time.perf_counter() - start
+  # The same draws without guidance: how often the classifier names the asked class anyway.
+  # Agreement far above this baseline says the guidance acts, not that the samples are good
+  # (guided noise can fool a weak classifier: see share_outside_data_range).
+  unguided, _ = draw(None)
   in_range = {}
   if dataset is not None:   # before clipping: noise guided to fool the classifier shows here
     held_out = dataset.held_out(2000, exp.seed) if dataset.kind == "points" else None
@@ -102,6 +109,9 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
             "scale": float(scale), "classes": classes.tolist(), "samples_per_class": n,
             "nfe": int(nfe), "seconds": round(seconds, 2)}
   result.update(class_metrics(run, clf, samples, classes, dataset))
+  baseline = class_metrics(run, clf, dataset.clip(unguided) if dataset is not None else unguided,
+                           classes)
+  result["classifier_agreement_unguided"] = baseline["classifier_agreement"]
   result.update(in_range)
   if dataset is None or not parallel.is_main_process():
     return samples, classes, result
