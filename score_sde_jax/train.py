@@ -96,8 +96,12 @@ def ema_decay(step, rate: float, warmup: bool = False):
   steps at 0.999."""
   if not warmup:
     return rate
-  step = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(rate, (1.0 + step) / (10.0 + step))
+  return _warmed_up(jnp.asarray(step, jnp.float32), rate, jnp)
+
+
+def _warmed_up(step, rate, xp):
+  """The warm-up's decay after ``step`` updates, in ``xp`` (jax.numpy in the step, numpy on the host)."""
+  return xp.minimum(rate, (1.0 + step) / (10.0 + step))
 
 
 def ema_initial_weight(step: int, rate: float, warmup: bool = False) -> float:
@@ -105,8 +109,8 @@ def ema_initial_weight(step: int, rate: float, warmup: bool = False) -> float:
   the product of :func:`ema_decay` over the updates."""
   if not warmup:
     return float(rate) ** int(step)
-  n = np.arange(int(step), dtype=np.float64)
-  return float(np.exp(np.sum(np.log(np.minimum(rate, (1.0 + n) / (10.0 + n))))))
+  decays = _warmed_up(np.arange(int(step), dtype=np.float64), rate, np)
+  return float(np.exp(np.sum(np.log(decays))))
 
 
 # Above this weight of the initial parameters, loading a checkpoint to sample or evaluate says so.
