@@ -71,6 +71,7 @@ def get_default_configs():
   evaluate.rtol = 1e-5
   evaluate.atol = 1e-5
   evaluate.likelihood_eps = 1e-5        # the paper's eps for likelihoods
+  evaluate.figures = True               # False: the modes write metrics and samples, no figures
 
   # data
   config.data = data = ml_collections.ConfigDict()

@@ -86,6 +86,7 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           bpd_repeats=5,           # dequantization rounds for bits/dim
           divergence="rademacher", # Hutchinson, as the paper
           rtol=1e-5, atol=1e-5, likelihood_eps=1e-5,
+          figures=True,            # False: metrics and samples only (sweeps, pods)
       ),
       "data": dict(
           path="",                 # a folder of images, an npz, or CIFAR-10's archive

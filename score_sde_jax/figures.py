@@ -172,9 +172,12 @@ def image_flow_figures(run, dataset, held_out, *, n_pairs: int = 4, n_alphas: in
   rows = np.concatenate([pairs[:, :1], decoded, pairs[:, 1:]], axis=1)
   paths = [viz.plot_image_grid(rows.reshape((-1,) + rows.shape[2:]),
                                os.path.join(fig_dir, "interpolation.png"), nrow=n_alphas + 2,
-                               title="held-out x0 | decode(slerp(encode(x0), encode(x1), a)), "
-                                     f"a = 0..1 | x1 (step {run.step})")]
-  x = dataset.to_unit(held_out[:n_reconstructions])
+                               title="held-out x0 | decode(slerp(encode(x0), encode(x1), a)) | x1 "
+                                     f"(step {run.step})",
+                               col_labels=["x0"] + [f"a={a:.2g}" for a in alphas] + ["x1"])]
+  per_row = min(8, n_reconstructions, len(held_out))
+  count = min(n_reconstructions, len(held_out)) // per_row * per_row  # whole x / decoded row pairs
+  x = dataset.to_unit(held_out[:count])
   recon = np.asarray(run.inverse_scaler(likelihood.decode(
       sde, score_fn, likelihood.encode(sde, score_fn, run.scaler(jnp.asarray(x)), **kw), **kw)))
   err = np.abs(recon - x)
@@ -183,10 +186,12 @@ def image_flow_figures(run, dataset, held_out, *, n_pairs: int = 4, n_alphas: in
            "reconstruction_max_abs_error": float(err.max()),
            "reconstruction_mean_abs_error_levels": float(err.mean() * levels),
            "reconstruction_examples": int(len(x))}
-  rows = [part for i in range(0, len(x), 8) for part in (x[i:i + 8], recon[i:i + 8])]
+  rows = [part for i in range(0, len(x), per_row) for part in (x[i:i + per_row],
+                                                               recon[i:i + per_row])]
   paths.append(viz.plot_image_grid(
-      np.concatenate(rows), os.path.join(fig_dir, "reconstruction.png"), nrow=min(8, len(x)),
-      title=f"x over decode(encode(x)): mean |error| {err.mean() * levels:.2g} levels, "
-            f"max {err.max() * levels:.2g}"))
+      np.concatenate(rows), os.path.join(fig_dir, "reconstruction.png"), nrow=per_row,
+      title=f"held-out x over decode(encode(x)), step {run.step}: mean |error| "
+            f"{err.mean() * levels:.2g} levels, max {err.max() * levels:.2g}",
+      row_labels=["x", "decoded"] * (len(rows) // 2)))
   return paths, stats
 

@@ -250,25 +250,47 @@ def plot_reconstructions(x, recon, data, path, title="decode(encode(x))"):
   return _save(fig, path)
 
 
-def plot_image_grid(images, path, *, nrow=None, title=None):
-  """A grid of images ``(N, H, W, C)`` in [0, 1] (grey for one channel)."""
+def plot_image_grid(images, path, *, nrow=None, title=None, row_labels=None, col_labels=None,
+                    min_pixels: int = 48):
+  """A grid of images ``(N, H, W, C)`` in [0, 1] (grey for one channel), ``nrow`` images per row
+  (torchvision's name; default: a square grid).
+
+  ``row_labels`` / ``col_labels``: one text per row / column, written left of / above it (which
+  class a row holds, which is the input and which the reconstruction). Small images are drawn
+  at ``min_pixels`` screen pixels or more (8x8 digits are unreadable at their own size).
+  """
   images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
   n, h, w, c = images.shape
   nrow = nrow or int(np.ceil(np.sqrt(n)))
-  ncol = int(np.ceil(n / nrow))
+  ncol = int(np.ceil(n / nrow))   # the number of rows of the grid
+  for name, labels, count in [("row_labels", row_labels, ncol), ("col_labels", col_labels, nrow)]:
+    if labels is not None and len(labels) != count:
+      raise ValueError(f"{name}: {len(labels)} labels for a grid of {ncol} rows x {nrow} "
+                       f"columns; give {count}")
   pad = 1
   canvas = np.ones((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), np.float32)
   for i, img in enumerate(images):
     r, col = divmod(i, nrow)
     canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
-  scale = max(1.0, 256 / canvas.shape[1], 32 / h)  # small images (8x8 digits) at >= 32 px
-  fig = Figure(figsize=(canvas.shape[1] * scale / 100 + 0.4, canvas.shape[0] * scale / 100 + 0.6))
+  scale = max(1.0, 320 / canvas.shape[1], min_pixels / h)
+  margin_left = 0.9 if row_labels is not None else 0.2
+  margin_top = (0.5 if col_labels is not None else 0.2) + (0.3 if title else 0.0)
+  fig = Figure(figsize=(canvas.shape[1] * scale / 100 + margin_left,
+                        canvas.shape[0] * scale / 100 + margin_top))
   ax = fig.subplots()
   ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
             interpolation="nearest", vmin=0, vmax=1)
-  ax.axis("off")
+  for spine in ax.spines.values():
+    spine.set_visible(False)
+  centres = lambda k, size: pad + np.arange(k) * (size + pad) + (size - 1) / 2
+  ax.set_yticks(centres(ncol, h) if row_labels is not None else [],
+                [str(v) for v in row_labels] if row_labels is not None else [], fontsize=8)
+  ax.set_xticks(centres(nrow, w) if col_labels is not None else [],
+                [str(v) for v in col_labels] if col_labels is not None else [], fontsize=7)
+  ax.xaxis.set_ticks_position("top")
+  ax.tick_params(length=0)
   if title:
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=8, pad=14 if col_labels is not None else 6)
   return _save(fig, path)
 
 

@@ -32,6 +32,7 @@ def _config(n_iters=20, **data):
   t.snapshot_freq_for_preemption, t.snapshot_freq = 10, 1000
   config.eval.num_batches = 1
   config.eval.batch_size = 32
+  config.eval.figures = False   # figures: tests/test_train.py, tests/test_workdir.py
   for k, v in data.items():
     config.data[k] = v
   return config

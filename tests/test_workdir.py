@@ -33,18 +33,35 @@ def _config():
   return config
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp("modes") / "wd")
+def _every_mode(folder, figures: bool):
+  wd = str(folder / "wd")
   config = _config()
+  config.eval.figures = figures
   modes.run("train", config, wd)
   modes.run("sample", config, wd)
   modes.run("eval", config, wd)
   return wd
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """Train, sample and eval without figures (``eval.figures=False``; they are most of the
+  time: 50 of 86 s)."""
+  return _every_mode(tmp_path_factory.mktemp("modes"), figures=False)
+
+
+def test_without_figures_the_modes_write_the_same_files_but_figures(workdir):
+  files = {os.path.relpath(os.path.join(root, f), workdir)
+           for root, _, names in os.walk(workdir) for f in names}
+  tag = f"pc_reverse_diffusion_langevin_step{STEPS}"
+  assert {"config.json", "metrics.jsonl", f"samples/{tag}.npz", f"eval/samples_{tag}.json",
+          f"eval/eval_step{STEPS}.json"} <= files
+  assert not any(f.startswith("figures") or f.endswith(".png") for f in files), files
+
+
 @pytest.mark.slow
-def test_every_mode_writes_its_files(workdir):
+def test_every_mode_writes_its_files(tmp_path):
+  workdir = _every_mode(tmp_path, figures=True)
   files = {os.path.relpath(os.path.join(root, f), workdir)
            for root, _, names in os.walk(workdir) for f in names}
   tag = f"pc_reverse_diffusion_langevin_step{STEPS}"

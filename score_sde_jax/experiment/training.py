@@ -116,6 +116,7 @@ class Evaluation:
   atol: float = 1e-5
   likelihood_eps: float = 1e-5
   bpd_repeats: int = 1              # dequantization rounds for bits/dim
+  figures: bool = True              # False: the modes write their metrics and samples, no figures
 
   def __post_init__(self):
     checks.check_fields(self, {
@@ -124,7 +125,7 @@ class Evaluation:
         "enable_bpd": checks.BOOL, "num_eval_examples": checks.POSITIVE_INT,
         "divergence": checks.one_of(likelihood.DIVERGENCES), "rtol": checks.POSITIVE,
         "atol": checks.POSITIVE, "likelihood_eps": checks.TIME,
-        "bpd_repeats": checks.POSITIVE_INT})
+        "bpd_repeats": checks.POSITIVE_INT, "figures": checks.BOOL})
 
   def flow_options(self) -> dict:
     """The probability-flow solves' settings (likelihood, encode, decode)."""

@@ -6,9 +6,12 @@ reverse SDE, or the probability-flow ODE).
 ``classifier.samples_per_class`` samples of each class in ``classifier.classes`` (empty: all).
 Writes ``samples/conditional_<sampler>_scale<s>_step<step>.npz`` (``samples``
 ``(K, n, ...)``, ``labels`` ``(K,)``), ``eval/conditional_...json`` (the share of samples that
-the classifier, at the smallest time, assigns to the class asked for; for the Gaussian mixture
-also the share whose exact posterior does, and their exact log-density) and a figure: one row
-per class for images, the samples coloured by class over the data for 2-D points.
+the classifier, at the smallest time, assigns to the class asked for, beside the same share for
+unguided draws; the Frechet distance from held-out examples of those classes in the classifier's
+features, guided and unguided; the share of values outside the data's range; for the Gaussian
+mixture also the share whose exact posterior names the class, and their exact log-density) and a
+figure: one labelled row per class for images, the samples coloured by class over the data for
+2-D points.
 
 The classifier must have been trained for the score model's SDE, data set, shape and scaling:
 otherwise one error names the field, before anything compiles.
@@ -23,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_jax import checkpoint, controllable, keys, parallel, viz
+from score_sde_jax import checkpoint, controllable, keys, metrics, parallel, viz
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.build import ConfigError
 from score_sde_jax.experiment import Experiment
-from score_sde_jax.modes.results import print_figures, write_result
+from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
 from score_sde_jax.modes.sample import range_check
 
 
@@ -112,13 +115,16 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
   baseline = class_metrics(run, clf, dataset.clip(unguided) if dataset is not None else unguided,
                            classes)
   result["classifier_agreement_unguided"] = baseline["classifier_agreement"]
+  if dataset is not None:
+    result.update(feature_distances(run, clf, samples, dataset.clip(unguided), classes, dataset))
   result.update(in_range)
   if dataset is None or not parallel.is_main_process():
     return samples, classes, result
   tag = f"conditional_{result['sampler']}_scale{scale:g}_step{run.step}"
   write_result(run.workdir, tag, result,
                arrays=dict(samples=samples, labels=classes, nfe=np.asarray(nfe)))
-  print_figures([_figure(run, dataset, samples, classes, scale, tag)])
+  if figures_wanted(exp):
+    print_figures([_figure(run, dataset, samples, classes, scale, tag)])
   return samples, classes, result
 
 
@@ -141,13 +147,47 @@ def class_metrics(run, clf, samples, classes, dataset=None) -> dict:
   return out
 
 
+HELD_OUT_FOR_FD = 2000
+
+
+def feature_distances(run, clf, samples, unguided, classes, dataset) -> dict:
+  """Frechet distances, in the classifier's last hidden layer at the smallest sampling time,
+  from held-out examples of the asked classes (up to :data:`HELD_OUT_FOR_FD`) to the guided
+  samples (``classifier_fd``) and to the unguided draws of the same keys
+  (``classifier_fd_unguided``); ``{}`` where the held-out data have no labels.
+
+  Agreement alone can praise noise that the guidance pushed across the classifier's decision
+  boundary; such samples are far from the data in the features the classifier computes. Both
+  distances are biased upwards by ``O(features / samples)``, so they compare with each other
+  (same number of samples), not with runs of another size.
+  """
+  try:
+    labels = np.asarray(dataset.held_out_labels(HELD_OUT_FOR_FD, run.experiment.seed))
+  except ValueError:   # DataError included: data without labels
+    return {}
+  held_out = dataset.held_out_data(HELD_OUT_FOR_FD, run.experiment.seed)
+  keep = np.isin(labels, classes)
+  if keep.sum() < 2:
+    return {}
+  feature_fn = jax.jit(clf.feature_fn)
+
+  def features(x):
+    x = jnp.asarray(np.reshape(x, (-1,) + run.data_shape), jnp.float32)
+    return np.asarray(feature_fn(run.scaler(x), jnp.full((len(x),), run.sde.sampling_eps)))
+
+  reference = features(held_out[keep])
+  return {"classifier_fd": metrics.frechet_distance(features(samples), reference),
+          "classifier_fd_unguided": metrics.frechet_distance(features(unguided), reference),
+          "classifier_fd_held_out_examples": int(keep.sum())}
+
+
 def _figure(run, dataset, samples, classes, scale, tag):
   path = os.path.join(run.workdir, "figures", f"{tag}.png")
   k, n = samples.shape[:2]
   title = f"classes {classes.tolist()} (one per row), scale {scale:g}, step {run.step}"
   if dataset.kind == "image":
     return viz.plot_image_grid(samples.reshape((-1,) + samples.shape[2:]), path, nrow=n,
-                               title=title)
+                               title=title, row_labels=[f"class {k}" for k in classes])
   if samples.shape[-1] != 2:
     return None
   data = dataset.held_out(2000, run.experiment.seed)

@@ -19,7 +19,7 @@ from score_sde_jax import figures, keys, parallel, train
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.loop import check_batch
-from score_sde_jax.modes.results import print_figures, write_result
+from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
 
 
 def mean_se(values):
@@ -95,10 +95,11 @@ def evaluate(exp: Experiment, workdir: str, *, stop=None):
         result["gap_nats"], result["gap_nats_se"] = mean_se(values + exact)
   if not parallel.is_main_process():
     return result
-  paths = []
-  if dataset.kind == "image":  # host copies of the parameters: process 0 alone, no collectives
+  paths, wanted = [], figures_wanted(exp)
+  if wanted and dataset.kind == "image":  # host copies of the parameters: process 0 alone
     paths, stats = figures.image_flow_figures(run, dataset, held_out)
     result.update(stats)
   write_result(run.workdir, f"eval_step{run.step}", result)
-  print_figures(paths + figures.likelihood_figures(run, dataset, held_out))
+  if wanted:
+    print_figures(paths + figures.likelihood_figures(run, dataset, held_out))
   return result

@@ -19,7 +19,7 @@ import numpy as np
 from score_sde_jax import controllable, keys, viz
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
-from score_sde_jax.modes.results import print_figures, write_result
+from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
 
 
 def make_mask(name: str, example_shape: tuple, n: int, seed: int) -> np.ndarray:
@@ -93,7 +93,8 @@ def complete(run, dataset):
             "max_abs_error_known": float(np.max(np.abs(err_known))) if np.size(err_known) else 0.0}
   write_result(run.workdir, tag, result,
                arrays=dict(samples=samples, truth=truth, mask=mask, nfe=np.asarray(nfe)))
-  print_figures([_figure(run, dataset, c, truth, mask, samples, tag)])
+  if figures_wanted(exp):
+    print_figures([_figure(run, dataset, c, truth, mask, samples, tag)])
   return samples, result
 
 
@@ -109,7 +110,8 @@ def _figure(run, dataset, c, truth, mask, samples, tag):
     title = (f"{c.task} ({c.mask if c.task == 'inpaint' else 'grey input'}), step {run.step}: "
              f"input | {k} samples | truth")
     return viz.plot_image_grid(rows.reshape((-1,) + samples.shape[2:]), path, nrow=k + 2,
-                               title=title)
+                               title=title, col_labels=["input"] + [f"sample {j + 1}" for j in
+                                                                    range(k)] + ["truth"])
   if samples.shape[-1] != 2:
     return None
   return viz.plot_samples(samples.reshape(-1, 2), truth, path,

@@ -22,6 +22,11 @@ def write_result(workdir: str, json_name: str, result: dict, *, arrays: dict | N
   print(json.dumps(result))
 
 
+def figures_wanted(exp) -> bool:
+  """``eval.figures`` (a run loaded for the network alone has no eval section: figures on)."""
+  return exp.eval is None or exp.eval.figures
+
+
 def print_figures(paths) -> None:
   paths = [p for p in paths if p]
   if paths:

@@ -18,7 +18,7 @@ from score_sde_jax import figures, keys, metrics, parallel
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.loop import check_batch
-from score_sde_jax.modes.results import print_figures, write_result
+from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
 
 
 def vector_metrics(seed: int, dataset, samples, held_out) -> dict:
@@ -85,5 +85,6 @@ def sample(exp: Experiment, workdir: str, *, stop=None):
   name = f"{tag}_step{run.step}"
   write_result(run.workdir, f"samples_{name}", result, npz_name=name,
                arrays=dict(samples=samples, nfe=np.asarray(nfes)))
-  print_figures(figures.sample_figures(run, dataset, samples, held_out, result, name))
+  if figures_wanted(exp):
+    print_figures(figures.sample_figures(run, dataset, samples, held_out, result, name))
   return samples, result

@@ -22,6 +22,7 @@ from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.metric_writer import MetricWriter
 from score_sde_jax.modes.loop import StopRequest, check_batch, run_loop, start_or_resume
+from score_sde_jax.modes.results import figures_wanted, print_figures
 
 
 def eval_batches(exp: Experiment, dataset, mesh):
@@ -127,7 +128,6 @@ def _train(exp: Experiment, workdir, dataset, mesh, stop):
       n_iters=t.n_iters, steps_per_call=k, log_freq=t.log_freq, manager=manager, writer=writer,
       record=record, evaluate=evaluate, after_checkpoint=after_checkpoint,
       checkpoint_due=t.checkpoint_due, stop=stop)
-  if is_main:
-    paths = figures.training_figures(exp, workdir, parallel.to_host(state), dataset)
-    print("figures:\n  " + "\n  ".join(paths))
+  if is_main and figures_wanted(exp):
+    print_figures(figures.training_figures(exp, workdir, parallel.to_host(state), dataset))
   return state

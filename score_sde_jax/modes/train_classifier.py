@@ -25,6 +25,7 @@ from score_sde_jax.build import ConfigError
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.metric_writer import MetricWriter
 from score_sde_jax.modes.loop import StopRequest, check_batch, run_loop, start_or_resume
+from score_sde_jax.modes.results import figures_wanted
 
 
 def check_labels(exp: Experiment, dataset) -> None:
@@ -156,6 +157,8 @@ def report(exp: Experiment, directory, state, dataset, mesh, exact_fn=None) -> d
   if parallel.is_main_process():
     workdir_lib.write_json(os.path.join(directory, "eval", f"classifier_step{step}.json"), result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
+    if not figures_wanted(exp):
+      return result
     path = viz.plot_accuracy_vs_time(
         centres, curves, os.path.join(directory, "figures", f"classifier_accuracy_step{step}.png"),
         chance=1.0 / c.num_classes,

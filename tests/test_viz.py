@@ -1,0 +1,32 @@
+"""Figures: labelled image grids are large enough to see and refuse labels that do not fit."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from score_sde_jax import viz
+
+
+def _width(path):
+  return matplotlib.image.imread(path).shape[1]
+
+
+def test_small_images_are_drawn_at_min_pixels_and_labels_widen_the_figure(tmp_path):
+  """8x8 images, 8 per row: at ``min_pixels=48`` each is 48 screen pixels (``dpi 110`` / 100 of
+  them per inch), so the grid alone is wider than 8 * 48 px; row labels add a margin on the
+  left (the tight bounding box keeps only what is drawn, so without labels it has none)."""
+  images = np.random.default_rng(0).random((16, 8, 8, 1))
+  plain = viz.plot_image_grid(images, str(tmp_path / "plain.png"), nrow=8)
+  labelled = viz.plot_image_grid(images, str(tmp_path / "labelled.png"), nrow=8,
+                                 row_labels=["class 0", "class 1"],
+                                 col_labels=[f"a={a}" for a in range(8)])
+  assert _width(plain) >= 8 * 48
+  assert _width(labelled) >= _width(plain) + 20
+
+
+@pytest.mark.parametrize("field,labels", [("row_labels", ["a"] * 3), ("col_labels", ["a"] * 5)])
+def test_labels_that_do_not_fit_the_grid_are_refused(tmp_path, field, labels):
+  with pytest.raises(ValueError, match=f"{field}: {len(labels)} labels for a grid of 2 rows x 8 "
+                                       f"columns; give {2 if field == 'row_labels' else 8}"):
+    viz.plot_image_grid(np.zeros((16, 8, 8, 1)), str(tmp_path / "x.png"), nrow=8,
+                        **{field: labels})
