@@ -6,7 +6,7 @@ add_xla_cpu_flags` (faster convolutions on XLA:CPU, before JAX starts) and
 :func:`score_sde_jax.compilation.enable_compilation_cache`.
 """
 
-from score_sde_jax import classifier, controllable, data, likelihood, sampling
+from score_sde_jax import classifier, controllable, data, keys, likelihood, sampling
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.likelihood import BitsPerDimResult, LikelihoodResult
 from score_sde_jax.losses import denoising_score_matching, get_sde_loss_fn
@@ -22,6 +22,6 @@ __all__ = [
     "BitsPerDimResult", "Experiment", "LikelihoodResult", "SDE", "SampleResult", "VESDE",
     "VPSDE", "ReverseSDE", "TrainState", "TrainedClassifier", "TrainedRun", "classifier",
     "controllable", "data", "denoising_score_matching", "get_score_fn", "get_sde_loss_fn",
-    "likelihood", "load_classifier", "load_workdir", "make_optimizer", "make_train_step",
+    "keys", "likelihood", "load_classifier", "load_workdir", "make_optimizer", "make_train_step",
     "sampling", "subVPSDE",
 ]

@@ -126,6 +126,13 @@ class SDE:
 
   def __post_init__(self):
     _set_fields(self, N=check_int("N", self.N, 2), T=check_number("T", self.T))
+    try:   # the samplers and likelihoods compile per SDE: it is a static (hashed) argument
+      hash(self)
+    except TypeError as e:
+      raise TypeError(
+          f"{type(self).__name__}: an SDE must be hashable (the compiled samplers take it as a "
+          f"static argument); declare the class @dataclasses.dataclass(frozen=True), with "
+          f"fields of numbers, strings or tuples (a plain @dataclass has no hash: {e})") from None
 
   # --- The continuous process ---------------------------------------------------------------
 

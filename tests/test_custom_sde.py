@@ -59,6 +59,20 @@ def _a_v(t):
   return a, a**2 * V0 + s**2
 
 
+def test_an_sde_that_is_not_a_frozen_dataclass_is_refused_when_made():
+  """A plain ``@dataclass`` has no hash; JAX would refuse it at the first sampler call with
+  "Non-hashable static arguments are not supported". Refused when made, naming the fix."""
+  @dataclasses.dataclass
+  class PlainVPSDE(SDE):
+    N: int = 1000
+    sde = CosineVPSDE.sde
+    marginal_prob = CosineVPSDE.marginal_prob
+
+  with pytest.raises(TypeError, match=r"PlainVPSDE: an SDE must be hashable .*declare the class "
+                                      r"@dataclasses.dataclass\(frozen=True\)"):
+    PlainVPSDE()
+
+
 def test_coefficients_are_consistent_with_the_kernel(x64):
   """d/dt of the kernel's variance equals -beta s^2 + g^2 (the VP moment equation), by autodiff."""
   def var(t):

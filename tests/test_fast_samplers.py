@@ -122,6 +122,26 @@ def test_edm_churn_keeps_the_marginal(sde):
   assert np.abs(np.asarray(plain) - x).max() > 0.1        # the churn did add noise
 
 
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+def test_edm_without_churn_adds_no_noise_at_all(sde):
+  """Churn 0 (or churn only where no step lies, ``s_tmin`` above every sigma): the noise std of
+  every step is exactly 0 and ``s_noise`` cannot change a sample. Computed in the float32
+  program, ``sqrt(hat_s^2 - s^2)`` was about 2e-4 s per step instead, and the "deterministic"
+  sampler depended on its key (on the ring, up to 0.51 between s_noise 1 and 0)."""
+  ts = grids.time_steps(sde, 16, sde.sampling_eps, "edm")
+  hat_ts, std = sampling.edm.edm_churn_times(sde, ts, churn=0.0, s_tmin=0.0, s_tmax=np.inf,
+                                             eps=sde.sampling_eps, with_noise_std=True)
+  np.testing.assert_array_equal(hat_ts, ts[:-1])
+  assert np.all(std == 0.0)
+  kw = dict(num_steps=16, denoise=False)
+  x1, _ = sampling.edm_sample(jax.random.PRNGKey(5), sde, _score(sde), SHAPE, **kw)
+  x0, _ = sampling.edm_sample(jax.random.PRNGKey(5), sde, _score(sde), SHAPE, s_noise=0.0, **kw)
+  xt, _ = sampling.edm_sample(jax.random.PRNGKey(5), sde, _score(sde), SHAPE, churn=40.0,
+                              s_tmin=1e9, s_tmax=1e10, **kw)
+  np.testing.assert_array_equal(x1, x0)
+  np.testing.assert_array_equal(x1, xt)
+
+
 def test_schedules_span_T_to_eps_and_are_uniform_in_their_variable():
   sde = VPSDE()
   for schedule in grids.SCHEDULES:

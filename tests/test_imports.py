@@ -45,3 +45,13 @@ def test_the_xla_flag_is_an_explicit_call():
                        timeout=300, env=env, check=True).stdout.split()
   assert out[0] == "None"   # importing set nothing
   assert out[-1] == "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
+
+def test_every_name_in_all_is_there_after_a_plain_import():
+  """``import score_sde_jax`` alone gives every public name, ``keys`` included (the README
+  reproduces ``--mode sample`` with ``score_sde_jax.keys.stream``)."""
+  probe = ("import score_sde_jax as s; missing = [n for n in s.__all__ if not hasattr(s, n)]; "
+           "print(missing, s.keys.stream(0, 'sample').shape)")
+  out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=True).stdout.strip().splitlines()[-1]
+  assert out.startswith("[] ("), out

@@ -29,9 +29,15 @@ def check_churn(churn, s_tmin, s_tmax, s_noise) -> None:
                      f"end)")
 
 
-def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps: float):
+def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps: float,
+                    with_noise_std: bool = False):
   """The times at which each step's ``sigma / alpha`` has grown by EDM's churn to ``(1 + gamma_i)``
-  times its value, ``gamma_i = min(churn / n, sqrt 2 - 1)`` inside ``[s_tmin, s_tmax]`` (numpy)."""
+  times its value, ``gamma_i = min(churn / n, sqrt 2 - 1)`` inside ``[s_tmin, s_tmax]`` (numpy).
+
+  ``with_noise_std``: also the std of the noise each step adds to ``x / alpha``,
+  ``sqrt(hat_s^2 - s^2)``, computed here in float64 and exactly 0 at steps without churn (in a
+  float32 program the difference of two equal squares is not always 0: about 2e-4 s per step,
+  enough to move a sample to another mode)."""
   n = len(ts) - 1
   alpha, sigma = (np.asarray(v, np.float64) for v in coefficients(sde, ts))
   s = sigma / alpha
@@ -41,11 +47,17 @@ def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps:
   lam_max = float(log_snr(sde, sde.T))
   lams = np.maximum(-np.log(hat), lam_max)   # beyond T: held at T (gamma then shrinks)
   hat_t = np.where(gammas > 0, np.asarray(time_of_log_snr(sde, jnp.asarray(lams), eps)), ts[:-1])
-  return hat_t
+  if not with_noise_std:
+    return hat_t
+  hat_alpha, hat_sigma = (np.asarray(v, np.float64) for v in coefficients(sde, hat_t))
+  grown = (hat_sigma / hat_alpha) ** 2 - s[:-1] ** 2
+  return hat_t, np.where(gammas > 0, np.sqrt(np.maximum(grown, 0.0)), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "denoise", "capped", "mesh"))
-def _edm_heun(key, score_fn, ts, hat_ts, s_noise, *, sde, shape, denoise, capped, mesh):
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "denoise", "capped", "stochastic",
+                                             "mesh"))
+def _edm_heun(key, score_fn, ts, hat_ts, noise_std, *, sde, shape, denoise, capped, stochastic,
+              mesh):
   key_prior, key_churn = jax.random.split(key)
   x = parallel.constrain_batch(sde.prior_sampling(key_prior, shape), mesh)
   if capped:   # the Heun steps start at sigma_max
@@ -59,8 +71,9 @@ def _edm_heun(key, score_fn, ts, hat_ts, s_noise, *, sde, shape, denoise, capped
     return data_prediction(sde, score_fn, alpha * y, t)
 
   def step(y, i):
-    z = jax.random.normal(jax.random.fold_in(key_churn, i), shape)
-    y_hat = y + jnp.sqrt(jnp.maximum(hat_s[i] ** 2 - s[i] ** 2, 0.0)) * s_noise * z
+    y_hat = y
+    if stochastic:   # churn > 0 and s_noise > 0; otherwise the ODE sampler, no noise at all
+      y_hat = y + noise_std[i] * jax.random.normal(jax.random.fold_in(key_churn, i), shape)
     d = (y_hat - denoised(y_hat, hat_ts[i], hat_alphas[i])) / hat_s[i]
     y_next = y_hat + (s[i + 1] - hat_s[i]) * d
     d_next = (y_next - denoised(y_next, ts[i + 1], alphas[i + 1])) / s[i + 1]
@@ -83,7 +96,8 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   (two score evaluations each) and, with ``denoise``, EDM's final Euler step to
   ``sigma = 0`` (one more). ``churn`` (S_churn) adds noise ``gamma = min(churn / num_steps,
   sqrt 2 - 1)`` at steps whose ``sigma / alpha`` lies in ``[s_tmin, s_tmax]``, scaled by
-  ``s_noise`` (0: the deterministic ODE sampler). ``schedule``, ``sigma_min`` and ``sigma_max``
+  ``s_noise``; without churn (or with ``s_noise = 0``) no noise is added at all, and the
+  sampler is the deterministic ODE sampler (the key draws only the prior). ``schedule``, ``sigma_min`` and ``sigma_max``
   as :func:`dpm_solver_sample`, ``schedule="edm"`` by default; a first step from ``T`` down to
   ``sigma_max`` is one DDIM step (EDM's samplers start at ``sigma_max``), the others Heun steps.
 
@@ -94,11 +108,13 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   check_churn(churn, s_tmin, s_tmax, s_noise)
   shape, eps, ts, capped = checked_grid(key, sde, shape, eps, num_steps, schedule, mesh,
                                          "edm_sample", sigma_min, sigma_max)
-  hat_ts = edm_churn_times(sde, ts[int(capped):], churn=churn, s_tmin=s_tmin, s_tmax=s_tmax,
-                           eps=eps)
+  hat_ts, noise_std = edm_churn_times(sde, ts[int(capped):], churn=churn, s_tmin=s_tmin,
+                                      s_tmax=s_tmax, eps=eps, with_noise_std=True)
+  noise_std = noise_std * s_noise
   x = _edm_heun(key, as_pytree_fn(score_fn), jnp.asarray(ts), jnp.asarray(hat_ts),
-                jnp.asarray(s_noise, float_dtype()), sde=sde, shape=shape, denoise=bool(denoise),
-                capped=capped, mesh=mesh)
+                jnp.asarray(noise_std, float_dtype()), sde=sde, shape=shape,
+                denoise=bool(denoise), capped=capped, stochastic=bool(np.any(noise_std > 0)),
+                mesh=mesh)
   return SampleResult(x, 2 * num_steps - int(capped) + int(bool(denoise)))
 
 
