@@ -119,7 +119,7 @@ def test_load_workdir_gives_the_checkpoints_score_function(workdir):
   np.testing.assert_array_equal(run.score_fn(x, t), reference(x, t))
 
 
-def test_run_sample_reproduces_the_sample_mode(workdir):
+def test_run_sample_reproduces_the_sample_mode(workdir, monkeypatch):
   config = _config()
   run = score_sde_jax.load_workdir(workdir, config)
   x, nfe = run.sample(keys.stream(config.seed, "sample"), config.eval.num_samples)
@@ -127,6 +127,14 @@ def test_run_sample_reproduces_the_sample_mode(workdir):
                                f"pc_reverse_diffusion_langevin_step{STEPS}.npz"))
   np.testing.assert_array_equal(x, saved["samples"])
   assert nfe == 200
+  # Fewer samples than a batch: a batch of 5, not one of eval.batch_size = 128 cut short.
+  batches = []
+  sampling_fn = type(run.experiment).sampling_fn
+  monkeypatch.setattr(type(run.experiment), "sampling_fn",
+                      lambda self, b, *a, **k: batches.append(b) or sampling_fn(self, b, *a, **k))
+  small, nfe = run.sample(keys.stream(config.seed, "sample"), 5)
+  assert small.shape == (5, 2) and nfe == 200 and batches == [5]
+  assert np.all(np.isfinite(small))
   # Other sampler settings on the same run: the probability-flow ODE, as overrides.
   z, nfe = run.sample(jax.random.PRNGKey(1), 8, method="ode", rtol=1e-3, atol=1e-3)
   assert z.shape == (8, 2) and nfe > 7
