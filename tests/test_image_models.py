@@ -65,6 +65,7 @@ def test_ncsnpp_variant_forward_keeps_shape_and_dtype(variant):
   assert out.shape == x.shape and out.dtype == x.dtype and bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow   # make test: DDPM's forward against the original's, tests/test_convert.py
 def test_ddpm_forward_keeps_shape_and_dtype():
   model = DDPM(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))
   x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
