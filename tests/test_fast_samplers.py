@@ -50,8 +50,10 @@ def test_dpm_solver_converges_at_its_order(sde, order, x64):
   """Halving the log-SNR step divides the error at eps by 2^order. Measured (32 -> 64 -> 128
   steps) for orders 1 and 2: 2^0.96-0.99 and 2^1.92-2.0 on every SDE; order 3 (16 -> 32 -> 64):
   2^3.7-4.6 (better than 3 on these smooth paths). Asserted: within 0.25 of the order for 1
-  and 2, at least 2.7 for 3. Order 3 needs a second-order first step (DPM-Solver++(2S)) and the D2 coefficient
-  2 phi_3, not the reference code's phi_3, with which the measured order is 2."""
+  and 2, at least 2.7 for 3. Order 3 needs the D2 coefficient 2 phi_3, not the reference code's
+  phi_3, with which the measured order is 2, and on VE a second-order first step
+  (DPM-Solver++(2S)): with the reference's first-order start VE measured 2^1.8 and 2^1.5, VP
+  and sub-VP the same errors as with 2S."""
   def sample(key, n):
     return sampling.dpm_solver_sample(key, sde, _score(sde), SHAPE, num_steps=n, order=order,
                                   lower_order_final=False)
