@@ -94,7 +94,9 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   """Samples with EDM's second-order Heun sampler (Karras et al. 2022, Algorithm 2) on the
   SDE's ``sigma / alpha`` parameterisation: ``num_steps`` Heun steps from ``T`` to ``eps``
   (two score evaluations each) and, with ``denoise``, EDM's final Euler step to
-  ``sigma = 0`` (one more). ``churn`` (S_churn) adds noise ``gamma = min(churn / num_steps,
+  ``sigma = 0`` (one more): EDM's own ``num_steps = 18`` (noise levels: 17 Heun steps and
+  that Euler step, 35 evaluations) is ``num_steps = 17`` here, and its ``S_churn`` is
+  ``churn = S_churn * 17 / 18``. ``churn`` (S_churn) adds noise ``gamma = min(churn / num_steps,
   sqrt 2 - 1)`` at steps whose ``sigma / alpha`` lies in ``[s_tmin, s_tmax]``, scaled by
   ``s_noise``; without churn (or with ``s_noise = 0``) no noise is added at all, and the
   sampler is the deterministic ODE sampler (the key draws only the prior). ``schedule``, ``sigma_min`` and ``sigma_max``
