@@ -132,7 +132,7 @@ def test_edm_without_churn_adds_no_noise_at_all(sde):
   sampler depended on its key (on the ring, up to 0.51 between s_noise 1 and 0)."""
   ts = grids.time_steps(sde, 16, sde.sampling_eps, "edm")
   hat_ts, std = sampling.edm.edm_churn_times(sde, ts, churn=0.0, s_tmin=0.0, s_tmax=np.inf,
-                                             eps=sde.sampling_eps, with_noise_std=True)
+                                             eps=sde.sampling_eps)
   np.testing.assert_array_equal(hat_ts, ts[:-1])
   assert np.all(std == 0.0)
   kw = dict(num_steps=16, denoise=False)

@@ -112,11 +112,12 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
             "scale": float(scale), "classes": classes.tolist(), "samples_per_class": n,
             "nfe": int(nfe), "seconds": round(seconds, 2)}
   result.update(class_metrics(run, clf, samples, classes, dataset))
-  baseline = class_metrics(run, clf, dataset.clip(unguided) if dataset is not None else unguided,
-                           classes)
+  if dataset is not None:
+    unguided = dataset.clip(unguided)
+  baseline = class_metrics(run, clf, unguided, classes)
   result["classifier_agreement_unguided"] = baseline["classifier_agreement"]
   if dataset is not None:
-    result.update(feature_distances(run, clf, samples, dataset.clip(unguided), classes, dataset))
+    result.update(feature_distances(run, clf, samples, unguided, classes, dataset))
   result.update(in_range)
   if dataset is None or not parallel.is_main_process():
     return samples, classes, result
@@ -161,10 +162,9 @@ def feature_distances(run, clf, samples, unguided, classes, dataset) -> dict:
   distances are biased upwards by ``O(features / samples)``, so they compare with each other
   (same number of samples), not with runs of another size.
   """
-  try:
-    labels = np.asarray(dataset.held_out_labels(HELD_OUT_FOR_FD, run.experiment.seed))
-  except ValueError:   # DataError included: data without labels
+  if dataset.num_classes is None:
     return {}
+  labels = np.asarray(dataset.held_out_labels(HELD_OUT_FOR_FD, run.experiment.seed))
   held_out = dataset.held_out_data(HELD_OUT_FOR_FD, run.experiment.seed)
   keep = np.isin(labels, classes)
   if keep.sum() < 2:

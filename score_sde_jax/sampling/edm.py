@@ -29,12 +29,10 @@ def check_churn(churn, s_tmin, s_tmax, s_noise) -> None:
                      f"end)")
 
 
-def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps: float,
-                    with_noise_std: bool = False):
-  """The times at which each step's ``sigma / alpha`` has grown by EDM's churn to ``(1 + gamma_i)``
-  times its value, ``gamma_i = min(churn / n, sqrt 2 - 1)`` inside ``[s_tmin, s_tmax]`` (numpy).
-
-  ``with_noise_std``: also the std of the noise each step adds to ``x / alpha``,
+def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps: float):
+  """``(hat_t, noise_std)`` (numpy): the times at which each step's ``sigma / alpha`` has grown by
+  EDM's churn to ``(1 + gamma_i)`` times its value, ``gamma_i = min(churn / n, sqrt 2 - 1)``
+  inside ``[s_tmin, s_tmax]``, and the std of the noise each step adds to ``x / alpha``,
   ``sqrt(hat_s^2 - s^2)``, computed here in float64 and exactly 0 at steps without churn (in a
   float32 program the difference of two equal squares is not always 0: about 2e-4 s per step,
   enough to move a sample to another mode)."""
@@ -47,8 +45,6 @@ def edm_churn_times(sde, ts, *, churn: float, s_tmin: float, s_tmax: float, eps:
   lam_max = float(log_snr(sde, sde.T))
   lams = np.maximum(-np.log(hat), lam_max)   # beyond T: held at T (gamma then shrinks)
   hat_t = np.where(gammas > 0, np.asarray(time_of_log_snr(sde, jnp.asarray(lams), eps)), ts[:-1])
-  if not with_noise_std:
-    return hat_t
   hat_alpha, hat_sigma = (np.asarray(v, np.float64) for v in coefficients(sde, hat_t))
   grown = (hat_sigma / hat_alpha) ** 2 - s[:-1] ** 2
   return hat_t, np.where(gammas > 0, np.sqrt(np.maximum(grown, 0.0)), 0.0)
@@ -111,7 +107,7 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   shape, eps, ts, capped = checked_grid(key, sde, shape, eps, num_steps, schedule, mesh,
                                          "edm_sample", sigma_min, sigma_max)
   hat_ts, noise_std = edm_churn_times(sde, ts[int(capped):], churn=churn, s_tmin=s_tmin,
-                                      s_tmax=s_tmax, eps=eps, with_noise_std=True)
+                                      s_tmax=s_tmax, eps=eps)
   noise_std = noise_std * s_noise
   x = _edm_heun(key, as_pytree_fn(score_fn), jnp.asarray(ts), jnp.asarray(hat_ts),
                 jnp.asarray(noise_std, float_dtype()), sde=sde, shape=shape,

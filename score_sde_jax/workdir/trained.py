@@ -107,14 +107,14 @@ class TrainedRun(_Restored):
                      **options):
     """``(samples (n, ...), nfe of each batch)``: batch ``i`` is drawn with ``fold_in(key, i)``,
     in batches of ``batch_size`` (default ``eval.batch_size``, or fewer when ``n`` is smaller:
-    ``n`` rounded up to a multiple of the mesh's devices, not a whole batch cut short). Samples
+    ``n`` rounded up to a multiple of the mesh's data shards, not a whole batch cut short). Samples
     depend on the batch they are drawn in (Langevin's step size comes from the whole batch's
     norms), so ``--mode sample`` is reproduced by the same ``n``. ``progress``: a progress bar
     over the samples with that name (the first batch includes compiling the sampler)."""
     checks.check_key(key, "sampling")
     if batch_size is None:
-      devices = 1 if self.mesh is None else self.mesh.size
-      batch_size = min(self.experiment.part("eval").batch_size, -(-n // devices) * devices)
+      shards = 1 if self.mesh is None else parallel.num_shards(self.mesh)
+      batch_size = min(self.experiment.part("eval").batch_size, -(-n // shards) * shards)
     chosen = self.sampling(**options)
     sampling_fn = self.experiment.sampling_fn(batch_size, self.mesh, chosen)
     score_fn = self.flow_score_fn if chosen.uses_flow else self.score_fn
