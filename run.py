@@ -15,15 +15,36 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from score_sde_jax import compilation
+from score_sde_jax import cli, compilation, launch
+from score_sde_jax import workdir as workdir_lib
+from score_sde_jax.modes import MODES
 
-compilation.add_xla_cpu_flags()   # before JAX's backends start (README, "Speed")
+# Before JAX's backends start (README, "Speed"). JAX, Flax and the modes are imported in main,
+# after the flags and the workdir are checked: their mistakes are one line at once.
+compilation.add_xla_cpu_flags()
 
-from score_sde_jax import build, checkpoint, cli, parallel  # noqa: E402
-from score_sde_jax import workdir as workdir_lib  # noqa: E402
-from score_sde_jax.data import DataError  # noqa: E402
-from score_sde_jax.modes import MODES, StopRequest, TrainingDiverged, TrainingInterrupted  # noqa: E402
-from score_sde_jax.workdir import WorkdirError  # noqa: E402
+# The errors reported in one line (exit code 2), by the module that defines them. A module that
+# was never imported cannot have raised its error, so nothing is imported to look for it.
+USER_ERRORS = {
+    "score_sde_jax.experiment.errors": ("ConfigError",),
+    "score_sde_jax.data.errors": ("DataError",),
+    "score_sde_jax.workdir.folders": ("WorkdirError",),
+    "score_sde_jax.checkpoint": ("IncompatibleCheckpoint", "NotEnoughSpace"),
+    "score_sde_jax.modes.loop": ("TrainingDiverged",),
+    "score_sde_jax.launch": ("DistributedError", "CpuDevicesError"),
+}
+
+
+def is_user_error(e: BaseException) -> bool:
+  return any(isinstance(e, getattr(sys.modules[module], name))
+             for module, names in USER_ERRORS.items() if module in sys.modules for name in names)
+
+
+def is_interrupt(e: BaseException) -> bool:
+  loop = sys.modules.get("score_sde_jax.modes.loop")
+  return isinstance(e, KeyboardInterrupt) or (
+      loop is not None and isinstance(e, loop.TrainingInterrupted))
+
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -57,13 +78,22 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   mode = MODES[FLAGS.mode]
-  stop = StopRequest()
   experiment = None
   try:
     if mode.workdir:
       if not FLAGS.workdir:
-        raise WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
+        raise workdir_lib.WorkdirError(f"--workdir: required for --mode {FLAGS.mode}")
       workdir_lib.check_writable(workdir_lib.check_workdir(FLAGS.workdir))
+    distributed = FLAGS.distributed or any(v is not None for v in (
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id))
+    if distributed:
+      launch.check_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               timeout=FLAGS.distributed_timeout)
+    if FLAGS.cpu_devices is not None:
+      launch.cpu_device_count(FLAGS.cpu_devices, "--cpu_devices")
+    from score_sde_jax import build, parallel   # JAX, from here on
+    from score_sde_jax.modes.loop import StopRequest
+    stop = StopRequest()
     if FLAGS.cpu_devices is not None:
       parallel.split_cpu(FLAGS.cpu_devices, "--cpu_devices")   # before JAX's backends start
     if FLAGS.compilation_cache and mode.workdir:
@@ -71,8 +101,7 @@ def main(argv):
     # The config is read here, once: a bad one fails before anything waits or compiles.
     experiment = build.experiment(FLAGS.config, scope=mode.scope, classifier=mode.classifier,
                                   inpaint=mode.inpaint)
-    if FLAGS.distributed or any(v is not None for v in (
-        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)):
+    if distributed:
       # Before anything else touches JAX's backends.
       parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                           timeout=FLAGS.distributed_timeout,
@@ -83,21 +112,20 @@ def main(argv):
     if mode.trains:
       signal.signal(signal.SIGINT, lambda signum, frame: _stop_training(stop))
     mode.run(experiment, FLAGS.workdir, stop=stop)
-  except (build.ConfigError, DataError, WorkdirError, checkpoint.IncompatibleCheckpoint,
-          checkpoint.NotEnoughSpace, TrainingDiverged, parallel.DistributedError,
-          parallel.CpuDevicesError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except (KeyboardInterrupt, TrainingInterrupted):
-    folder = mode.writes_to(experiment, FLAGS.workdir) if experiment else FLAGS.workdir
-    print(interrupted_line(FLAGS.mode, mode.trains, folder), file=sys.stderr)
-    sys.exit(130)
-  except Exception as e:  # noqa: BLE001 (only file-system errors are reported, others raise)
-    cli.exit_on_os_error(e)
+  except BaseException as e:  # noqa: BLE001 (what is not reported in one line raises)
+    if is_user_error(e):
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    if is_interrupt(e):
+      folder = mode.writes_to(experiment, FLAGS.workdir) if experiment else FLAGS.workdir
+      print(interrupted_line(FLAGS.mode, mode.trains, folder), file=sys.stderr)
+      sys.exit(130)
+    if isinstance(e, Exception):
+      cli.exit_on_os_error(e)   # file-system errors: one line; anything else is a bug to see
     raise
 
 
-def _stop_training(stop: StopRequest):
+def _stop_training(stop):
   """The first Ctrl-C stops training between two calls (pending checkpoint writes finish); a
   second one interrupts at once."""
   signal.signal(signal.SIGINT, signal.default_int_handler)

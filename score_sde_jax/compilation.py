@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 import sys
 
-import jax
-
 # XLA:CPU options this package sets (README, "Speed of the paper's networks"), each with the first
 # jaxlib it was measured with: XLA aborts on a flag it does not know, so older ones get none.
 # Convolutions by Eigen instead of YNNPACK: on 2 cores (jaxlib 0.10.2) the networks' 3x3 kernel
@@ -88,6 +86,7 @@ def enable_compilation_cache(folder: str | None = None, *, warn=None) -> str | N
     (warn or (lambda m: print(m, file=sys.stderr, flush=True)))(
         f"warning: compilation cache off ({reason}); every run compiles afresh")
     return None
+  import jax   # here, not above: run.py sets XLA_FLAGS with this module before importing JAX
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
@@ -96,4 +95,5 @@ def enable_compilation_cache(folder: str | None = None, *, warn=None) -> str | N
 
 def disable_compilation_cache() -> None:
   """Turns the persistent cache off again (for this process)."""
+  import jax
   jax.config.update("jax_compilation_cache_dir", None)

@@ -11,7 +11,6 @@ everything here.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import sys
@@ -22,11 +21,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from score_sde_jax import launch
+from score_sde_jax.launch import CpuDevicesError, DistributedError  # noqa: F401 (raised here)
+
 DATA_AXIS = "data"
-
-
-class DistributedError(RuntimeError):
-  """Multi-process start-up failed (unreachable coordinator, bad process id, ...)."""
 
 
 # --- Multi-process start-up ---------------------------------------------------------------------
@@ -41,20 +39,6 @@ def _wait_for_port(host: str, port: int, timeout: float) -> bool:
       if time.monotonic() >= deadline:
         return False
       time.sleep(0.25)
-
-
-def _port_free(port: int) -> bool:
-  """Whether the coordinator service could listen on ``port`` (it binds every address)."""
-  for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
-    try:
-      with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-      return True
-    except OSError as e:
-      if e.errno == errno.EADDRINUSE:
-        return False
-  return True
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -81,29 +65,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """
   names = {arg: (names or {}).get(arg, arg)
            for arg in ("coordinator_address", "num_processes", "process_id", "timeout")}
-  given = [coordinator_address is not None, num_processes is not None, process_id is not None]
-  if any(given) and not all(given):
-    raise DistributedError(
-        f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
-        f"process_id={process_id!r}: give all three, or none to let JAX detect the cluster")
+  coordinator = launch.check_distributed(coordinator_address, num_processes, process_id,
+                                         timeout=timeout)
   if jax.distributed.is_initialized():
     raise DistributedError("jax.distributed is already initialized in this process")
-  if timeout <= 0:
-    raise DistributedError(f"timeout={timeout!r}: must be a positive number of seconds")
-  if coordinator_address is not None:
-    if not (isinstance(num_processes, int) and num_processes >= 1):
-      raise DistributedError(f"num_processes={num_processes!r}: must be a positive integer")
-    if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
-      raise DistributedError(f"process_id={process_id!r}: must be in [0, {num_processes - 1}] "
-                             f"for num_processes={num_processes}")
-    host, sep, port = coordinator_address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-      raise DistributedError(f"coordinator_address={coordinator_address!r}: expected host:port")
-    host = host.strip("[]")
-    if process_id == 0 and not _port_free(int(port)):
-      raise DistributedError(f"coordinator_address={coordinator_address!r}: port {port} is "
-                             f"already in use on this machine; choose another port")
-    if process_id != 0 and not _wait_for_port(host, int(port), timeout):
+  if coordinator is not None:
+    host, port = coordinator
+    if process_id != 0 and not _wait_for_port(host, port, timeout):
       raise DistributedError(
           f"coordinator_address={coordinator_address!r}: nothing accepted a connection within "
           f"{timeout} s; start process 0 (the coordinator) there, or fix the address")
@@ -136,10 +104,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     done.set()
 
 
-class CpuDevicesError(ValueError):
-  """A ``cpu_devices`` value that cannot be used (not a positive count, or set too late)."""
-
-
 def split_cpu(count, name: str = "cpu_devices") -> int:
   """Makes JAX's CPU backend ``count`` devices (``"auto"``: one per core this process may run
   on) and returns the count; must run before any JAX computation.
@@ -152,15 +116,7 @@ def split_cpu(count, name: str = "cpu_devices") -> int:
   Other backends are not affected; their devices stay as they are.
   ``name`` is what messages call the setting (``run.py``: ``--cpu_devices``).
   """
-  if count == "auto":
-    n = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
-  else:
-    try:
-      n = int(count)
-    except (TypeError, ValueError):
-      n = 0
-    if n < 1 or str(n) != str(count).strip():
-      raise CpuDevicesError(f"{name}={count!r}: expected a positive number of devices or 'auto'")
+  n = launch.cpu_device_count(count, name)
   try:
     jax.config.update("jax_num_cpu_devices", n)
   except RuntimeError:

@@ -82,14 +82,28 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_duplicate_step_0_rows(tmp_
   assert [r["step"] for r in rows if "loss" in r] == [10, 20]
 
 
-def test_a_full_disk_is_one_line_before_anything_compiles(trained, tmp_path, monkeypatch):
+def _fill_the_disk(monkeypatch):
+  usage = namedtuple("usage", "total used free")
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+  return pytest.raises(checkpoint.NotEnoughSpace, match=r"no space for a checkpoint in .*checkpoints: "
+                       r"it takes about \d+\.\d MiB and 0\.0 MiB are free; free some space")
+
+
+def test_a_full_disk_is_one_line_before_anything_compiles(tmp_path, monkeypatch):
+  wd = str(tmp_path / "wd")
+  with _fill_the_disk(monkeypatch):
+    modes.run("train", _config(n_iters=40), wd)
+  assert not os.path.exists(os.path.join(wd, "checkpoints")) or not os.listdir(
+      os.path.join(wd, "checkpoints"))
+
+
+@pytest.mark.slow
+def test_a_full_disk_leaves_the_checkpoints_of_a_resumed_run_as_they_were(trained, tmp_path,
+                                                                          monkeypatch):
   wd = str(tmp_path / "wd")
   shutil.copytree(trained, wd)
   before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
-  usage = namedtuple("usage", "total used free")
-  monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
-  with pytest.raises(checkpoint.NotEnoughSpace, match=r"no space for a checkpoint in .*checkpoints: "
-                     r"it takes about \d+\.\d MiB and 0\.0 MiB are free; free some space"):
+  with _fill_the_disk(monkeypatch):
     modes.run("train", _config(n_iters=40), wd)
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
 
@@ -186,6 +200,35 @@ def test_workdir_flag_mistakes_are_one_line(tmp_path):
          os.path.join(ROOT, "configs", "toy", "gmm_vp.py"), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stderr.strip() == message, out.stderr
+
+
+_NO_JAX_PROBE = """
+import runpy, sys
+sys.argv = ["run.py"] + sys.argv[1:]
+try:
+  runpy.run_path("run.py", run_name="__main__")
+except SystemExit as e:
+  print("exit", e.code, "jax" in sys.modules, "flax" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "--workdir: required for --mode train"),
+    (("--workdir=/no/such/parent/wd",), "parent folder '/no/such/parent' does not exist"),
+    (("--workdir={wd}", "--coordinator_address=localhost", "--num_processes=2",
+      "--process_id=0"), "expected host:port"),
+    (("--workdir={wd}", "--cpu_devices=-1"), "--cpu_devices='-1': expected a positive number"),
+])
+def test_flag_and_workdir_mistakes_are_reported_before_jax_is_imported(tmp_path, args, message):
+  """run.py checks its flags, workdir and process settings before importing JAX, Flax and the
+  modes (seconds of imports), so these mistakes are one line at once."""
+  args = [a.format(wd=tmp_path / "wd") for a in args]
+  out = subprocess.run([sys.executable, "-c", _NO_JAX_PROBE, "--config",
+                        os.path.join(ROOT, "configs", "toy", "gmm_vp.py"), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.stdout.split() == ["exit", "2", "False", "False"], (out.stdout, out.stderr)
+  assert out.stderr.startswith("error: ") and message in out.stderr, out.stderr
+  assert not (tmp_path / "wd").exists()
 
 
 def test_a_wrapped_no_space_error_is_found_and_described():

@@ -1,29 +1,26 @@
 """What ``run.py --mode <mode>`` runs: one module per job, each ``fn(experiment, workdir, *,
 stop=None)`` taking the :class:`~score_sde_jax.experiment.Experiment` that
-:func:`score_sde_jax.build.experiment` made, and the parts of it each mode needs."""
+:func:`score_sde_jax.build.experiment` made, and the parts of it each mode needs.
+
+:data:`MODES` says what each mode needs without importing it (``run.py`` checks its flags and
+workdir first); a mode's module is imported when it runs. :func:`run` runs one from Python; the
+functions themselves are in their modules (``modes.sample.sample``, ``modes.train.
+train_and_evaluate``, ...).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 from typing import Callable
-
-from score_sde_jax import build
-from score_sde_jax.experiment import Experiment
-from score_sde_jax.modes.conditional import conditional
-from score_sde_jax.modes.evaluate import evaluate
-from score_sde_jax.modes.info import info
-from score_sde_jax.modes.inpaint import inpaint
-from score_sde_jax.modes.loop import StopRequest, TrainingDiverged, TrainingInterrupted
-from score_sde_jax.modes.sample import sample
-from score_sde_jax.modes.train import train_and_evaluate
-from score_sde_jax.modes.train_classifier import train_classifier
 
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
   """A mode: its function and what it needs of the experiment and the command line."""
 
-  run: Callable
+  function: str               # "module:function" under score_sde_jax.modes, imported when run
   scope: str = "run"          # "network": the score model alone (build.experiment's scope)
   classifier: bool = False    # the classifier section
   inpaint: bool = False       # the inpaint section
@@ -31,26 +28,33 @@ class Mode:
   trains: bool = False        # a loop that Ctrl-C stops between two calls
   writes_to: Callable = lambda exp, workdir: workdir   # where it writes (its checkpoints)
 
+  @property
+  def run(self) -> Callable:
+    """The mode's function (its module, with JAX and the rest, is imported here)."""
+    module, name = self.function.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 MODES = {
-    "train": Mode(train_and_evaluate, trains=True),
-    "sample": Mode(sample),
-    "eval": Mode(evaluate),
-    "info": Mode(info, scope="network", workdir=False),
-    "inpaint": Mode(inpaint, inpaint=True),
-    "train_classifier": Mode(train_classifier, classifier=True, trains=True,
+    "train": Mode("train:train_and_evaluate", trains=True),
+    "sample": Mode("sample:sample"),
+    "eval": Mode("evaluate:evaluate"),
+    "info": Mode("info:info", scope="network", workdir=False),
+    "inpaint": Mode("inpaint:inpaint", inpaint=True),
+    "train_classifier": Mode("train_classifier:train_classifier", classifier=True, trains=True,
                              writes_to=lambda exp, workdir: exp.classifier.directory(workdir)),
-    "conditional": Mode(conditional, classifier=True),
+    "conditional": Mode("conditional:conditional", classifier=True),
 }
 
 
-
-def run(name: str, config, workdir: str | None = None, *, stop: StopRequest | None = None):
+def run(name: str, config, workdir: str | None = None, *, stop=None):
   """Runs mode ``name`` as ``run.py --mode <name>`` does, from a notebook or a script: ``config``
   (a config, or an :class:`~score_sde_jax.experiment.Experiment` with the parts the mode needs)
   is built here; returns what the mode returns (a train state, samples and their result, ...)."""
   if name not in MODES:
     raise ValueError(f"mode={name!r}: expected one of {sorted(MODES)}")
+  from score_sde_jax import build
+  from score_sde_jax.experiment import Experiment
   mode = MODES[name]
   if not isinstance(config, Experiment):
     config = build.experiment(config, scope=mode.scope, classifier=mode.classifier,
@@ -58,6 +62,16 @@ def run(name: str, config, workdir: str | None = None, *, stop: StopRequest | No
   return mode.run(config, workdir, stop=stop)
 
 
-__all__ = ["MODES", "Mode", "run", "StopRequest", "TrainingDiverged", "TrainingInterrupted",
-           "conditional", "evaluate", "info", "inpaint", "sample", "train_and_evaluate",
-           "train_classifier"]
+_LOOP = ("StopRequest", "TrainingDiverged", "TrainingInterrupted")
+
+
+def __getattr__(name):
+  """The training loop's stop request and errors, and the modes' modules, on first use."""
+  if name in _LOOP:
+    return getattr(importlib.import_module(f"{__name__}.loop"), name)
+  if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  return importlib.import_module(f"{__name__}.{name}")
+
+
+__all__ = ["MODES", "Mode", "run", "StopRequest", "TrainingDiverged", "TrainingInterrupted"]

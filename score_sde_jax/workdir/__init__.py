@@ -5,12 +5,26 @@ A workdir holds ``checkpoints/`` (orbax; each step saves the train state and the
 (a classifier's folder, ``<workdir>/classifier`` by default, the same for the classifier).
 """
 
-from score_sde_jax.workdir.folders import (LOCK_FILE, WorkdirError, WorkdirLocked, check_workdir,
-                                           check_writable, checkpoints, lock, warn, write_json)
-from score_sde_jax.workdir.restore import (classifier_view, newest_good, restore_newest,
-                                           restore_target, score_model_view)
-from score_sde_jax.workdir.trained import (TrainedClassifier, TrainedRun, load_classifier,
-                                           load_workdir)
+import importlib
+
+# public name -> its module (imported on first use, PEP 562: the folder checks that run.py makes
+# before anything else need none of JAX)
+_NAMES = {name: module for module, names in {
+    "folders": ("LOCK_FILE", "WorkdirError", "WorkdirLocked", "check_workdir", "check_writable",
+                "checkpoints", "lock", "warn", "write_json"),
+    "restore": ("classifier_view", "newest_good", "restore_newest", "restore_target",
+                "score_model_view"),
+    "trained": ("TrainedClassifier", "TrainedRun", "load_classifier", "load_workdir"),
+}.items() for name in names}
+
+
+def __getattr__(name):
+  if name in _NAMES:
+    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+  if name in ("folders", "restore", "trained"):
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LOCK_FILE", "TrainedClassifier", "TrainedRun", "WorkdirError", "WorkdirLocked",
            "check_workdir", "check_writable", "checkpoints", "classifier_view", "score_model_view", "load_classifier", "load_workdir",

@@ -15,7 +15,6 @@ try:
 except ImportError:  # Windows
   fcntl = None
 
-from score_sde_jax import checkpoint, parallel
 
 
 class WorkdirError(ValueError):
@@ -65,6 +64,7 @@ def _holder(text: str) -> str:
 
 def warn(message: str) -> None:
   """One ``warning:`` line on stderr, from process 0 only."""
+  from score_sde_jax import parallel   # here: the checks above run before JAX is imported
   if parallel.is_main_process():
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -80,6 +80,7 @@ def lock(folder: str):
   it (the others write no files of their own). Where ``flock`` does not exist (Windows), there
   is no lock.
   """
+  from score_sde_jax import parallel
   if fcntl is None or not parallel.is_main_process():
     yield
     return
@@ -121,5 +122,6 @@ def write_json(path: str, obj) -> None:
 def checkpoints(folder: str, *, max_to_keep: int = 3, keep_period: int | None = None):
   """The orbax manager of ``folder/checkpoints`` (a workdir, or a classifier's folder), keeping
   the newest ``max_to_keep`` steps and every multiple of ``keep_period``."""
+  from score_sde_jax import checkpoint
   return checkpoint.make_manager(os.path.join(folder, "checkpoints"), max_to_keep=max_to_keep,
                                  keep_period=keep_period)
