@@ -144,6 +144,21 @@ def test_edm_without_churn_adds_no_noise_at_all(sde):
   np.testing.assert_array_equal(x1, xt)
 
 
+def test_lower_order_final_only_below_ten_steps_as_the_reference():
+  """DPM-Solver's multistep loop: orders rise 1, 2, ... while history builds up; with
+  lower_order_final and fewer than 10 steps the step ``s`` of ``steps`` has order
+  min(order, steps + 1 - s); from 10 steps every later step keeps the full order."""
+  from score_sde_jax.sampling.dpm_solver import step_orders
+  assert step_orders(9, 3, True).tolist() == [1, 2, 3, 3, 3, 3, 3, 2, 1]
+  assert step_orders(5, 2, True).tolist() == [1, 2, 2, 2, 1]
+  assert step_orders(10, 3, True).tolist() == [1, 2] + [3] * 8
+  assert step_orders(20, 2, True).tolist() == [1] + [2] * 19
+  assert step_orders(9, 3, False).tolist() == [1, 2] + [3] * 7
+  # After a capped first step the solver takes one step fewer; the rule counts all of them.
+  assert step_orders(9, 3, True, total_steps=10).tolist() == [1, 2] + [3] * 7
+  assert step_orders(8, 3, True, total_steps=9).tolist() == [1, 2, 3, 3, 3, 3, 2, 1]
+
+
 def test_schedules_span_T_to_eps_and_are_uniform_in_their_variable():
   sde = VPSDE()
   for schedule in grids.SCHEDULES:

@@ -18,11 +18,21 @@ from score_sde_jax.sampling.grids import (capped_step, check_grid_fields, checke
 from score_sde_jax.score import as_pytree_fn
 
 
-def step_orders(num_steps: int, order: int, lower_order_final: bool) -> np.ndarray:
-  """The order of each step: rising from 1 while history builds up, and with
-  ``lower_order_final`` falling to 1 at the last steps (DPM-Solver's choice for few steps)."""
+# DPM-Solver's reference lowers the final orders only below this many steps ("We only use lower
+# order for steps < 10", dpm_solver_pytorch.py's multistep loop); from 10 steps on every step
+# keeps the full order.
+LOWER_ORDER_FINAL_BELOW = 10
+
+
+def step_orders(num_steps: int, order: int, lower_order_final: bool,
+                total_steps: int | None = None) -> np.ndarray:
+  """The order of each of ``num_steps`` steps: rising from 1 while history builds up, and with
+  ``lower_order_final`` falling to 1 at the last steps when the sampler takes fewer than
+  :data:`LOWER_ORDER_FINAL_BELOW` steps in all (``total_steps``, default ``num_steps``), as
+  DPM-Solver's reference does."""
   orders = np.minimum(order, np.arange(1, num_steps + 1))
-  if lower_order_final:
+  total = num_steps if total_steps is None else total_steps
+  if lower_order_final and total < LOWER_ORDER_FINAL_BELOW:
     orders = np.minimum(orders, np.arange(num_steps, 0, -1))
   return orders.astype(np.int32)
 
@@ -124,8 +134,10 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
   first-order start the error falls by 2^1.8 and 2^1.5 per halving on VE (sigma_max = 5), where
   the first step's O(h^2) local error dominates; on VP and sub-VP both starts give the same
   errors to three digits (2^3.7-4.0 per halving). The 2S start gives 2^4.2-4.6 on VE.
-  ``lower_order_final`` (default, as DPM-Solver for few steps) lowers the last two steps'
-  orders to 2 and 1, which is steadier at 10-20 steps and of global order 2.
+  ``lower_order_final`` (default, as DPM-Solver) lowers the last steps' orders (at order 3:
+  to 2, then 1) when ``num_steps`` is below 10, which steadies the fewest-step samples; from 10
+  steps on every step keeps ``order``, as in DPM-Solver's reference (lowered at every count, order
+  3 at 20 steps was -0.162 nats from exact on the ring against -0.095 at full order).
   ``schedule``: ``logsnr`` (default), ``time`` or ``edm`` (see the module docstring).
   ``denoise=True``: return the data prediction at ``eps`` (DPM-Solver's ``denoise_to_zero``;
   one evaluation more). ``eps`` defaults to the SDE's ``sampling_eps``.
@@ -141,7 +153,7 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
   check_order(order)
   shape, eps, ts, capped = checked_grid(key, sde, shape, eps, num_steps, schedule, mesh,
                                          "dpm_solver_sample", sigma_min, sigma_max)
-  orders = jnp.asarray(step_orders(num_steps - capped, order, lower_order_final))
+  orders = jnp.asarray(step_orders(num_steps - capped, order, lower_order_final, num_steps))
   first_2s = order == 3
   c = int(capped)
   t_mid = time_of_log_snr(sde, (log_snr(sde, ts[c]) + log_snr(sde, ts[c + 1])) / 2, eps)
