@@ -43,6 +43,8 @@ CLASSIFIER_FIELDS = dict(
     grad_clip=1.0,
     weight_decay=0.0,
     ema_rate=0.999,
+    ema_warmup=True,             # the EMA's decay min(ema_rate, (1 + step) / (10 + step)), as
+                                 # model.ema_warmup: a short run's EMA is not its initial weights
     eps=1e-5,                    # smallest training time (t ~ U(eps, T))
     log_freq=100,
     eval_freq=1000,              # held-out loss and accuracy (eval.batch_size examples)

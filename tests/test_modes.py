@@ -185,6 +185,25 @@ def _classifier_config(**overrides):
   return config
 
 
+def test_train_classifier_steps_with_the_classifiers_ema_settings(tmp_path, monkeypatch):
+  """classifier.ema_rate and classifier.ema_warmup (here not the default) reach the train step
+  (whose EMA is checked against its closed form in tests/test_train.py); stopped there."""
+  from score_sde_jax import train
+
+  class Built(Exception):
+    pass
+
+  def spy(*args, **kwargs):
+    raise Built(kwargs)
+
+  monkeypatch.setattr(train, "make_train_step", spy)
+  with pytest.raises(Built) as got:
+    modes.run("train_classifier", _classifier_config(ema_rate=0.99, ema_warmup=False),
+              str(tmp_path / "wd"))
+  kwargs = got.value.args[0]
+  assert kwargs["ema_rate"] == 0.99 and kwargs["ema_warmup"] is False
+
+
 @pytest.mark.slow
 def test_train_classifier_then_conditional_mode_samples_each_component(trained):
   """``--mode train_classifier`` on the ring (1000 steps, about 15 s) reaches the exact

@@ -89,6 +89,27 @@ def test_a_short_runs_ema_without_warm_up_is_named_when_loaded(capsys):
   assert capsys.readouterr().err == ""
 
 
+def test_a_short_classifier_runs_ema_is_named_too(capsys):
+  """The classifier has the same warm-up (classifier.ema_warmup, on in new configs) and the
+  same warning when it is loaded."""
+  from score_sde_jax.workdir import trained
+  config = _small(gmm_vp.get_config())
+  assert config.classifier.ema_warmup is True
+  config.classifier.ema_rate, config.classifier.ema_warmup = 0.999, False
+  weight = trained.warn_if_ema_is_untrained(build.experiment(config, classifier=True), 2000,
+                                            classifier=True)
+  np.testing.assert_allclose(weight, 0.999**2000, rtol=1e-12)
+  err = capsys.readouterr().err
+  assert err.startswith("warning: the classifier's EMA parameters of step 2000 still weigh the "
+                        "initial (random) parameters by 0.14 (classifier.ema_rate=0.999, without "
+                        "classifier.ema_warmup): the classifier's guidance and features are "
+                        "those of a partly trained network"), err
+  config.classifier.ema_warmup = True
+  trained.warn_if_ema_is_untrained(build.experiment(config, classifier=True), 2000,
+                                   classifier=True)
+  assert capsys.readouterr().err == ""
+
+
 def _small(config):
   config.model.hidden = 32
   config.model.num_layers = 1

@@ -55,6 +55,7 @@ class Classifier:
   n_iters: int = 50000
   optimizer: Optimizer = Optimizer()
   ema_rate: float = 0.999
+  ema_warmup: bool = False          # the score model's model.ema_warmup, for the classifier
   eps: float = 1e-5
   log_freq: int = 100
   eval_freq: int = 1000
@@ -68,7 +69,7 @@ class Classifier:
     checks.check_fields(self, {
         **{f: checks.POSITIVE_INT for f in ("batch_size", "n_iters", "log_freq", "eval_freq",
                                             "snapshot_freq", "max_to_keep", "samples_per_class")},
-        "ema_rate": checks.RATE, "eps": checks.TIME,
+        "ema_rate": checks.RATE, "ema_warmup": checks.BOOL, "eps": checks.TIME,
         "scale": (checks.FINITE[0], "a finite number (1: the exact conditional)")})
     k = self.num_classes
     if not (isinstance(self.classes, tuple)

@@ -107,7 +107,7 @@ def _train_classifier(exp: Experiment, directory, dataset, mesh, stop):
   loss_fn = classifier.get_classifier_loss_fn(sde, model, eps=c.eps, with_accuracy=True)
   k = exp.training.n_jitted_steps
   make_step = lambda r: train.make_train_step(
-      loss_fn, optimizer, ema_rate=c.ema_rate, mesh=mesh, n_jitted_steps=r, scan=k > 1,
+      loss_fn, optimizer, ema_rate=c.ema_rate, ema_warmup=c.ema_warmup, mesh=mesh, n_jitted_steps=r, scan=k > 1,
       loop=exp.steps_loop(), has_aux=True, lr_schedule=c.optimizer.lr_schedule())
   scaler = exp.data.scaler
   batches = ((scaler(x), y) for x, y in dataset.batches(

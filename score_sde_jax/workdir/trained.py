@@ -236,23 +236,28 @@ def _load_newest(manager, given, mesh, *, classifier: bool):
   return newest_good(manager, attempt)
 
 
-def warn_if_ema_is_untrained(saved: Experiment, step: int, warn=None) -> float | None:
+def warn_if_ema_is_untrained(saved: Experiment, step: int, warn=None, *,
+                             classifier: bool = False) -> float | None:
   """Says so in one line (to ``warn``, default stderr) when the EMA parameters of a checkpoint
   still weigh its initial, random parameters by more than
-  :data:`~score_sde_jax.train.EMA_INITIAL_WEIGHT_WARNING`: samples and likelihoods are then
-  those of a partly untrained network although the raw parameters may be good. ``saved``: the
-  experiment the checkpoint was trained with. Returns that weight (None when the saved config
-  has no training section, as a converted checkpoint's may not)."""
-  training = saved.training
-  if training is None:
+  :data:`~score_sde_jax.train.EMA_INITIAL_WEIGHT_WARNING`: samples and likelihoods (with
+  ``classifier``: the classifier's guidance and features) are then those of a partly untrained
+  network although the raw parameters may be good. ``saved``: the experiment the checkpoint was
+  trained with. Returns that weight (None when the saved config has no training section, as a
+  converted checkpoint's may not)."""
+  part = saved.classifier if classifier else saved.training
+  if part is None:
     return None
-  weight = train_lib.ema_initial_weight(step, training.ema_rate, training.ema_warmup)
+  section = "classifier" if classifier else "model"
+  weight = train_lib.ema_initial_weight(step, part.ema_rate, part.ema_warmup)
   if weight > train_lib.EMA_INITIAL_WEIGHT_WARNING:
-    how = "with" if training.ema_warmup else "without"
-    print(f"warning: the EMA parameters of step {step} still weigh the initial (random) parameters "
-          f"by {weight:.2f} (model.ema_rate={training.ema_rate}, {how} model.ema_warmup): samples "
-          f"and likelihoods are those of a partly trained network; train longer, or train with "
-          f"model.ema_warmup=True", file=warn or sys.stderr)
+    how = "with" if part.ema_warmup else "without"
+    what = ("the classifier's guidance and features are those of a partly trained network"
+            if classifier else "samples and likelihoods are those of a partly trained network")
+    print(f"warning: the {'classifier' + chr(39) + 's ' if classifier else ''}EMA parameters of "
+          f"step {step} still weigh the initial (random) parameters by {weight:.2f} "
+          f"({section}.ema_rate={part.ema_rate}, {how} {section}.ema_warmup): {what}; train "
+          f"longer, or train with {section}.ema_warmup=True", file=warn or sys.stderr)
   return weight
 
 
@@ -280,6 +285,8 @@ def load_classifier(directory: str, experiment=None, *, mesh=None) -> TrainedCla
   directory = check_workdir(directory)
   manager = _manager(directory, "classifier folder",
                      "train one first (run.py --mode train_classifier)")
-  (exp, state, _), step = _load_newest(manager, _experiment(experiment, classifier=True), mesh,
-                                    classifier=True)
+  (exp, state, saved), step = _load_newest(manager, _experiment(experiment, classifier=True),
+                                        mesh, classifier=True)
+  if saved is not None and saved.classifier is not None:
+    warn_if_ema_is_untrained(saved, step, classifier=True)
   return TrainedClassifier(directory, exp, step, state)
