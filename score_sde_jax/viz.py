@@ -90,6 +90,20 @@ def plot_loss(train_steps, train_loss, path, *, eval_steps=None, eval_loss=None,
   return _save(fig, path)
 
 
+# Learned arrows are drawn at most this long, in units of the panel's typical exact arrow (its
+# 90% quantile): where a model is wild (the empty centre of a ring at small t) its arrows would
+# otherwise cross the whole panel and hide the others.
+ARROW_CAP = 3.0
+
+
+def capped_arrows(vectors, cap: float):
+  """``(vectors with lengths above cap scaled down to cap, which ones were)``."""
+  vectors = np.asarray(vectors, np.float64)
+  norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+  capped = norms[..., 0] > cap
+  return np.where(norms > cap, vectors * cap / np.maximum(norms, 1e-300), vectors), capped
+
+
 def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
                       title: str = "Score field: learned (red) vs exact (black)"):
   """Quiver plots of a learned and an exact 2-D score at several times.
@@ -98,7 +112,9 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
     grid_xy: ``(G, 2)`` points.
     times: ``(T,)`` times.
     learned, exact: ``(T, G, 2)`` scores at those points and times; ``learned=None`` draws the
-      exact score alone (no comparison, no error in the titles).
+      exact score alone (no comparison, no error in the titles). Learned arrows longer than
+      :data:`ARROW_CAP` typical exact arrows are drawn at that length and ringed; the title
+      says how many (the relative error is of the true values).
     data: optional ``(N, 2)`` data points drawn underneath.
   """
   grid_xy = np.asarray(grid_xy)
@@ -119,10 +135,19 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
     if alone:
       ax.set_title(f"t = {t:.2f}")
     else:
-      ax.quiver(grid_xy[:, 0], grid_xy[:, 1], sl[:, 0] / scale, sl[:, 1] / scale, color="C3",
+      drawn, capped = capped_arrows(sl / scale, ARROW_CAP)
+      ax.quiver(grid_xy[:, 0], grid_xy[:, 1], drawn[:, 0], drawn[:, 1], color="C3",
                 angles="xy", scale=25, width=0.004, alpha=0.8)
+      if capped.any():   # where the learned score is far too large: drawn at the cap, ringed
+        ax.scatter(grid_xy[capped, 0], grid_xy[capped, 1], s=30, facecolors="none",
+                   edgecolors="C3", linewidths=0.8)
       rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
-      ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f})")
+      note = f"; {int(capped.sum())} arrows capped" if capped.any() else ""
+      ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f}{note})")
+    # The grid's extent: long arrows do not widen the panel.
+    step = np.abs(np.diff(np.unique(grid_xy[:, 0]))).min() if len(np.unique(grid_xy[:, 0])) > 1 else 1
+    ax.set_xlim(grid_xy[:, 0].min() - step, grid_xy[:, 0].max() + step)
+    ax.set_ylim(grid_xy[:, 1].min() - step, grid_xy[:, 1].max() + step)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])

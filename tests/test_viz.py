@@ -1,5 +1,7 @@
 """Figures: labelled image grids are large enough to see and refuse labels that do not fit."""
 
+import os
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -30,3 +32,18 @@ def test_labels_that_do_not_fit_the_grid_are_refused(tmp_path, field, labels):
                                        f"columns; give {2 if field == 'row_labels' else 8}"):
     viz.plot_image_grid(np.zeros((16, 8, 8, 1)), str(tmp_path / "x.png"), nrow=8,
                         **{field: labels})
+
+
+def test_long_learned_arrows_are_drawn_capped_and_counted(tmp_path):
+  """Arrows above the cap keep their direction and get the cap's length; the others are as
+  given. The figure says how many were capped."""
+  v = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, -10.0]])
+  drawn, capped = viz.capped_arrows(v, 2.5)
+  np.testing.assert_allclose(drawn, [[1.5, 2.0], [0.3, 0.4], [0.0, -2.5]], rtol=1e-12)
+  assert capped.tolist() == [True, False, True]
+  grid = np.stack(np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 4)), -1).reshape(-1, 2)
+  exact = -grid[None]
+  learned = exact.copy()
+  learned[0, 5] = [100.0, 0.0]   # one wild value at t = times[0]
+  fig_path = viz.plot_score_fields(grid, [0.1], learned, exact, str(tmp_path / "f.png"))
+  assert os.path.getsize(fig_path) > 1000
