@@ -323,10 +323,10 @@ def test_config_sampler_draws_the_mixture_at_20_steps(sde_name):
   """``sampling.method='dpm_solver'`` (order 2, 20 steps, the EDM grid over the toy configs'
   noise range 0.01 to 10) through the config is the library call, and with the exact score of
   the ring its 4000 samples have a mean exact log-density within 0.1 nats of exact draws'
-  (measured here: VP -0.052, sub-VP -0.053, VE -0.025; with 100,000 samples -0.023, -0.023,
-  +0.001, and PC-1000 -0.021, -0.025, -0.020: ``benchmarks/sampling.py --part fast``; two
-  sets of 4000 exact draws differ by about 0.02) and an MMD below 0.01 (exact draws: about
-  0.0002)."""
+  (measured here: VP -0.061, sub-VP -0.062, VE -0.029; with 100,000 samples -0.032, -0.033,
+  -0.004, and PC-1000 -0.025, -0.026, -0.021: ``benchmarks/sampling.py --part fast``, 2026-12-07;
+  two sets of 4000 exact draws differ by about 0.02) and an MMD below 0.01 (exact draws: about
+  0.0002). The sampler's own accuracy is checked against the exact flow map below."""
   from configs.toy import gmm_vp
   from score_sde_jax import build, metrics
   from score_sde_jax.data import get_data_inverse_scaler
