@@ -142,8 +142,8 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
         ax.scatter(grid_xy[capped, 0], grid_xy[capped, 1], s=30, facecolors="none",
                    edgecolors="C3", linewidths=0.8)
       rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
-      note = f"; {int(capped.sum())} arrows capped" if capped.any() else ""
-      ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f}{note})")
+      note = f"\n{int(capped.sum())} long arrows capped (ringed)" if capped.any() else ""
+      ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f}){note}", fontsize=10)
     # The grid's extent: long arrows do not widen the panel.
     step = np.abs(np.diff(np.unique(grid_xy[:, 0]))).min() if len(np.unique(grid_xy[:, 0])) > 1 else 1
     ax.set_xlim(grid_xy[:, 0].min() - step, grid_xy[:, 0].max() + step)
