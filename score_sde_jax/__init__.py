@@ -10,45 +10,29 @@ first used (PEP 562), so ``run.py``'s flag, config-file and workdir mistakes are
 waiting for them.
 """
 
-import importlib
-import importlib.util
+from score_sde_jax import lazy
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it (a module itself when the name is a submodule)
+# The public submodules, and the other public names with the submodule that defines each.
+_SUBMODULES = ("classifier", "controllable", "data", "keys", "likelihood", "sampling")
 _NAMES = {
-    "classifier": "score_sde_jax.classifier", "controllable": "score_sde_jax.controllable",
-    "data": "score_sde_jax.data", "keys": "score_sde_jax.keys",
-    "likelihood": "score_sde_jax.likelihood", "sampling": "score_sde_jax.sampling",
-    "Experiment": "score_sde_jax.experiment",
-    "BitsPerDimResult": "score_sde_jax.likelihood", "LikelihoodResult": "score_sde_jax.likelihood",
-    "denoising_score_matching": "score_sde_jax.losses",
-    "get_sde_loss_fn": "score_sde_jax.losses",
-    "SampleResult": "score_sde_jax.sampling",
-    "get_score_fn": "score_sde_jax.score",
-    "SDE": "score_sde_jax.sde", "VESDE": "score_sde_jax.sde", "VPSDE": "score_sde_jax.sde",
-    "ReverseSDE": "score_sde_jax.sde", "subVPSDE": "score_sde_jax.sde",
-    "TrainState": "score_sde_jax.train", "make_optimizer": "score_sde_jax.train",
-    "make_train_step": "score_sde_jax.train",
-    "TrainedClassifier": "score_sde_jax.workdir", "TrainedRun": "score_sde_jax.workdir",
-    "load_classifier": "score_sde_jax.workdir", "load_workdir": "score_sde_jax.workdir",
+    "Experiment": "experiment",
+    "BitsPerDimResult": "likelihood", "LikelihoodResult": "likelihood",
+    "denoising_score_matching": "losses", "get_sde_loss_fn": "losses",
+    "SampleResult": "sampling",
+    "get_score_fn": "score",
+    "SDE": "sde", "VESDE": "sde", "VPSDE": "sde", "ReverseSDE": "sde", "subVPSDE": "sde",
+    "TrainState": "train", "make_optimizer": "train", "make_train_step": "train",
+    "TrainedClassifier": "workdir", "TrainedRun": "workdir", "load_classifier": "workdir",
+    "load_workdir": "workdir",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = sorted((*_SUBMODULES, *_NAMES))
 
-
-def __getattr__(name):
-  """Imports the module behind a public name, or the submodule ``name`` (``score_sde_jax.build``,
-  ``.viz``, ...), on first use; then it is a plain attribute."""
-  if name in _NAMES:
-    module = importlib.import_module(_NAMES[name])
-  elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-    module = importlib.import_module(f"{__name__}.{name}")
-  else:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
-  globals()[name] = value
-  return value
+# A public name, or any submodule (``score_sde_jax.build``, ``.viz``, ...), imports its module on
+# first use.
+__getattr__ = lazy.module_getattr(__name__, _NAMES)
 
 
 def __dir__():

@@ -121,6 +121,10 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
   exact = np.asarray(exact)
   alone = learned is None
   learned = exact if alone else np.asarray(learned)
+  xs = np.unique(grid_xy[:, 0])
+  step = np.diff(xs).min() if len(xs) > 1 else 1.0   # one grid spacing of margin
+  xlim = (grid_xy[:, 0].min() - step, grid_xy[:, 0].max() + step)
+  ylim = (grid_xy[:, 1].min() - step, grid_xy[:, 1].max() + step)
   n = len(times)
   fig = Figure(figsize=(3.6 * n, 3.8))
   axes = fig.subplots(1, n)
@@ -144,10 +148,8 @@ def plot_score_fields(grid_xy, times, learned, exact, path, *, data=None,
       rel = np.linalg.norm(sl - se, axis=-1).mean() / np.linalg.norm(se, axis=-1).mean()
       note = f"\n{int(capped.sum())} long arrows capped (ringed)" if capped.any() else ""
       ax.set_title(f"t = {t:.2f}  (rel. err {rel:.2f}){note}", fontsize=10)
-    # The grid's extent: long arrows do not widen the panel.
-    step = np.abs(np.diff(np.unique(grid_xy[:, 0]))).min() if len(np.unique(grid_xy[:, 0])) > 1 else 1
-    ax.set_xlim(grid_xy[:, 0].min() - step, grid_xy[:, 0].max() + step)
-    ax.set_ylim(grid_xy[:, 1].min() - step, grid_xy[:, 1].max() + step)
+    ax.set_xlim(*xlim)   # the grid's extent: long arrows do not widen the panel
+    ax.set_ylim(*ylim)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])

@@ -270,9 +270,7 @@ def test_after_a_capped_first_step_the_solver_starts_afresh(sde, x64):
   x_T = np.asarray(sde.prior_sampling(key, SHAPE), np.float64)
   ts = np.asarray(grids.time_steps(sde, n, sde.sampling_eps, "edm", sigma_min=0.05,
                                    sigma_max=2.0), np.float64)
-  a, sg = (np.asarray(v) for v in grids.coefficients(sde, jnp.asarray(ts[:2])))
-  m_T = MU + a[0] * S**2 / (a[0]**2 * S**2 + sg[0]**2) * (x_T - a[0] * MU)
-  x_cap = sg[1] / sg[0] * x_T - a[1] * np.expm1(-np.log(a[1] / sg[1] * sg[0] / a[0])) * m_T
+  x_cap = _reference_dpm_solver(sde, x_T, ts[:2], 1, [1])   # one DDIM step, T to sigma_max
   for order in (2, 3):
     x, _ = sampling.dpm_solver_sample(key, sde, _score(sde), SHAPE, num_steps=n, order=order,
                                       schedule="edm", sigma_min=0.05, sigma_max=2.0)

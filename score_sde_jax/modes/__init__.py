@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 from typing import Callable
+
+from score_sde_jax import lazy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +63,9 @@ def run(name: str, config, workdir: str | None = None, *, stop=None):
   return mode.run(config, workdir, stop=stop)
 
 
-_LOOP = ("StopRequest", "TrainingDiverged", "TrainingInterrupted")
-
-
-def __getattr__(name):
-  """The training loop's stop request and errors, and the modes' modules, on first use."""
-  if name in _LOOP:
-    return getattr(importlib.import_module(f"{__name__}.loop"), name)
-  if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  return importlib.import_module(f"{__name__}.{name}")
+# The training loop's stop request and errors, and the modes' modules, on first use.
+__getattr__ = lazy.module_getattr(__name__, {name: "loop" for name in (
+    "StopRequest", "TrainingDiverged", "TrainingInterrupted")})
 
 
 __all__ = ["MODES", "Mode", "run", "StopRequest", "TrainingDiverged", "TrainingInterrupted"]

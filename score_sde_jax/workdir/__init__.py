@@ -5,10 +5,10 @@ A workdir holds ``checkpoints/`` (orbax; each step saves the train state and the
 (a classifier's folder, ``<workdir>/classifier`` by default, the same for the classifier).
 """
 
-import importlib
+from score_sde_jax import lazy
 
-# public name -> its module (imported on first use, PEP 562: the folder checks that run.py makes
-# before anything else need none of JAX)
+# public name -> its module (imported on first use: the folder checks that run.py makes before
+# anything else need none of JAX)
 _NAMES = {name: module for module, names in {
     "folders": ("LOCK_FILE", "WorkdirError", "WorkdirLocked", "check_workdir", "check_writable",
                 "checkpoints", "lock", "warn", "write_json"),
@@ -17,13 +17,7 @@ _NAMES = {name: module for module, names in {
     "trained": ("TrainedClassifier", "TrainedRun", "load_classifier", "load_workdir"),
 }.items() for name in names}
 
-
-def __getattr__(name):
-  if name in _NAMES:
-    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-  if name in ("folders", "restore", "trained"):
-    return importlib.import_module(f"{__name__}.{name}")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy.module_getattr(__name__, _NAMES)
 
 
 __all__ = ["LOCK_FILE", "TrainedClassifier", "TrainedRun", "WorkdirError", "WorkdirLocked",

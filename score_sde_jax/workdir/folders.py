@@ -16,7 +16,6 @@ except ImportError:  # Windows
   fcntl = None
 
 
-
 class WorkdirError(ValueError):
   """A workdir is missing, not a folder, or holds no checkpoint."""
 

@@ -254,7 +254,8 @@ def warn_if_ema_is_untrained(saved: Experiment, step: int, warn=None, *,
     how = "with" if part.ema_warmup else "without"
     what = ("the classifier's guidance and features are those of a partly trained network"
             if classifier else "samples and likelihoods are those of a partly trained network")
-    print(f"warning: the {'classifier' + chr(39) + 's ' if classifier else ''}EMA parameters of "
+    whose = "classifier's " if classifier else ""
+    print(f"warning: the {whose}EMA parameters of "
           f"step {step} still weigh the initial (random) parameters by {weight:.2f} "
           f"({section}.ema_rate={part.ema_rate}, {how} {section}.ema_warmup): {what}; train "
           f"longer, or train with {section}.ema_warmup=True", file=warn or sys.stderr)
