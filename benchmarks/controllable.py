@@ -9,8 +9,12 @@ exact conditional (JSON lines), and the README's figure.
   samples nearest the requested component, and the same with the exact classifier.
 * Guidance scale on two overlapping components: mean and posterior of component 0 at scale 0,
   1 and 4.
+* ``--part refine``: the refinement's length on a correlated 4-D Gaussian (the tests' data,
+  two coordinates known): the imputed block's mean and covariance errors, in the exact
+  conditional's standard deviations, after 0 to 500 Langevin steps (PC-1000).
 
-  python benchmarks/controllable.py [--n 4000] [--figure docs/figures/controllable_2d.png]
+  python benchmarks/controllable.py [--part all|refine] [--n 4000]
+      [--figure docs/figures/controllable_2d.png]
 """
 
 import argparse
@@ -82,6 +86,32 @@ def imputation(n, emit):
                 mean_logp=round(float(conditional_logpdf(y).mean()), 3),
                 wall_s=round(time.perf_counter() - t0, 2)))
   return out
+
+
+def gaussian_refinement(n, emit):
+  rng = np.random.default_rng(0)          # tests/test_controllable.py's _gaussian(4, 0)
+  a = rng.standard_normal((4, 4))
+  mu, cov = rng.standard_normal(4), a @ a.T / 4 + 0.1 * np.eye(4)
+  gauss = GaussianMixture([1.0], mu[None], cov[None])
+  value = np.array([0.5, -1.0])
+  cond_mean = mu[2:] + cov[:2, 2:].T @ np.linalg.solve(cov[:2, :2], value - mu[:2])
+  cond_cov = cov[2:, 2:] - cov[:2, 2:].T @ np.linalg.solve(cov[:2, :2], cov[:2, 2:])
+  sd = np.sqrt(np.diag(cond_cov))
+  data = np.zeros((n, 4), np.float32)
+  data[:, :2] = value
+  mask = np.array([1, 1, 0, 0], np.float32)
+  for name, sde in SDES.items():
+    for refine in (0, 25, 50, 100, 200, 500):
+      t0 = time.perf_counter()
+      x, nfe = inpaint(jax.random.PRNGKey(1), sde, lambda x, t: gauss.marginal_score(sde, x, t),
+                       data, mask, refine_steps=refine)
+      xb = np.asarray(x)[:, 2:]
+      emit(dict(task="refine_gaussian", sde=name, refine_steps=refine, nfe=nfe,
+                mean_error_sd=np.round(np.abs(xb.mean(0) - cond_mean) / sd, 3).tolist(),
+                max_cov_error=round(float(np.max(np.abs(np.cov(xb.T) - cond_cov)
+                                                  / np.outer(sd, sd))), 3),
+                standard_error_sd=round(1 / np.sqrt(n), 3),
+                wall_s=round(time.perf_counter() - t0, 2)))
 
 
 def train_classifier(sde, steps=2000):
@@ -166,8 +196,11 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--n", type=int, default=4000)
   parser.add_argument("--figure", default="")
+  parser.add_argument("--part", choices=("all", "refine"), default="all")
   args = parser.parse_args()
   emit = lambda d: print(json.dumps(d), flush=True)
+  if args.part == "refine":
+    return gaussian_refinement(args.n, emit)
   imp = imputation(args.n, emit)
   cond = conditional(args.n, emit)
   sc = scales(args.n, emit)

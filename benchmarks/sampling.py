@@ -28,10 +28,16 @@ line has the wall time of the call (``first_call_s``, compilation included; the 
 also ``wall_s`` of a second call), XLA's GFLOP per score evaluation, the achieved GFLOP/s and its
 ratio to a 3x3 convolution peak measured in the same run. ``--figure PATH``: FD against NFE.
 
-  python benchmarks/sampling.py [--part all|solvers|fast] [--n 2000] [--repeats 3]
+  python benchmarks/sampling.py [--part all|solvers|fast|ranges] [--n 2000] [--repeats 3]
   python benchmarks/sampling.py --part digits --workdir W [--n_images 256] [--figure PATH]
   python benchmarks/sampling.py --part digits --replot LINES.jsonl --figure PATH
   python benchmarks/sampling.py --part digits_goal --workdir W [--n_images 256]
+
+``--part ranges``: the few-step samplers' noise range and time grid on the ring, as the root-mean-
+square distance (float64) of 1000 samples from the exact probability-flow map of the same prior
+draws (adaptive, rtol = atol = 1e-9, to the grid's last time, then the same data prediction):
+the SDE's own range, ``sigma_max = 80`` and the toy range, each with the ``logsnr`` and ``edm``
+grids, at about 10, 20 and 30 evaluations.
 
 ``--part digits_goal``: FD with its sampling noise for EDM's Heun with churn (S_churn = 5,
 10 steps, 21 NFE) over 6 keys and PC-1000 over 3.
@@ -58,6 +64,7 @@ from score_sde_jax.metrics import frechet_distance, mmd  # noqa: E402
 from score_sde_jax.modes.conditional import check_classifier_matches  # noqa: E402
 from score_sde_jax.sampling import (annealed_langevin_sample, dpm_solver_sample,  # noqa: E402
                                     edm_sample, ode_sample, pc_sample, sde_sample)
+from score_sde_jax.sampling import grids  # noqa: E402
 from score_sde_jax.sde import VESDE, VPSDE, subVPSDE  # noqa: E402
 
 
@@ -132,6 +139,50 @@ def fast_part(args, gmm):
     viz.plot_quality_vs_nfe(panels, args.figure, references=references,
                             title="Ring, exact score")
     print(json.dumps({"bench": "fast_sampling", "figure": args.figure}))
+
+
+def ranges_part(args):
+  jax.config.update("jax_enable_x64", True)
+  gmm = GaussianMixture.ring()
+  shape, key = (1000, 2), jax.random.PRNGKey(0)
+  ranges = (("sde", {}), ("sigma_max=80", {"sigma_max": 80.0}), ("toy", TOY_RANGE))
+  for sde_name, sde in SDES:
+    score = lambda x, t, sde=sde: gmm.marginal_score(sde, x, t)
+    exact = {}
+
+    def exact_map(prior_key, t_end, prior_name):
+      k = (prior_name, round(t_end, 12))
+      if k not in exact:
+        z = sde.prior_sampling(prior_key, shape)
+        exact[k] = np.asarray(ode_sample(None, sde, score, shape, z=z, rtol=1e-9, atol=1e-9,
+                                         eps=t_end, denoise=True)[0])
+      return exact[k]
+
+    for schedule in ("logsnr", "edm"):
+      for range_name, sigma_range in ranges:
+        if sde_name == "ve" and range_name == "sigma_max=80":
+          continue   # VE's own sigma_max is 5
+        for nfe_target in (10, 20, 30):
+          for kind in (2, 3, "edm"):
+            if kind == "edm":
+              steps = (nfe_target - 1) // 2
+              fn = lambda: edm_sample(key, sde, score, shape, num_steps=steps, schedule=schedule,
+                                      **sigma_range)
+              prior_key = jax.random.split(key)[0]   # edm_sample's prior draw
+            else:
+              steps = nfe_target - 1 - (kind == 3)
+              fn = lambda: dpm_solver_sample(key, sde, score, shape, num_steps=steps, order=kind,
+                                             schedule=schedule, denoise=True, **sigma_range)
+              prior_key = key
+            t_end = float(grids.time_steps(sde, steps, sde.sampling_eps, schedule,
+                                           **sigma_range)[-1])
+            x, nfe = fn()
+            rms = float(np.sqrt(np.mean(np.sum(
+                (np.asarray(x) - exact_map(prior_key, t_end, kind == "edm"))**2, -1))))
+            print(json.dumps({"bench": "sampler_ranges", "sde": sde_name,
+                              "sampler": "edm heun" if kind == "edm" else f"dpm_solver++ order {kind}",
+                              "schedule": schedule, "range": range_name, "nfe": int(nfe),
+                              "rms_to_exact_flow": round(rms, 4)}), flush=True)
 
 
 def _digits_setup(args):
@@ -242,7 +293,8 @@ def digits_figure(rows, path):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--part", choices=("all", "solvers", "fast", "digits", "digits_goal"),
+  parser.add_argument("--part", choices=("all", "solvers", "fast", "ranges", "digits",
+                                          "digits_goal"),
                       default="all")
   parser.add_argument("--workdir", default=None, help="--part digits: a trained digits workdir")
   parser.add_argument("--n_images", type=int, default=256)
@@ -268,6 +320,8 @@ def main():
       parser.error(f"--part {args.part} needs --workdir (a trained digits workdir with a "
                    f"classifier)")
     return (digits_part if args.part == "digits" else digits_goal)(args)
+  if args.part == "ranges":
+    return ranges_part(args)
   gmm = GaussianMixture.ring()
   if args.part in ("all", "fast"):
     fast_part(args, gmm)

@@ -17,7 +17,9 @@ INPAINT_FIELDS = dict(
                                  # coordinate known with probability 1/2, per example)
     num_examples=8,              # held-out examples completed
     samples_per_example=4,
-    refine_steps=0,              # Langevin steps at eps with the known part fixed (0: the paper)
+    refine_steps=200,            # Langevin steps at eps with the known part fixed, after the
+                                 # projection (0: the paper's projection alone, biased where the
+                                 # known and unknown parts are correlated; docs/controllable.md)
     refine_snr=0.16,
 )
 

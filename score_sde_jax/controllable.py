@@ -16,8 +16,9 @@ part and the known part is the data itself, exactly.
 The projection is an approximation: it conditions the unknown part on a noised copy of the known
 part drawn without regard to the unknown part, and is biased when the two are correlated (a 4-D
 Gaussian's conditional mean off by more than half a standard deviation; see the tests).
-``refine_steps`` follows it with Langevin dynamics of the unknown part at ``eps`` with the
-known part fixed, which targets ``p_eps(x_b | x_a)``, the exact conditional as ``eps -> 0``.
+``refine_steps`` (200 by default; 0 is the paper's projection alone) follows it with Langevin
+dynamics of the unknown part at ``eps`` with the known part fixed, which targets
+``p_eps(x_b | x_a)``, the exact conditional as ``eps -> 0``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def decouple(x):
 def couple(x):
   """The inverse of :func:`decouple` (the matrix is orthogonal, so its transpose)."""
   return jnp.einsum("...j,ij->...i", x, jnp.asarray(COLOR_MATRIX, x.dtype))
+
+
+# Langevin steps at eps after the projection, by default. The projection alone (refine_steps=0,
+# the paper's method) is biased where the known and unknown parts are correlated: on a 4-D
+# Gaussian (exact score, PC-1000) the imputed block's mean is 0.63 (VP), 0.30 (VE) standard
+# deviations off; after 200 steps 0.01 (within sampling noise), for 10 % more evaluations. On
+# digits images 200 steps change the generated pixels by 0.03 on average (local shape only).
+REFINE_STEPS = 200
 
 
 def _identity(x):
@@ -146,15 +155,18 @@ def _projected(key, sde, score_fn, data, mask, *, what, predictor, corrector, sn
 
 
 def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", corrector="langevin",
-            snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=0,
+            snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
             refine_snr=0.16, mesh=None) -> SampleResult:
   """Samples of ``x`` given its known part: ``data`` where ``mask == 1`` (the rest is ignored).
 
   ``data``: ``(B, ...)`` in model space (vectors or images); ``mask``: 0 / 1, any shape that
   broadcasts to ``data`` (one mask for the batch, or one per example). The PC settings are
   :func:`score_sde_jax.sampling.pc_sample`'s. The known part of the result is ``data`` exactly.
-  ``refine_steps``: Langevin steps at ``eps`` after the projection (0: the paper's method), with
-  step ``2 (refine_snr |z| / |score|)^2`` over the unknown part; each costs one score evaluation.
+  ``refine_steps`` (default :data:`REFINE_STEPS`, 200): Langevin steps at ``eps`` after the
+  projection, with step ``2 (refine_snr |z| / |score|)^2`` over the unknown part; each costs one
+  score evaluation. ``refine_steps=0`` is the paper's projection alone, which is biased where
+  the known and unknown parts are correlated (a 4-D Gaussian's imputed mean 0.63 standard
+  deviations off on VP; 0.01 after 200 steps).
   Returns ``SampleResult(samples, nfe)``.
   """
   data = checks.check_batch("data", data)
@@ -166,13 +178,14 @@ def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", co
 
 
 def colorize(key, sde, score_fn, gray, *, predictor="reverse_diffusion", corrector="langevin",
-             snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=0,
+             snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
             refine_snr=0.16, mesh=None) -> SampleResult:
   """Colour images whose grey version is ``gray``: ``(B, H, W, 3)`` with equal channels (the
   channel mean of a colour image, repeated), or ``(B, H, W, 1)``, in model space.
 
   In the decoupled space (:func:`decouple`) the grey image fixes the luminance channel; the
-  two colour channels are generated, with the projection of :func:`inpaint`.
+  two colour channels are generated, with the projection of :func:`inpaint` and its
+  refinement (``refine_steps``, default 200; 0: the paper's projection alone).
   """
   gray = checks.check_batch("gray", gray)
   if gray.ndim != 4 or gray.shape[-1] not in (1, 3):

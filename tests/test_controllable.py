@@ -52,7 +52,8 @@ N = 4000
 
 @pytest.mark.parametrize("sde_name", SDES)
 def test_refined_inpainting_samples_the_exact_gaussian_conditional(sde_name):
-  """Projection PC + Langevin at ``eps`` with the known block fixed: the exact conditional.
+  """Projection PC + Langevin at ``eps`` with the known block fixed (the default, 200 steps):
+  the exact conditional.
 
   Tolerance beyond sampling noise, ``0.06`` relative: unadjusted Langevin with step ``e`` has
   stationary variance ``lambda / (1 - e / (2 lambda))``; here ``e = 2 (snr |z| / |s|)^2`` is
@@ -66,9 +67,9 @@ def test_refined_inpainting_samples_the_exact_gaussian_conditional(sde_name):
   data[:, :2] = value
   mask = np.array([1, 1, 0, 0], np.float32)   # one mask for the batch
   x, nfe = inpaint(jax.random.PRNGKey(1), sde, lambda x, t: gauss.marginal_score(sde, x, t),
-                   data, mask, num_steps=300, refine_steps=300)
+                   data, mask, num_steps=300)    # the default refinement: 200 steps
   x = np.asarray(x)
-  assert nfe == 2 * 300 + 300
+  assert nfe == 2 * 300 + 200
   np.testing.assert_array_equal(x[:, :2], data[:, :2])   # the known part, exactly
   mean, ccov = _conditional(mu, cov, [0, 1], value)
   _check_gaussian(x[:, 2:], mean, ccov, bias=0.06)
@@ -89,7 +90,7 @@ def test_projection_alone_is_exact_for_an_independent_block_and_biased_otherwise
   for c, exact in ((indep, True), (cov, False)):
     gauss = GaussianMixture([1.0], mu[None], c[None])
     x, _ = inpaint(jax.random.PRNGKey(2), sde, lambda x, t: gauss.marginal_score(sde, x, t),
-                   data, mask, num_steps=300)
+                   data, mask, num_steps=300, refine_steps=0)
     mean, ccov = _conditional(mu, c, [0, 1], value)
     xb = np.asarray(x)[:, 2:]
     if exact:

@@ -54,6 +54,7 @@ def test_inpaint_mode_on_digits_keeps_known_pixels_and_draws_rows(tmp_path):
   config = ddpmpp_vp.get_config()
   config.model.nf, config.model.num_res_blocks, config.model.num_scales = 16, 1, 20
   config.inpaint.mask, config.inpaint.num_examples, config.inpaint.samples_per_example = "center", 3, 2
+  config.inpaint.refine_steps = 2      # the default 200 would cost 200 more network calls here
   sde, model = build.score_model(config).sde, build.score_model(config).network
   state = build.experiment(config).init_state()
   run = TrainedRun(str(tmp_path), build.experiment(config, inpaint=True), 0, state)
@@ -65,7 +66,7 @@ def test_inpaint_mode_on_digits_keeps_known_pixels_and_draws_rows(tmp_path):
   from score_sde_jax.sampling.pc import pc_nfe
   s = config.sampling
   assert samples.shape == (3, 2, 8, 8, 1)
-  assert result["nfe"] == pc_nfe(s.predictor, s.corrector, s.n_steps_each, 20)
+  assert result["nfe"] == pc_nfe(s.predictor, s.corrector, s.n_steps_each, 20) + 2
   known = np.broadcast_to(mask[:, None] == 1, samples.shape)
   np.testing.assert_allclose(samples[known], np.broadcast_to(truth[:, None], samples.shape)[known],
                              atol=1e-6)

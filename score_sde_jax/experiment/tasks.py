@@ -19,7 +19,7 @@ class Inpaint:
   mask: str = "half"               # half | center | random
   num_examples: int = 8
   samples_per_example: int = 4
-  refine_steps: int = 0
+  refine_steps: int = 200        # Langevin steps at eps after the projection (0: the paper's)
   refine_snr: float = 0.16
 
   TASKS = ("inpaint", "colorize")

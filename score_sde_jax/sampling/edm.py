@@ -98,6 +98,9 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
   sampler is the deterministic ODE sampler (the key draws only the prior). ``schedule``, ``sigma_min`` and ``sigma_max``
   as :func:`dpm_solver_sample`, ``schedule="edm"`` by default; a first step from ``T`` down to
   ``sigma_max`` is one DDIM step (EDM's samplers start at ``sigma_max``), the others Heun steps.
+  Give low-dimensional data a range that fits its scale: on the ring (radius 2) ``sigma_min=0.01,
+  sigma_max=10`` brings 9 Heun steps 3.9x (VP) and 5.4x (sub-VP) closer to the exact
+  probability-flow map than the SDE's own range (docs/samplers.md).
 
   Returns:
     ``SampleResult(samples, nfe)`` with ``nfe = 2 num_steps (+ 1 with denoise)``, one less
