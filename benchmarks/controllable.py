@@ -78,7 +78,7 @@ def imputation(n, emit):
     for refine in (0, 500):
       t0 = time.perf_counter()
       x, nfe = inpaint(jax.random.PRNGKey(1), sde, lambda x, t: RING.marginal_score(sde, x, t),
-                       data, mask, num_steps=1000, refine_steps=refine)
+                       data, mask, num_steps=1000, refine_steps=refine, snr=0.16)
       y = np.asarray(x)[:, 1]
       out[(name, refine)] = y
       emit(dict(task="impute", sde=name, method="projection" + (" + refine" if refine else ""),
@@ -104,7 +104,7 @@ def gaussian_refinement(n, emit):
     for refine in (0, 25, 50, 100, 200, 500):
       t0 = time.perf_counter()
       x, nfe = inpaint(jax.random.PRNGKey(1), sde, lambda x, t: gauss.marginal_score(sde, x, t),
-                       data, mask, refine_steps=refine)
+                       data, mask, refine_steps=refine, snr=0.16)
       xb = np.asarray(x)[:, 2:]
       emit(dict(task="refine_gaussian", sde=name, refine_steps=refine, nfe=nfe,
                 mean_error_sd=np.round(np.abs(xb.mean(0) - cond_mean) / sd, 3).tolist(),
@@ -134,7 +134,7 @@ def conditional(n, emit):
   for name, clf in (("exact", lambda x, t: RING.marginal_log_posterior(sde, x, t)),
                     ("trained MLP", train_classifier(sde))):
     x, nfe = pc_sample(jax.random.PRNGKey(2), sde, guided_score(score, clf, labels), (n, 2),
-                       num_steps=1000)
+                       num_steps=1000, snr=0.16)
     x = np.asarray(x)
     nearest = np.argmin(((x[:, None] - RING.means[None]) ** 2).sum(-1), axis=1)
     emit(dict(task="conditional", sde="vp", classifier=name, nfe=nfe,
@@ -150,7 +150,8 @@ def scales(n, emit):
   out = {}
   for scale in (0.0, 1.0, 4.0):
     score = guided_score(lambda x, t: gmm.marginal_score(sde, x, t), exact_clf, 0, scale)
-    x = np.asarray(pc_sample(jax.random.PRNGKey(7), sde, score, (n, 2), num_steps=1000)[0])
+    x = np.asarray(pc_sample(jax.random.PRNGKey(7), sde, score, (n, 2), num_steps=1000,
+                             snr=0.16)[0])
     post = np.exp(np.asarray(exact_clf(x, jnp.full((n,), 1e-3))))[:, 0]
     emit(dict(task="guidance_scale", sde="vp", scale=scale, mean_x=round(float(x[:, 0].mean()), 3),
               std_x=round(float(x[:, 0].std()), 3), mean_posterior_0=round(float(post.mean()), 3)))

@@ -28,7 +28,7 @@ line has the wall time of the call (``first_call_s``, compilation included; the 
 also ``wall_s`` of a second call), XLA's GFLOP per score evaluation, the achieved GFLOP/s and its
 ratio to a 3x3 convolution peak measured in the same run. ``--figure PATH``: FD against NFE.
 
-  python benchmarks/sampling.py [--part all|solvers|fast|ranges] [--n 2000] [--repeats 3]
+  python benchmarks/sampling.py [--part all|solvers|fast|ranges|snr] [--n 2000] [--repeats 3]
   python benchmarks/sampling.py --part digits --workdir W [--n_images 256] [--figure PATH]
   python benchmarks/sampling.py --part digits --replot LINES.jsonl --figure PATH
   python benchmarks/sampling.py --part digits_goal --workdir W [--n_images 256]
@@ -38,6 +38,11 @@ square distance (float64) of 1000 samples from the exact probability-flow map of
 draws (adaptive, rtol = atol = 1e-9, to the grid's last time, then the same data prediction):
 the SDE's own range, ``sigma_max = 80`` and the toy range, each with the ``logsnr`` and ``edm``
 grids, at about 10, 20 and 30 evaluations.
+
+``--part snr``: PC-1000 (reverse diffusion + Langevin) on the ring against the corrector's
+``snr`` (and no corrector), ``--n_logp`` samples: the mean exact log-density gap and MMD as in
+``--part fast``, for VP, sub-VP, VE and a VP SDE written on the base class (Euler-Maruyama
+reverse diffusion, Langevin ``alpha = 1``, as a user's own SDE).
 
 ``--part digits_goal``: FD with its sampling noise for EDM's Heun with churn (S_churn = 5,
 10 steps, 21 NFE) over 6 keys and PC-1000 over 3.
@@ -112,7 +117,7 @@ def fast_part(args, gmm):
   for sde_name, sde in SDES:
     score = lambda x, t, sde=sde: gmm.marginal_score(sde, x, t)
     refs = {
-        "pc reverse_diffusion+langevin N=1000": lambda k: pc_sample(k, sde, score, big),
+        "pc reverse_diffusion+langevin N=1000": lambda k: pc_sample(k, sde, score, big, snr=0.16),
         "euler_maruyama N=100": lambda k: pc_sample(k, sde, score, big, predictor="euler_maruyama",
                                                     corrector="none", num_steps=100),
         "ode tsit5 rtol=atol=1e-5": lambda k: ode_sample(k, sde, score, big),
@@ -139,6 +144,43 @@ def fast_part(args, gmm):
     viz.plot_quality_vs_nfe(panels, args.figure, references=references,
                             title="Ring, exact score")
     print(json.dumps({"bench": "fast_sampling", "figure": args.figure}))
+
+
+def _base_class_vp():
+  import dataclasses
+  from score_sde_jax import SDE
+  from score_sde_jax.sde import batch_mul
+
+  @dataclasses.dataclass(frozen=True)
+  class BaseClassVPSDE(SDE):
+    N: int = 1000
+
+    def sde(self, x, t):
+      beta = 0.1 + 19.9 * t
+      return -0.5 * batch_mul(beta, x), jnp.sqrt(beta)
+
+    def marginal_prob(self, x, t):
+      log_mean = -0.25 * t**2 * 19.9 - 0.05 * t
+      return batch_mul(jnp.exp(log_mean), x), jnp.sqrt(1.0 - jnp.exp(2.0 * log_mean))
+
+  return BaseClassVPSDE()
+
+
+def snr_part(args, gmm):
+  exact = gmm.sample(np.random.default_rng(1), args.n_logp).astype(np.float32)
+  lp_exact = float(np.mean(gmm.log_prob(exact)))
+  quality = lambda x: {"logp_gap": round(float(np.mean(gmm.log_prob(x))) - lp_exact, 4),
+                       "mmd": round(mmd(np.asarray(x)[:args.n], exact[:args.n]), 5)}
+  for sde_name, sde in SDES + [("vp on the base class", _base_class_vp())]:
+    score = lambda x, t, sde=sde: gmm.marginal_score(sde, x, t)
+    for snr in (None, 0.01, 0.02, 0.05, 0.075, 0.1, 0.16, 0.25):
+      options = {"corrector": "none"} if snr is None else {"snr": snr}
+      t0 = time.perf_counter()
+      x, nfe = pc_sample(jax.random.PRNGKey(0), sde, score, (args.n_logp, 2), **options)
+      x = np.asarray(x)
+      print(json.dumps({"bench": "langevin_snr", "sde": sde_name, "snr": snr, "nfe": int(nfe),
+                        "default_snr": sde.langevin_snr, "wall_s": round(time.perf_counter() - t0, 2),
+                        **quality(x)}), flush=True)
 
 
 def ranges_part(args):
@@ -293,7 +335,7 @@ def digits_figure(rows, path):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--part", choices=("all", "solvers", "fast", "ranges", "digits",
+  parser.add_argument("--part", choices=("all", "solvers", "fast", "ranges", "snr", "digits",
                                           "digits_goal"),
                       default="all")
   parser.add_argument("--workdir", default=None, help="--part digits: a trained digits workdir")
@@ -323,6 +365,8 @@ def main():
   if args.part == "ranges":
     return ranges_part(args)
   gmm = GaussianMixture.ring()
+  if args.part == "snr":
+    return snr_part(args, gmm)
   if args.part in ("all", "fast"):
     fast_part(args, gmm)
   if args.part == "fast":
@@ -334,7 +378,7 @@ def main():
   for sde_name, sde in SDES:
     score = lambda x, t, sde=sde: gmm.marginal_score(sde, x, t)
     runs = {
-        "pc reverse_diffusion+langevin N=1000": lambda k: pc_sample(k, sde, score, shape),
+        "pc reverse_diffusion+langevin N=1000": lambda k: pc_sample(k, sde, score, shape, snr=0.16),
         "pc euler_maruyama N=1000": lambda k: pc_sample(k, sde, score, shape,
                                                         predictor="euler_maruyama", corrector="none"),
         "pc reverse_diffusion N=100": lambda k: pc_sample(k, sde, score, shape, corrector="none",

@@ -155,7 +155,7 @@ def _projected(key, sde, score_fn, data, mask, *, what, predictor, corrector, sn
 
 
 def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", corrector="langevin",
-            snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
+            snr=None, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
             refine_snr=0.16, mesh=None) -> SampleResult:
   """Samples of ``x`` given its known part: ``data`` where ``mask == 1`` (the rest is ignored).
 
@@ -178,7 +178,7 @@ def inpaint(key, sde, score_fn, data, mask, *, predictor="reverse_diffusion", co
 
 
 def colorize(key, sde, score_fn, gray, *, predictor="reverse_diffusion", corrector="langevin",
-             snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
+             snr=None, n_steps=1, num_steps=None, eps=None, denoise=True, refine_steps=REFINE_STEPS,
             refine_snr=0.16, mesh=None) -> SampleResult:
   """Colour images whose grey version is ``gray``: ``(B, H, W, 3)`` with equal channels (the
   channel mean of a colour image, repeated), or ``(B, H, W, 1)``, in model space.

@@ -299,7 +299,9 @@ def plot_image_grid(images, path, *, nrow=None, title=None, row_labels=None, col
   for i, img in enumerate(images):
     r, col = divmod(i, nrow)
     canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
-  scale = max(1.0, 320 / canvas.shape[1], min_pixels / h)
+  # Columns at least as wide as their labels (size 7: up to 8 screen pixels per character).
+  label_pixels = 8 * max((len(str(v)) for v in col_labels), default=0) if col_labels else 0
+  scale = max(1.0, 320 / canvas.shape[1], min_pixels / h, label_pixels / (w + pad))
   margin_left = 0.9 if row_labels is not None else 0.2
   margin_top = (0.5 if col_labels is not None else 0.2) + (0.3 if title else 0.0)
   fig = Figure(figsize=(canvas.shape[1] * scale / 100 + margin_left,

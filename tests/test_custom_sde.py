@@ -99,6 +99,30 @@ def test_pc_samples_reach_the_exact_gaussian_marginal(predictor, corrector):
   np.testing.assert_allclose(x.var(0), [var, var], rtol=4 * np.sqrt(2 / n) + 0.02)
 
 
+def test_langevin_snr_default_follows_the_kind_of_sde():
+  """``pc_sample(snr=None)`` takes ``sde.langevin_snr``: the paper's 0.16 for VE-type SDEs, 0.05
+  for VP-type ones, decided for an SDE of one's own by whether its kernel keeps the data's scale
+  (docs/samplers.md has the measurements)."""
+  from score_sde_jax import VESDE, VPSDE, subVPSDE
+
+  @dataclasses.dataclass(frozen=True)
+  class MyVESDE(SDE):      # x_t = x_0 + t z: keeps the data's scale
+    N: int = 100
+
+    def sde(self, x, t):
+      return jnp.zeros_like(x), jnp.sqrt(2 * t)
+
+    def marginal_prob(self, x, t):
+      return x, t
+
+  assert (VPSDE().langevin_snr, subVPSDE().langevin_snr, SDE_.langevin_snr) == (0.05,) * 3
+  assert (VESDE().langevin_snr, MyVESDE().langevin_snr) == (0.16, 0.16)
+  run = lambda **kw: np.asarray(pc_sample(jax.random.PRNGKey(0), SDE_, SCORE, (64, 2),
+                                          num_steps=20, **kw)[0])
+  np.testing.assert_array_equal(run(), run(snr=0.05))
+  assert not np.array_equal(run(), run(snr=0.16))
+
+
 @pytest.mark.slow
 def test_diffrax_reverse_sde_reaches_the_exact_gaussian_marginal():
   n = 20000

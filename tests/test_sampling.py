@@ -249,3 +249,35 @@ def test_mmd_is_small_for_same_law_and_large_for_a_shift():
   rng = np.random.default_rng(0)
   x, y = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2))
   assert abs(mmd(x, y)) < 0.01 < mmd(x, y + 0.5)
+
+
+def test_a_progress_bar_follows_the_steps_and_changes_no_sample(monkeypatch):
+  """``pc_sample(progress=...)`` and a ``progress.stage`` around the call show a bar over the
+  steps, fed from inside the compiled scan (about once per percent, and at the last step); the
+  samples are bit for bit those without it."""
+  from score_sde_jax.sampling import progress
+  bars = []
+
+  class Recording(progress.tqdm):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      self.updates = 0
+      bars.append(self)
+
+    def update(self, n=1):
+      self.updates += 1
+      return super().update(n)
+
+  monkeypatch.setattr(progress, "tqdm", Recording)
+  sde = VPSDE()
+  gmm = GaussianMixture.ring()
+  score = lambda x, t: gmm.marginal_score(sde, x, t)
+  run = lambda **kw: np.asarray(pc_sample(jax.random.PRNGKey(0), sde, score, (64, 2),
+                                          num_steps=250, **kw)[0])
+  plain = run()
+  assert bars == []
+  np.testing.assert_array_equal(run(progress="named"), plain)
+  with progress.stage("staged"):
+    np.testing.assert_array_equal(run(), plain)
+  assert [(b.desc, b.n, b.total) for b in bars] == [("named", 250, 250), ("staged", 250, 250)]
+  assert all(100 <= b.updates <= 126 for b in bars), [b.updates for b in bars]  # every 2 steps

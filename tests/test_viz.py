@@ -26,6 +26,19 @@ def test_small_images_are_drawn_at_min_pixels_and_labels_widen_the_figure(tmp_pa
   assert _width(labelled) >= _width(plain) + 20
 
 
+def test_columns_are_as_wide_as_their_labels(tmp_path):
+  """Column labels longer than an image is wide widen the columns (size-7 text, up to 8 screen
+  pixels per character) instead of running into each other (the inpainting figure's
+  "sample 1sample 2" on 8x8 digits)."""
+  images = np.zeros((12, 8, 8, 1))
+  short = viz.plot_image_grid(images, str(tmp_path / "short.png"), nrow=6,
+                              col_labels=list("abcdef"))
+  long = viz.plot_image_grid(images, str(tmp_path / "long.png"), nrow=6,
+                             col_labels=[f"sample {j}" for j in range(6)])
+  # 6 columns of 8 characters at 7 pixels or more (before: 330 pixels, labels overlapping)
+  assert _width(short) < 6 * 8 * 7 <= _width(long)
+
+
 @pytest.mark.parametrize("field,labels", [("row_labels", ["a"] * 3), ("col_labels", ["a"] * 5)])
 def test_labels_that_do_not_fit_the_grid_are_refused(tmp_path, field, labels):
   with pytest.raises(ValueError, match=f"{field}: {len(labels)} labels for a grid of 2 rows x 8 "

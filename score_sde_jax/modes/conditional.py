@@ -32,6 +32,7 @@ from score_sde_jax.build import ConfigError
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
 from score_sde_jax.modes.sample import range_check
+from score_sde_jax.sampling import progress as sampling_progress
 
 
 def check_classifier_matches(run, clf) -> None:
@@ -97,12 +98,14 @@ def sample_classes(run, clf, classes, *, samples_per_class: int, scale: float, d
     x, nfe = sampling_fn(key, guided)
     return parallel.to_host(x).reshape((len(classes), n) + run.data_shape), nfe
 
-  samples, nfe = draw(scale)
+  with sampling_progress.stage(f"conditional: guided samples (scale {scale:g}, {chosen.tag})"):
+    samples, nfe = draw(scale)
   seconds = time.perf_counter() - start
   # The same draws without guidance: how often the classifier names the asked class anyway.
   # Agreement far above this baseline says the guidance acts, not that the samples are good
   # (guided noise can fool a weak classifier: see share_outside_data_range).
-  unguided, _ = draw(None)
+  with sampling_progress.stage(f"conditional: unguided baseline ({chosen.tag})"):
+    unguided, _ = draw(None)
   in_range = {}
   if dataset is not None:   # before clipping: noise guided to fool the classifier shows here
     held_out = dataset.held_out(2000, exp.seed) if dataset.kind == "points" else None

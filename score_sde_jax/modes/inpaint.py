@@ -20,6 +20,7 @@ from score_sde_jax import controllable, keys, viz
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
+from score_sde_jax.sampling import progress as sampling_progress
 
 
 def make_mask(name: str, example_shape: tuple, n: int, seed: int) -> np.ndarray:
@@ -47,6 +48,15 @@ def inpaint(exp: Experiment, workdir: str, *, stop=None):
   return complete(run, exp.data.load())
 
 
+def _complete(c, run, data, mask, k, pc):
+  key = keys.stream(run.experiment.seed, "inpaint")
+  if c.task == "colorize":
+    gray = np.repeat(data.mean(-1, keepdims=True), 3, axis=-1)
+    return controllable.colorize(key, run.sde, run.score_fn, jnp.asarray(gray), **pc)
+  return controllable.inpaint(key, run.sde, run.score_fn, jnp.asarray(data),
+                              np.repeat(mask, k, axis=0), **pc)
+
+
 def complete(run, dataset):
   """``--mode inpaint`` on a loaded :class:`~score_sde_jax.workdir.TrainedRun` (its experiment's
   ``inpaint`` settings and PC sampler); returns ``(samples (n, k, ...), result)``."""
@@ -65,14 +75,9 @@ def complete(run, dataset):
   pc = dict(predictor=pc_options.predictor, corrector=pc_options.corrector, snr=pc_options.snr,
             n_steps=pc_options.n_steps, denoise=s.denoise, refine_steps=c.refine_steps,
             refine_snr=c.refine_snr)
-  key = keys.stream(exp.seed, "inpaint")
   start = time.perf_counter()
-  if c.task == "colorize":
-    gray = np.repeat(data.mean(-1, keepdims=True), 3, axis=-1)
-    x, nfe = controllable.colorize(key, run.sde, run.score_fn, jnp.asarray(gray), **pc)
-  else:
-    x, nfe = controllable.inpaint(key, run.sde, run.score_fn, jnp.asarray(data),
-                                  np.repeat(mask, k, axis=0), **pc)
+  with sampling_progress.stage(f"{c.task}: {n} examples x {k} samples"):
+    x, nfe = _complete(c, run, data, mask, k, pc)
   samples = np.asarray(run.inverse_scaler(x)).reshape((n, k) + shape)
   seconds = time.perf_counter() - start
   samples = dataset.clip(samples)

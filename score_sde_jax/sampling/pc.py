@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax import checks, parallel
+from score_sde_jax.sampling import progress as progress_lib
 from score_sde_jax.sampling.common import SampleResult, Sampler, time_grid
 from score_sde_jax.sampling.correctors import CORRECTORS, get_corrector
 from score_sde_jax.sampling.predictors import PREDICTORS, get_predictor
@@ -29,7 +30,7 @@ def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
   get_corrector(corrector)
   num_steps = checks.check_int("num_steps", sde.N if num_steps is None else num_steps, 2)
   n_steps = checks.check_int("n_steps", n_steps, 1)
-  snr = checks.check_number("snr", snr)
+  snr = checks.check_number("snr", sde.langevin_snr if snr is None else snr)
   eps = checks.check_eps(eps, sde)
   if predictor == "ancestral_sampling":
     if not sde.has_discrete_chain:
@@ -43,15 +44,17 @@ def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "predictor", "corrector", "n_steps",
-                                             "num_steps", "denoise", "probability_flow", "mesh"))
+                                             "num_steps", "denoise", "probability_flow", "mesh",
+                                             "report_steps"))
 def _pc_sample(key, score_fn, snr, eps, constraint, *, sde, shape, predictor, corrector, n_steps,
-               num_steps, denoise, probability_flow, mesh):
+               num_steps, denoise, probability_flow, mesh, report_steps=False):
   predictor_fn, corrector_fn = get_predictor(predictor), get_corrector(corrector)
   key, prior_key = jax.random.split(key)
   # Threefry keys are partitionable: the draws do not depend on how the batch is split.
   x = parallel.constrain_batch(sde.prior_sampling(prior_key, shape), mesh)
 
-  def step(carry, t):
+  def step(carry, t_and_index):
+    t, i = t_and_index
     key, x, _ = carry
     if constraint is None:
       key, key_c, key_p = jax.random.split(key, 3)
@@ -64,16 +67,19 @@ def _pc_sample(key, score_fn, snr, eps, constraint, *, sde, shape, predictor, co
     x, x_mean = predictor_fn(key_p, sde, score_fn, x, vec_t, num_steps, probability_flow)
     if constraint is not None:
       x, x_mean = constraint.project(key_pc, sde, x, x_mean, vec_t)
+    if report_steps:
+      progress_lib.report_step(i, num_steps)
     return (key, x, x_mean), None
 
-  (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), time_grid(sde.T, eps, num_steps))
+  steps = (time_grid(sde.T, eps, num_steps), jnp.arange(num_steps))
+  (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), steps)
   x = x_mean if denoise else x
   return x if constraint is None else constraint.finish(key, sde, score_fn, x, eps)
 
 
 def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corrector="langevin",
-              snr=0.16, n_steps=1, num_steps=None, eps=None, denoise=True,
-              probability_flow=False, mesh=None, constraint=None) -> SampleResult:
+              snr=None, n_steps=1, num_steps=None, eps=None, denoise=True,
+              probability_flow=False, mesh=None, constraint=None, progress=None) -> SampleResult:
   """Predictor-corrector samples from the reverse-time SDE.
 
   Over the grid ``t_i = linspace(T, eps, num_steps)`` (:func:`time_grid`),
@@ -82,7 +88,10 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   ``sde.N``) is the sampler's grid: chain-based steps (reverse diffusion,
   ancestral sampling, the Langevin ``alpha``) use the SDE's chain with that
   many levels; the SDE itself is not changed. ``eps`` defaults to the SDE's
-  ``sampling_eps``. ``denoise=True`` returns the last predictor step without
+  ``sampling_eps``. ``snr``, the Langevin corrector's signal-to-noise ratio, defaults to
+  ``sde.langevin_snr``: the paper's 0.16 for VE-type SDEs, 0.05 for VP-type ones (VP, sub-VP
+  and SDEs of your own that shrink the data into the prior), where 0.16 overshoots
+  (docs/samplers.md). ``denoise=True`` returns the last predictor step without
   its noise. ``probability_flow=True`` makes the predictor follow the
   probability-flow ODE. ``constraint`` conditions the samples: a pytree with
   ``project(key, sde, x, x_mean, t) -> (x, x_mean)``, applied after every corrector and
@@ -91,7 +100,9 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   are this sampler with the paper's projection). ``mesh`` (from :func:`score_sde_jax.parallel.make_mesh`)
   splits the batch over its devices (and processes); the result is the same
   as on one device: the Langevin step size uses norms averaged over the
-  global batch, as the paper's ``pmean``.
+  global batch, as the paper's ``pmean``. ``progress``: a name for a bar over the steps (default:
+  the enclosing :func:`score_sde_jax.sampling.progress.stage`'s; none without one); with it
+  the call returns once the samples are computed.
 
   Returns:
     ``SampleResult(samples, nfe)``: samples of ``shape`` and the number of
@@ -102,9 +113,14 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   num_steps, n_steps, snr, eps = check_pc_settings(sde, predictor, corrector, snr, n_steps,
                                                    num_steps, eps, probability_flow)
   parallel.check_mesh(shape[0], mesh, "shape[0]")
-  x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, constraint, sde=sde, shape=shape,
-                 predictor=predictor, corrector=corrector, n_steps=n_steps, num_steps=num_steps,
-                 denoise=denoise, probability_flow=probability_flow, mesh=mesh)
+  name = progress_lib.name_for(progress)
+  with progress_lib.steps_bar(name, num_steps):
+    x = _pc_sample(key, as_pytree_fn(score_fn), snr, eps, constraint, sde=sde, shape=shape,
+                   predictor=predictor, corrector=corrector, n_steps=n_steps,
+                   num_steps=num_steps, denoise=denoise, probability_flow=probability_flow,
+                   mesh=mesh, report_steps=name is not None)
+    if name is not None:
+      x = jax.block_until_ready(x)
   extra = 0 if constraint is None else constraint.nfe
   return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps) + extra)
 

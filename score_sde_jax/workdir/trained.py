@@ -9,6 +9,7 @@ Loading reads neither the data set nor anything but the newest readable checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -24,6 +25,7 @@ from score_sde_jax import train as train_lib
 from score_sde_jax.classifier import get_classifier_fn, get_feature_fn
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.sampling import SampleResult
+from score_sde_jax.sampling import progress as sampling_progress
 from score_sde_jax.workdir.folders import WorkdirError, check_workdir, checkpoints
 from score_sde_jax.workdir.restore import newest_good, restore_target
 
@@ -110,7 +112,8 @@ class TrainedRun(_Restored):
     ``n`` rounded up to a multiple of the mesh's data shards, not a whole batch cut short). Samples
     depend on the batch they are drawn in (Langevin's step size comes from the whole batch's
     norms), so ``--mode sample`` is reproduced by the same ``n``. ``progress``: a progress bar
-    over the samples with that name (the first batch includes compiling the sampler)."""
+    over the samples with that name (the first batch includes compiling the sampler), and one
+    over each batch's steps where the sampler is a scan (PC)."""
     checks.check_key(key, "sampling")
     if batch_size is None:
       shards = 1 if self.mesh is None else parallel.num_shards(self.mesh)
@@ -121,8 +124,11 @@ class TrainedRun(_Restored):
     chunks, nfes = [], []
     with tqdm(total=n, desc=progress, unit="sample", dynamic_ncols=True,
               disable=progress is None or not parallel.is_main_process()) as bar:
-      for i in range(-(-n // batch_size)):
-        x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
+      num_batches = -(-n // batch_size)
+      for i in range(num_batches):
+        with (contextlib.nullcontext() if progress is None else
+              sampling_progress.stage(f"{progress}, batch {i + 1}/{num_batches}")):
+          x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
         chunks.append(parallel.to_host(x))
         nfes.append(nfe)
         bar.update(min(batch_size, n - i * batch_size))
