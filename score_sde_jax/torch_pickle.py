@@ -1,11 +1,14 @@
-"""Reads PyTorch ``.pth`` checkpoints (``torch.save`` zip format) without PyTorch.
+"""Reads PyTorch ``.pth`` checkpoints (``torch.save`` zip format) and the weights of TorchScript
+archives (``torch.jit.save``) without PyTorch.
 
 A restricted ``pickle.Unpickler`` accepts only the handful of globals a
 checkpoint of tensors, dicts, lists and numbers refers to, and rebuilds each
-tensor as a NumPy array straight from the archive's storage records. Written
+tensor as a NumPy array straight from the archive's storage records. With
+``scripted=True`` it also reads a TorchScript archive's ``data.pkl``: each module object
+(a ``__torch__.<module>.<Class>`` global) becomes a dict of its attributes with its class's
+name under ``"__class__"``; the archive's code (``code/``) is never read or run. Written
 by hand because the only library that reads the format is PyTorch itself,
-which would make a multi-GB dependency of a converter; nothing else in the
-package needs it.
+which would make a multi-GB dependency of a converter and of the FID network's loader.
 """
 
 from __future__ import annotations
@@ -104,6 +107,12 @@ def _materialize(obj, name: str, max_bytes: int, depth: int = 0):
     return _tensor(obj, name, max_bytes)
   if isinstance(obj, _Storage):
     raise CheckpointFormatError(f"{name}: a bare storage record, not a tensor")
+  if isinstance(obj, _ScriptObject):
+    attributes = getattr(obj, "attributes", {})
+    out = {"__class__": obj.torch_class}
+    for k, v in attributes.items():
+      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), max_bytes, depth + 1)
+    return out
   if isinstance(obj, dict):
     out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
     for k, v in obj.items():
@@ -119,6 +128,32 @@ def _rebuild_parameter(data, requires_grad, backward_hooks):
   return data
 
 
+class _ScriptObject:
+  """An object of a TorchScript class, as its pickle builds it: no method of the class runs;
+  its state (a dict of attributes) is kept for :func:`_materialize`."""
+
+  torch_class = ""
+
+  def __setstate__(self, state):
+    if not isinstance(state, dict):
+      raise CheckpointFormatError(f"{self.torch_class}: its state is {type(state).__name__}, "
+                                  f"not a dict of attributes")
+    self.attributes = state
+
+
+def _script_class(qualified: str):
+  return type("ScriptObject", (_ScriptObject,), {"torch_class": qualified, "__slots__": ()})
+
+
+def _build_list(values):
+  if not isinstance(values, (list, tuple)):
+    raise CheckpointFormatError(f"a TorchScript list of {type(values).__name__}")
+  return list(values)
+
+
+_SCRIPTED = {("torch.jit._pickle", f"build_{kind}list"): _build_list
+             for kind in ("int", "double", "bool", "tensor")}
+
 _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
@@ -127,17 +162,24 @@ _ALLOWED = {
 
 
 class _Unpickler(pickle.Unpickler):
-  def __init__(self, file, archive, prefix):
+  def __init__(self, file, archive, prefix, scripted=False):
     super().__init__(file)
     self._archive = archive
     self._prefix = prefix
     self._cache = {}
+    self._scripted = scripted
+    self._classes = {}
 
   def find_class(self, module, name):
     if module == "torch" and name in _STORAGES:
       return _StorageType(_STORAGES[name])
     if (module, name) in _ALLOWED:
       return _ALLOWED[(module, name)]
+    if self._scripted and (module, name) in _SCRIPTED:
+      return _SCRIPTED[(module, name)]
+    if self._scripted and module.startswith("__torch__.") and name.isidentifier():
+      qualified = f"{module}.{name}"
+      return self._classes.setdefault(qualified, _script_class(qualified))
     raise CheckpointFormatError(f"refusing to load global {module}.{name}: a checkpoint of "
                                 f"tensors should not need it")
 
@@ -161,8 +203,9 @@ class _Unpickler(pickle.Unpickler):
     return self._cache[key, storage_type.dtype]
 
 
-def load(path: str):
-  """The object ``torch.save`` wrote to ``path``, with tensors as NumPy arrays.
+def load(path: str, *, scripted: bool = False):
+  """The object ``torch.save`` wrote to ``path``, with tensors as NumPy arrays; with
+  ``scripted``, the module tree of a ``torch.jit.save`` archive (see the module docstring).
 
   The file is untrusted input: only the globals of a checkpoint of tensors are accepted (no code
   runs), and every tensor is checked against its storage record before an array is made.
@@ -183,7 +226,7 @@ def load(path: str):
     prefix = pickles[0][: -len("/data.pkl")]
     try:
       with archive.open(pickles[0]) as f:
-        obj = _Unpickler(f, archive, prefix).load()
+        obj = _Unpickler(f, archive, prefix, scripted).load()
       return _materialize(obj, "", os.path.getsize(path))
     except CheckpointFormatError as e:
       raise CheckpointFormatError(f"{path}: {e}") from None

@@ -202,3 +202,40 @@ def _tensor_pickle(size, stride, offset):
   out.write(b"tR")                                                       # TUPLE, REDUCE
   out.write(b"s.")                                                       # SETITEM, STOP
   return out.getvalue()
+
+
+def _scripted_archive(path, globals_pickle):
+  """A TorchScript-like archive: ``data.pkl`` built with protocol-2 opcodes (as torch.jit.save
+  writes them: GLOBAL, NEWOBJ, BUILD) and one float storage."""
+  _write({"m/data.pkl": globals_pickle, "m/data/0": np.arange(6, dtype="<f4").tobytes(),
+          "m/version": b"3\n"}, path)
+
+
+def _module_pickle(module=b"__torch__.net", name=b"Conv", extra=b""):
+  # as torch.jit.save: obj = Conv(); obj.__setstate__({"weight": tensor, "padding": [0, 1]})
+  p = b"\x80\x02c" + module + b"\n" + name + b"\n)\x81}("
+  p += b"X\x06\x00\x00\x00weightctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
+  p += b"ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQK\x00K\x02K\x03\x86"
+  p += b"K\x03K\x01\x86\x89ccollections\nOrderedDict\n)Rtq\x00R"
+  p += b"X\x07\x00\x00\x00paddingctorch.jit._pickle\nbuild_intlist\n]q\x01(K\x00K\x01e\x85R"
+  p += extra + b"ub."
+  return p
+
+
+def test_a_torchscript_archive_reads_as_module_dicts_without_running_its_code(tmp_path):
+  """``scripted=True``: each ``__torch__`` object becomes a dict of its attributes with its
+  class's name; lists built by ``torch.jit._pickle`` are lists. Without it, or for any other
+  global (``os.system``), the file is refused."""
+  path = str(tmp_path / "scripted.pt")
+  data = _module_pickle()
+  pickletools.dis(data, out=io.StringIO())    # a well-formed pickle
+  _scripted_archive(path, data)
+  obj = torch_pickle.load(path, scripted=True)
+  assert obj["__class__"] == "__torch__.net.Conv" and obj["padding"] == [0, 1]
+  np.testing.assert_array_equal(obj["weight"], np.arange(6, dtype=np.float32).reshape(2, 3))
+  with pytest.raises(CheckpointFormatError, match="refusing to load global __torch__.net.Conv"):
+    torch_pickle.load(path)
+  evil = str(tmp_path / "evil.pt")
+  _scripted_archive(evil, _module_pickle(b"os", b"system"))
+  with pytest.raises(CheckpointFormatError, match="refusing to load global os.system"):
+    torch_pickle.load(evil, scripted=True)

