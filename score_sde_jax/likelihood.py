@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_jax import checks, parallel
+from score_sde_jax.sampling import progress as sampling_progress
 from score_sde_jax.sampling.flow import MAX_STEPS, check_flow_args, flow_nfe, ode_sample, solve_flow
 from score_sde_jax.score import as_pytree_fn
 
@@ -64,14 +65,14 @@ def _check_likelihood_eps(eps, sde):
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "controller",
-                                             "max_steps", "mesh"))
+                                             "max_steps", "mesh", "progress"))
 def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solver, controller,
-                    max_steps, mesh):
+                    max_steps, mesh, progress=False):
   # Probes are drawn for the global batch (partitionable threefry): the same on any mesh.
   probes = _draw_probes(key, x.shape, divergence, x.dtype)
   sol = solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
                    controller=controller, max_steps=max_steps, divergence=divergence,
-                   probes=probes, mesh=mesh)
+                   probes=probes, mesh=mesh, progress=progress)
   return sde.prior_logp(sol.ys) + sol.delta_logp, sol.ys, sol.num_steps
 
 
@@ -94,6 +95,9 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5,
       (``shard_map``); probes are drawn for the global batch, so the result
       equals that of one device.
 
+  Inside :func:`score_sde_jax.sampling.progress.stage` (``--mode eval`` runs it so), diffrax's
+  progress bar follows the solve (without a mesh).
+
   Returns:
     ``LikelihoodResult(logp, z, nfe)``: ``logp`` ``(B,)`` nats, the latent
     ``z = x(T)`` shaped like ``x``, and ``nfe`` ``(B,)`` score evaluations per
@@ -106,7 +110,8 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5,
   parallel.check_mesh(x.shape[0], mesh, "x.shape[0]")
   logp, z, steps = _log_likelihood(key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde,
                                    divergence=divergence, solver=solver,
-                                   controller=stepsize_controller, max_steps=max_steps, mesh=mesh)
+                                   controller=stepsize_controller, max_steps=max_steps, mesh=mesh,
+                                   progress=sampling_progress.name_for(None) is not None)
   return LikelihoodResult(logp, z, flow_nfe(solver, steps))
 
 

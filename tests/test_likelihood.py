@@ -204,3 +204,18 @@ def test_interpolation_is_spherical_between_endpoints():
   # Nearly antipodal 2-D latents of different norms stay between the endpoint norms.
   path = interpolate(jnp.array([1.0, 0.0]), jnp.array([-3.0, 0.01]), jnp.linspace(0, 1, 11))
   assert float(np.max(np.linalg.norm(np.asarray(path), axis=1))) <= 3.0 + 1e-4
+
+
+def test_a_progress_stage_shows_diffrax_bar_and_changes_no_value(capsys):
+  """Inside ``sampling.progress.stage`` (``--mode eval``'s likelihood batches) diffrax's progress
+  bar follows each solve to 100 %; the log-densities are bit for bit those without it."""
+  from score_sde_jax.likelihood import log_likelihood
+  from score_sde_jax.sampling import progress
+  sde = SDES["vp"]
+  x = _points(sde, n=4)
+  plain = np.asarray(log_likelihood(None, sde, _score(GMM, sde), x, divergence="exact").logp)
+  assert "%" not in capsys.readouterr().err
+  with progress.stage("likelihood"):
+    shown = np.asarray(log_likelihood(None, sde, _score(GMM, sde), x, divergence="exact").logp)
+  np.testing.assert_array_equal(shown, plain)
+  assert "100.00%" in capsys.readouterr().err

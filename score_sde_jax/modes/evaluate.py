@@ -20,6 +20,7 @@ from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.modes.loop import check_batch
 from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
+from score_sde_jax.sampling import progress as sampling_progress
 
 
 def mean_se(values):
@@ -44,16 +45,22 @@ def _negative_log_likelihoods(run, dataset, batches, rows):
   values, nfes = [], []
   for i, b in enumerate(tqdm(batches, desc=f"likelihood ({e.divergence})", unit="batch",
                              disable=not parallel.is_main_process())):
-    key = jax.random.fold_in(keys.stream(seed, "likelihood"), i)
-    if dataset.num_levels is not None:
-      value, nfe = run.bits_per_dim(key, parallel.shard_batch(b[rows], run.mesh),
-                                    num_levels=dataset.num_levels, n_repeats=e.bpd_repeats)
-    else:
-      logp, _, nfe = run.log_likelihood(key, parallel.shard_batch(b[rows], run.mesh))
-      value = -logp
+    # Inside each batch, diffrax's bar: the share of [eps, T] its slowest example has covered.
+    with sampling_progress.stage(f"likelihood batch {i + 1}/{len(batches)}"):
+      value, nfe = _batch_likelihood(run, dataset, b[rows], jax.random.fold_in(
+          keys.stream(seed, "likelihood"), i))
     values.append(parallel.to_host(value))
     nfes.append(parallel.to_host(nfe))
   return np.concatenate(values), np.concatenate(nfes)
+
+
+def _batch_likelihood(run, dataset, batch, key):
+  e = run.experiment.eval
+  if dataset.num_levels is not None:
+    return run.bits_per_dim(key, parallel.shard_batch(batch, run.mesh),
+                            num_levels=dataset.num_levels, n_repeats=e.bpd_repeats)
+  logp, _, nfe = run.log_likelihood(key, parallel.shard_batch(batch, run.mesh))
+  return -logp, nfe
 
 
 def evaluate(exp: Experiment, workdir: str, *, stop=None):

@@ -97,7 +97,7 @@ class FlowSolution(NamedTuple):
 
 
 def _solve_examples(y, probes, score_fn, t0, t1, rtol, atol, save_ts, *, sde, solver,
-                    controller, num_steps, max_steps, divergence):
+                    controller, num_steps, max_steps, divergence, progress=False):
   drift = per_example_drift(sde, score_fn)
   if divergence is None:
     term = diffrax.ODETerm(lambda t, x, args: drift(x, t))
@@ -109,11 +109,14 @@ def _solve_examples(y, probes, score_fn, t0, t1, rtol, atol, save_ts, *, sde, so
   else:
     controller, dt0 = controller or diffrax.PIDController(rtol=rtol, atol=atol), None
   saveat = diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts)
+  # diffrax's own bar: the share of [t0, t1] covered (under vmap, by the slowest example)
+  meter = diffrax.TqdmProgressMeter(refresh_steps=10) if progress else diffrax.NoProgressMeter()
 
   def solve_one(y0, probe):
     state = y0 if divergence is None else (y0, jnp.zeros((), y0.dtype))
     sol = diffrax.diffeqsolve(term, solver, t0=t0, t1=t1, dt0=dt0, y0=state, args=probe,
-                              stepsize_controller=controller, max_steps=max_steps, saveat=saveat)
+                              stepsize_controller=controller, max_steps=max_steps, saveat=saveat,
+                              progress_meter=meter)
     ys, delta = (sol.ys, jnp.zeros((1,), y0.dtype)) if divergence is None else sol.ys
     return (ys[0] if save_ts is None else ys), delta[-1], sol.stats["num_steps"]
 
@@ -122,7 +125,7 @@ def _solve_examples(y, probes, score_fn, t0, t1, rtol, atol, save_ts, *, sde, so
 
 def solve_flow(sde, score_fn, y, t0, t1, *, solver, rtol=1e-5, atol=1e-5, controller=None,
                num_steps=None, max_steps=MAX_STEPS, save_ts=None, divergence=None, probes=None,
-               mesh=None) -> FlowSolution:
+               mesh=None, progress=False) -> FlowSolution:
   """Solves the probability-flow ODE from ``t0`` to ``t1`` for each row of ``y`` (traceable).
 
   ``t1 < t0`` runs backwards (sampling, decoding). Adaptive steps
@@ -131,13 +134,15 @@ def solve_flow(sde, score_fn, y, t0, t1, *, solver, rtol=1e-5, atol=1e-5, contro
   (``"exact"``, or a Hutchinson kind with ``probes`` shaped like ``y``) the
   state carries ``delta_logp = int_t0^t1 div f dt`` alongside. ``mesh``: each
   device solves its rows (``shard_map``), so no device waits for another's
-  step count. Call it inside ``jit`` with ``sde``, ``solver`` (an object),
-  ``controller``, ``num_steps``, ``max_steps``, ``divergence`` and ``mesh`` static.
+  step count. ``progress``: diffrax's progress bar over ``[t0, t1]`` (without a mesh). Call it
+  inside ``jit`` with ``sde``, ``solver`` (an object), ``controller``, ``num_steps``,
+  ``max_steps``, ``divergence``, ``mesh`` and ``progress`` static.
   """
   y = parallel.constrain_batch(y, mesh)
   probes = jnp.zeros_like(y) if probes is None else parallel.constrain_batch(probes, mesh)
   solve = functools.partial(_solve_examples, sde=sde, solver=solver, controller=controller,
-                            num_steps=num_steps, max_steps=max_steps, divergence=divergence)
+                            num_steps=num_steps, max_steps=max_steps, divergence=divergence,
+                            progress=bool(progress) and mesh is None)
   return FlowSolution(*parallel.map_shards(solve, mesh, (y, probes),
                                            (score_fn, t0, t1, rtol, atol, save_ts)))
 
