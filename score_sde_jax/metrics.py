@@ -101,3 +101,39 @@ def frechet_distance(x, y) -> float:
   ``y`` ``(m, D)`` (FID's formula on whatever features are given). Biased upwards by
   ``O(D / n)``: compare numbers only at equal ``n`` and ``m``."""
   return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+
+
+def _polynomial_kernel(a, b):
+  """KID's kernel ``(a . b / D + 1)^3`` (Binkowski et al. 2018), float64."""
+  return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def kid(x, y, *, subset_size: int = 1000, num_subsets: int = 100, seed: int = 0):
+  """Kernel Inception Distance of feature sets ``x`` ``(n, D)`` and ``y`` ``(m, D)``: the
+  unbiased estimate of the squared MMD with the cubic polynomial kernel, averaged over
+  ``num_subsets`` random subsets of ``min(subset_size, n, m)`` rows of each (Binkowski et al.
+  2018; TF-GAN's and clean-fid's defaults). Unbiased at any sample size, unlike FID.
+
+  Returns ``(kid, standard_error)``: the mean over subsets, and the standard deviation of the
+  subsets' estimates over ``sqrt(num_subsets)`` (for overlapping subsets, when ``n`` or ``m``
+  is below ``subset_size * num_subsets``, a lower bound of the mean's error).
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+    raise ValueError(f"kid: feature sets of shapes {x.shape} and {y.shape}; expected (n, D) and "
+                     f"(m, D) of one dimension D")
+  m = min(int(subset_size), len(x), len(y))
+  if m < 2:
+    raise ValueError(f"kid: needs at least 2 examples in each set, got {len(x)} and {len(y)}")
+  rng = np.random.default_rng(seed)
+  estimates = []
+  for _ in range(int(num_subsets)):
+    a = x[rng.choice(len(x), m, replace=False)]
+    b = y[rng.choice(len(y), m, replace=False)]
+    kxx, kyy, kxy = _polynomial_kernel(a, a), _polynomial_kernel(b, b), _polynomial_kernel(a, b)
+    off = m * (m - 1)
+    estimates.append((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
+                     - 2.0 * kxy.mean())
+  estimates = np.asarray(estimates)
+  se = float(estimates.std(ddof=1) / np.sqrt(len(estimates))) if len(estimates) > 1 else 0.0
+  return float(estimates.mean()), se

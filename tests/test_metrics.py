@@ -104,3 +104,30 @@ def test_sample_range_check_counts_values_outside_the_data_range(capsys):
   noise = range_check(points, 10 * rng.normal(size=(2000, 2)), held_out)
   assert noise["share_outside_data_range"] > 0.5
   assert "of the sample values lie outside the held-out data's range" in capsys.readouterr().err
+
+
+def test_kid_is_unbiased_against_the_exact_squared_mmd():
+  """KID's estimate of the squared MMD with the cubic kernel, on two discrete distributions
+  whose exact value is a finite sum: the mean of 2000 estimates from independent draws of 50 is
+  within 4 standard errors of it (measured: 3.945 +- 0.049 against 3.935), and two draws of one
+  distribution give 0 within 4 of KID's own standard errors."""
+  from score_sde_jax.metrics import _polynomial_kernel, kid
+  pts = np.array([[1.0, 0, 0, 2], [0, 1, -1, 0], [2, 2, 0, -1]])
+  p, q = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5])
+  k = _polynomial_kernel(pts, pts)
+  exact = p @ k @ p + q @ k @ q - 2 * p @ k @ q
+  est = []
+  for s in range(2000):
+    r = np.random.default_rng(100 + s)
+    est.append(kid(pts[r.choice(3, 50, p=p)], pts[r.choice(3, 50, p=q)], subset_size=50,
+                   num_subsets=1)[0])
+  est = np.asarray(est)
+  assert abs(est.mean() - exact) < 4 * est.std() / np.sqrt(len(est))
+  r = np.random.default_rng(0)
+  same, se = kid(pts[r.choice(3, 4000, p=p)], pts[r.choice(3, 4000, p=p)], subset_size=100,
+                 num_subsets=400)
+  assert abs(same) < 4 * se and se > 0
+  with pytest.raises(ValueError, match="kid: feature sets of shapes"):
+    kid(np.zeros((5, 3)), np.zeros((5, 4)))
+  with pytest.raises(ValueError, match="at least 2 examples"):
+    kid(np.zeros((1, 3)), np.zeros((5, 3)))
