@@ -87,3 +87,45 @@ def test_missing_or_wrong_weights_are_one_clear_error(tmp_path):
   bad.write_bytes(b"not a zip")
   with pytest.raises(inception.InceptionWeightsError, match="not a PyTorch zip checkpoint"):
     inception.load_params(str(bad))
+
+
+@needs_weights
+def test_features_in_padded_batches_equal_one_batch_and_fid_of_files(tmp_path):
+  """``fid.inception_features`` in batches (the last one padded) gives each image the features
+  of one whole batch; statistics written and read back give the same FID as the features."""
+  from score_sde_jax import fid
+  x = images()["digits8"][:5].astype(np.float32) / 255
+  whole = fid.inception_features(x, batch_size=5)
+  parts = fid.inception_features(x, batch_size=2)
+  np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+  ref = np.load(os.path.join(HERE, "fixtures", "inception", "inception_reference.npz"))
+  fid.save_statistics(str(tmp_path / "ref.npz"), ref["noise32"])
+  expected = metrics.frechet_distance(whole.astype(np.float64), ref["noise32"].astype(np.float64))
+  assert abs(fid.fid(whole, str(tmp_path / "ref.npz")) - expected) < 1e-6 * expected
+
+
+def test_statistics_files_pytorch_fid_and_tf_gan_styles_and_their_errors(tmp_path):
+  """``mu`` / ``sigma`` files (pytorch-fid's names) and files of ``pool_3`` features (TF-GAN's,
+  the original score_sde's ``cifar10_stats.npz``) read to the same statistics; another
+  dimension, a missing or foreign file, and one example are each one clear error."""
+  from score_sde_jax import fid
+  feats = np.random.default_rng(0).standard_normal((50, 2048))
+  fid.save_statistics(str(tmp_path / "ours.npz"), feats)
+  np.savez(str(tmp_path / "tfgan.npz"), pool_3=feats.astype(np.float32))
+  mu, sigma = fid.load_statistics(str(tmp_path / "ours.npz"))
+  mu2, sigma2 = fid.load_statistics(str(tmp_path / "tfgan.npz"))
+  np.testing.assert_allclose(mu, feats.mean(0))
+  np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False))
+  np.testing.assert_allclose(mu2, mu, atol=1e-6)
+  np.testing.assert_allclose(sigma2, sigma, atol=1e-5)
+  assert abs(fid.fid((mu, sigma), str(tmp_path / "tfgan.npz"))) < 1e-3
+  np.savez(str(tmp_path / "small.npz"), mu=np.zeros(64), sigma=np.eye(64))
+  with pytest.raises(fid.StatisticsError, match="dimension \\(64,\\).*2048"):
+    fid.load_statistics(str(tmp_path / "small.npz"))
+  with pytest.raises(fid.StatisticsError, match="no such statistics file"):
+    fid.load_statistics(str(tmp_path / "none.npz"))
+  np.savez(str(tmp_path / "other.npz"), images=np.zeros(3))
+  with pytest.raises(fid.StatisticsError, match="expected mu and sigma"):
+    fid.load_statistics(str(tmp_path / "other.npz"))
+  with pytest.raises(ValueError, match="at least 2 examples"):
+    fid.statistics(feats[:1])
