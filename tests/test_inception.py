@@ -129,3 +129,18 @@ def test_statistics_files_pytorch_fid_and_tf_gan_styles_and_their_errors(tmp_pat
     fid.load_statistics(str(tmp_path / "other.npz"))
   with pytest.raises(ValueError, match="at least 2 examples"):
     fid.statistics(feats[:1])
+
+
+@pytest.mark.slow    # 300 images through the network
+@needs_weights
+def test_the_fid_pages_example_runs_and_ranks_noise_worse(tmp_path, monkeypatch):
+  """docs/fid.md's example: 100 held-back digits are closer to the 100 reference digits than
+  the same digits with noise (std 0.3), by FID and by KID beyond 3 of its standard errors."""
+  from test_readme import python_blocks
+  monkeypatch.chdir(tmp_path)
+  namespace = {}
+  for block in python_blocks("docs/fid.md"):
+    exec(block, namespace)
+  assert os.path.isfile(tmp_path / "workdirs" / "fid_example" / "digits.npz")
+  assert 0 < namespace["fid_clean"] < namespace["fid_noisy"]
+  assert namespace["kid"] > 3 * namespace["kid_se"] > 0
