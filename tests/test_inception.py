@@ -89,6 +89,7 @@ def test_missing_or_wrong_weights_are_one_clear_error(tmp_path):
     inception.load_params(str(bad))
 
 
+@pytest.mark.slow     # two more compilations of the network (batches of 5 and of 2)
 @needs_weights
 def test_features_in_padded_batches_equal_one_batch_and_fid_of_files(tmp_path):
   """``fid.inception_features`` in batches (the last one padded) gives each image the features
