@@ -32,6 +32,8 @@ USER_ERRORS = {
     "score_sde_jax.checkpoint": ("IncompatibleCheckpoint", "NotEnoughSpace"),
     "score_sde_jax.modes.loop": ("TrainingDiverged",),
     "score_sde_jax.launch": ("DistributedError", "CpuDevicesError"),
+    "score_sde_jax.fid": ("StatisticsError",),
+    "score_sde_jax.inception": ("InceptionWeightsError",),
 }
 
 
@@ -136,6 +138,10 @@ def interrupted_line(mode_name: str, trains: bool, workdir) -> str:
   """The Ctrl-C line, in the mode's terms: where a rerun of a training mode resumes from; for the
   other modes, that their results were not written and the checkpoints are untouched."""
   folder = os.path.join(workdir or "", "checkpoints")
+  if mode_name == "eval":
+    return (f"interrupted: --mode eval stopped; the checkpoints in {folder} are untouched and "
+            f"the same command goes on where it stopped (the checkpoints of eval.begin_ckpt.."
+            f"end_ckpt already evaluated are skipped, the FID samples already drawn are read back)")
   if not trains:
     return (f"interrupted: --mode {mode_name} stopped before writing its results (they are "
             f"written when it completes); the checkpoints in {folder} are untouched: run the "

@@ -1,6 +1,8 @@
 """Defaults for scikit-learn's 8x8 digits (1797 images, 17 grey levels, shipped with scikit-learn):
 small NCSN++ / DDPM++ networks that train on a 2-core CPU."""
 
+from ml_collections.config_dict import placeholder
+
 from configs.default_cifar10_configs import get_default_configs as cifar10_defaults
 
 
@@ -33,6 +35,9 @@ def get_default_configs():
   evaluate.enable_bpd = True
   evaluate.bpd_repeats = 3
   evaluate.divergence = "rademacher"
+  evaluate.enable_sampling = True    # FID / KID of num_samples samples (docs/fid.md)
+  evaluate.begin_ckpt = placeholder(int)   # None: the newest checkpoint alone
+  evaluate.end_ckpt = placeholder(int)
 
   model = config.model
   model.name = "ncsnpp"

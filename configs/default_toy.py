@@ -6,8 +6,9 @@ on a CPU. Experiment files import :func:`get_default_configs` and change a few f
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
-from configs.library_fields import CLASSIFIER_FIELDS, INPAINT_FIELDS
+from configs.library_fields import CLASSIFIER_FIELDS, FID_FIELDS, INPAINT_FIELDS
 
 
 def get_default_configs():
@@ -72,6 +73,10 @@ def get_default_configs():
   evaluate.atol = 1e-5
   evaluate.likelihood_eps = 1e-5        # the paper's eps for likelihoods
   evaluate.figures = True               # False: the modes write metrics and samples, no figures
+  evaluate.begin_ckpt = placeholder(int)  # --mode eval: checkpoints step // snapshot_freq in
+  evaluate.end_ckpt = placeholder(int)    #   [begin, end] (None: the newest alone)
+  evaluate.enable_sampling = False      # --mode eval, image data: FID / KID of num_samples samples
+  evaluate.update(FID_FIELDS)
 
   # data
   config.data = data = ml_collections.ConfigDict()

@@ -24,6 +24,20 @@ INPAINT_FIELDS = dict(
 )
 
 
+# Sample quality in --mode eval (image data): FID and KID of eval.num_samples samples against a
+# data set's statistics, written once by --mode fid_stats (docs/fid.md). The original's
+# eval.enable_sampling switches it on; begin_ckpt / end_ckpt (already in the paper's configs)
+# choose checkpoints.
+FID_FIELDS = dict(
+    fid_stats="",                # reference statistics (.npz: mu and sigma, pool_3 or features);
+                                 # "": <workdir>/fid_stats/<data set>_<fid_split>.npz
+    fid_split="train",           # --mode fid_stats: the split it reads (the paper: train)
+    fid_num_images=0,            # --mode fid_stats: its first n images (0: all)
+    inception_batch_size=100,    # images per Inception-v3 call (each resized to 299 x 299)
+    kid_subset_size=1000,        # KID: subsets of min(this, samples, reference) rows
+)
+
+
 # Noise-conditional classifier p_t(y | x_t) for class-conditional sampling: --mode
 # train_classifier trains it (its own checkpoints, metrics and resume, in classifier.workdir),
 # --mode conditional samples with score + scale * grad log p_t(y | x). The network reads the
@@ -91,6 +105,7 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           divergence="rademacher", # Hutchinson, as the paper
           rtol=1e-5, atol=1e-5, likelihood_eps=1e-5,
           figures=True,            # False: metrics and samples only (sweeps, pods)
+          **FID_FIELDS,
       ),
       "data": dict(
           path="",                 # a folder of images, an npz, or CIFAR-10's archive

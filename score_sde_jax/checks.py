@@ -91,6 +91,8 @@ def _real(v):
 
 POSITIVE_INT = (lambda v: _int(v) and v > 0, "a positive integer")
 NON_NEGATIVE_INT = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+OPTIONAL_NON_NEGATIVE_INT = (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0")
+STRING = (lambda v: isinstance(v, str), "a string")
 FINITE = (_real, "a finite number")
 POSITIVE = (lambda v: _real(v) and v > 0, "a finite positive number")
 NON_NEGATIVE = (lambda v: _real(v) and v >= 0, "a finite number >= 0")

@@ -43,6 +43,12 @@ def _network(params_path=None):
   return _NETWORKS[key]
 
 
+def check_weights(weights=None) -> None:
+  """Reads the network's weights now (once per process): a missing or bad file is one clear
+  :class:`~score_sde_jax.inception.InceptionWeightsError` before any data is read or sampled."""
+  _network(weights)
+
+
 def inception_features(images, *, batch_size: int = 100, weights=None, mesh=None,
                        progress: str | None = None) -> np.ndarray:
   """The ``pool_3`` features ``(N, 2048)`` of ``images`` ``(N, H, W, C)`` in ``[0, 1]`` (C = 1
@@ -56,6 +62,10 @@ def inception_features(images, *, batch_size: int = 100, weights=None, mesh=None
     raise ValueError(f"batch_size={batch_size!r}: expected a positive int")
   parallel.check_mesh(batch_size, mesh, "batch_size")
   params, fn = _network(weights)
+  rows = slice(None)
+  if mesh is not None:
+    params = parallel.replicate(params, mesh)
+    rows = parallel.local_rows(mesh, batch_size)   # this process's rows of every batch
   out = []
   with tqdm(total=len(images), desc=progress, unit="image", dynamic_ncols=True,
             disable=progress is None or not parallel.is_main_process()) as bar:
@@ -64,7 +74,7 @@ def inception_features(images, *, batch_size: int = 100, weights=None, mesh=None
       n = len(chunk)
       if n < batch_size:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-      batch = chunk if mesh is None else parallel.shard_batch(chunk, mesh)
+      batch = chunk if mesh is None else parallel.shard_batch(chunk[rows], mesh)
       out.append(np.asarray(parallel.to_host(fn(params, batch)))[:n])
       bar.update(n)
   return np.concatenate(out)
@@ -79,32 +89,57 @@ def statistics(features):
   return metrics.gaussian_stats(f)
 
 
-def save_statistics(path: str, features) -> None:
-  """Writes ``mu``, ``sigma`` (pytorch-fid's names) and ``num_examples`` of ``features``."""
+def save_statistics(path: str, features, *, keep_features: bool = True) -> None:
+  """Writes ``mu``, ``sigma`` (pytorch-fid's names), ``num_examples`` and (``keep_features``)
+  the ``features`` themselves as float32, which KID needs (8 KB per image: 400 MB for 50,000,
+  as the original's ``cifar10_stats.npz``)."""
   mu, sigma = statistics(features)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  extra = {"features": np.asarray(features, np.float32)} if keep_features else {}
   tmp = path + ".tmp.npz"
-  np.savez(tmp, mu=mu, sigma=sigma, num_examples=np.int64(len(features)))
+  np.savez(tmp, mu=mu, sigma=sigma, num_examples=np.int64(len(features)), **extra)
   os.replace(tmp, path)   # never a half-written statistics file
 
 
-def load_statistics(path: str):
-  """``(mu, sigma)`` from an ``.npz`` with ``mu`` and ``sigma`` (pytorch-fid), or with the
-  features themselves under ``pool_3`` (the original score_sde's, TF-GAN's) or ``features``."""
+def _open(path: str):
   try:
-    data = np.load(path)
+    return np.load(path)
   except FileNotFoundError:
     raise StatisticsError(f"{path}: no such statistics file (write one with run.py --mode "
                           f"fid_stats)") from None
   except Exception as e:  # noqa: BLE001 -- whatever a damaged file raises
     raise StatisticsError(f"{path}: not a readable .npz statistics file ({e})") from None
-  with data:
+
+
+def load_features(path: str) -> np.ndarray | None:
+  """The features ``(N, 2048)`` a statistics file holds (``features``, or TF-GAN's / the
+  original score_sde's ``pool_3``), or None for one with ``mu`` and ``sigma`` alone."""
+  with _open(path) as data:
+    name = next((k for k in ("features", "pool_3") if k in data.files), None)
+    if name is None:
+      return None
+    f = np.asarray(data[name], np.float32)
+  f = f.reshape(-1, FEATURES) if f.ndim > 2 and f.shape[-1] == FEATURES else f   # (N, 1, 1, D)
+  if f.ndim != 2 or f.shape[1] != FEATURES:
+    raise StatisticsError(f"{path}: {name} of shape {f.shape}; FID and KID need the Inception "
+                          f"pool_3's (N, {FEATURES})")
+  return f
+
+
+def load_statistics(path: str):
+  """``(mu, sigma)`` from an ``.npz`` with ``mu`` and ``sigma`` (pytorch-fid), or with the
+  features themselves under ``pool_3`` (the original score_sde's, TF-GAN's) or ``features``."""
+  with _open(path) as data:
     keys = set(data.files)
     if {"mu", "sigma"} <= keys:
       mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
     elif "pool_3" in keys or "features" in keys:
-      mu, sigma = statistics(np.asarray(data["pool_3" if "pool_3" in keys else "features"],
-                                        np.float64).reshape(-1, FEATURES))
+      f = np.asarray(data["pool_3" if "pool_3" in keys else "features"], np.float64)
+      f = f.reshape(-1, FEATURES) if f.ndim > 2 and f.shape[-1] == FEATURES else f
+      if f.ndim != 2 or f.shape[1] != FEATURES:
+        raise StatisticsError(f"{path}: features of shape {f.shape}; FID needs the Inception "
+                              f"pool_3's (N, {FEATURES})")
+      mu, sigma = statistics(f)
     else:
       raise StatisticsError(f"{path}: holds {sorted(keys)}; expected mu and sigma (pytorch-fid) "
                             f"or pool_3 features (TF-GAN, the original score_sde)")

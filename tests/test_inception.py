@@ -10,6 +10,7 @@ downloaded here.
 """
 
 import os
+import subprocess
 import sys
 
 import jax
@@ -19,6 +20,7 @@ import pytest
 from score_sde_jax import inception, metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "fixtures", "inception"))
 from make_fixture import images  # noqa: E402
 
@@ -145,3 +147,25 @@ def test_the_fid_pages_example_runs_and_ranks_noise_worse(tmp_path, monkeypatch)
   assert os.path.isfile(tmp_path / "workdirs" / "fid_example" / "digits.npz")
   assert 0 < namespace["fid_clean"] < namespace["fid_noisy"]
   assert namespace["kid"] > 3 * namespace["kid_se"] > 0
+
+
+@pytest.mark.slow
+@needs_weights
+def test_features_split_over_a_device_mesh_equal_one_device():
+  """Each device of a mesh computes its rows of every batch (the parameters replicated): the
+  same features as one device, within the float32 differences of another batch size's
+  convolution algorithms (measured 0; bound 1e-5 of each image's largest feature)."""
+  code = (
+      "import numpy as np, jax\n"
+      "from score_sde_jax import fid, parallel\n"
+      "x = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)\n"
+      "a = fid.inception_features(x, batch_size=4, mesh=parallel.make_mesh())\n"
+      "b = fid.inception_features(x, batch_size=4)\n"
+      "print(len(jax.devices()), float(np.max(np.abs(a - b) / np.abs(b).max(1, keepdims=True))))\n")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, env=env)
+  assert out.returncode == 0, out.stderr
+  devices, diff = out.stdout.split()[-2:]
+  assert int(devices) == 2 and float(diff) <= 1e-5, out.stdout

@@ -93,7 +93,8 @@ def test_json_results_and_metrics_rows_have_their_keys(workdir):
     evaluated = json.load(f)
   assert set(evaluated) == {"step", "num_examples", "dsm_loss", "dsm_loss_se", "nfe_mean",
                             "divergence", "nll_nats", "nll_nats_se", "data_entropy_nats_on_test",
-                            "data_entropy_nats", "data_entropy_nats_se", "gap_nats", "gap_nats_se"}
+                            "data_entropy_nats", "data_entropy_nats_se", "gap_nats", "gap_nats_se",
+                            "settings_hash"}
   assert evaluated["num_examples"] == 128 and evaluated["step"] == STEPS
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert set(rows[0]) == {"step", "eval_loss_exact_score"} and rows[0]["step"] == 0

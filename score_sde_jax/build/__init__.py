@@ -93,6 +93,10 @@ def experiment(config, *, scope: str = "run", classifier: bool = False,
   part("eval", lambda: get_evaluation(config), run)
   if run:
     _check_data_kind(config, model)
+    if parts["eval"].enable_sampling and not model.is_image:
+      raise ConfigError(f"config.eval.enable_sampling=True: FID and KID are measured on images; "
+                        f"data set {get(config, 'data.dataset')!r} is vector data (--mode sample "
+                        f"reports its distances to the data)")
   part("sampling", lambda: get_sampling(config, model.sde), run)
   if inpaint:
     part("inpaint", lambda: get_inpaint(config, model.data_shape), True)

@@ -117,6 +117,15 @@ class Evaluation:
   likelihood_eps: float = 1e-5
   bpd_repeats: int = 1              # dequantization rounds for bits/dim
   figures: bool = True              # False: the modes write their metrics and samples, no figures
+  # Sample quality (image data): FID and KID of num_samples samples in --mode eval.
+  enable_sampling: bool = False     # the original's name: sample and report FID / KID
+  fid_stats: str = ""               # reference statistics (.npz); "": <workdir>/fid_stats/<data>_<split>.npz
+  fid_split: str = "train"          # --mode fid_stats: the split whose statistics it writes
+  fid_num_images: int = 0           # --mode fid_stats: the first n images of the split (0: all)
+  inception_batch_size: int = 100   # images per Inception call (299 x 299 each)
+  kid_subset_size: int = 1000       # KID: subsets of min(this, samples, reference) rows
+  begin_ckpt: int | None = None     # checkpoints step // training.snapshot_freq in [begin, end];
+  end_ckpt: int | None = None       # None: the newest checkpoint alone
 
   def __post_init__(self):
     checks.check_fields(self, {
@@ -125,7 +134,23 @@ class Evaluation:
         "enable_bpd": checks.BOOL, "num_eval_examples": checks.POSITIVE_INT,
         "divergence": checks.one_of(likelihood.DIVERGENCES), "rtol": checks.POSITIVE,
         "atol": checks.POSITIVE, "likelihood_eps": checks.TIME,
-        "bpd_repeats": checks.POSITIVE_INT, "figures": checks.BOOL})
+        "bpd_repeats": checks.POSITIVE_INT, "figures": checks.BOOL,
+        "enable_sampling": checks.BOOL, "fid_stats": checks.STRING,
+        "fid_split": checks.one_of(("train", "test")),
+        "fid_num_images": checks.NON_NEGATIVE_INT,
+        "inception_batch_size": checks.POSITIVE_INT, "kid_subset_size": checks.at_least(2),
+        "begin_ckpt": checks.OPTIONAL_NON_NEGATIVE_INT,
+        "end_ckpt": checks.OPTIONAL_NON_NEGATIVE_INT})
+    if (self.begin_ckpt is None) != (self.end_ckpt is None):
+      raise ValueError(f"begin_ckpt={self.begin_ckpt!r} and end_ckpt={self.end_ckpt!r}: set both "
+                       f"(a range of checkpoints) or neither (the newest checkpoint)")
+    if self.begin_ckpt is not None and self.begin_ckpt > self.end_ckpt:
+      raise ValueError(f"begin_ckpt={self.begin_ckpt!r}: must be <= end_ckpt={self.end_ckpt!r}")
+
+  @property
+  def checkpoint_range(self) -> tuple[int, int] | None:
+    """``(begin_ckpt, end_ckpt)``, or None: the newest checkpoint alone."""
+    return None if self.begin_ckpt is None else (self.begin_ckpt, self.end_ckpt)
 
   def flow_options(self) -> dict:
     """The probability-flow solves' settings (likelihood, encode, decode)."""

@@ -41,6 +41,7 @@ MODES = {
     "sample": Mode("sample:sample"),
     "eval": Mode("evaluate:evaluate"),
     "info": Mode("info:info", scope="network", workdir=False),
+    "fid_stats": Mode("fid_stats:fid_stats", workdir=False),
     "inpaint": Mode("inpaint:inpaint", inpaint=True),
     "train_classifier": Mode("train_classifier:train_classifier", classifier=True, trains=True,
                              writes_to=lambda exp, workdir: exp.classifier.directory(workdir)),

@@ -114,25 +114,43 @@ class TrainedRun(_Restored):
     norms), so ``--mode sample`` is reproduced by the same ``n``. ``progress``: a progress bar
     over the samples with that name (the first batch includes compiling the sampler), and one
     over each batch's steps where the sampler is a scan (PC)."""
+    chunks, nfes = [], []
+    for _, x, nfe in self.iter_sample_batches(key, n, batch_size=batch_size, progress=progress,
+                                              **options):
+      chunks.append(x)
+      nfes.append(nfe)
+    return np.concatenate(chunks)[:n], nfes
+
+  def sample_batch_size(self, n: int) -> int:
+    """:meth:`sample_batches`' default batch: ``eval.batch_size``, or ``n`` rounded up to a
+    multiple of the mesh's data shards when that is smaller."""
+    shards = 1 if self.mesh is None else parallel.num_shards(self.mesh)
+    return min(self.experiment.part("eval").batch_size, -(-n // shards) * shards)
+
+  def iter_sample_batches(self, key, n: int, *, batch_size: int | None = None, progress=None,
+                          skip=(), **options):
+    """:meth:`sample_batches` one batch at a time: yields ``(i, samples of batch i (host, cut
+    to n in all), nfe)``, leaving out the batches in ``skip`` (drawn before: every batch has
+    its own key, so the others do not change)."""
     checks.check_key(key, "sampling")
     if batch_size is None:
-      shards = 1 if self.mesh is None else parallel.num_shards(self.mesh)
-      batch_size = min(self.experiment.part("eval").batch_size, -(-n // shards) * shards)
+      batch_size = self.sample_batch_size(n)
     chosen = self.sampling(**options)
     sampling_fn = self.experiment.sampling_fn(batch_size, self.mesh, chosen)
     score_fn = self.flow_score_fn if chosen.uses_flow else self.score_fn
-    chunks, nfes = [], []
-    with tqdm(total=n, desc=progress, unit="sample", dynamic_ncols=True,
+    num_batches = -(-n // batch_size)
+    sizes = [min(batch_size, n - i * batch_size) for i in range(num_batches)]
+    with tqdm(total=n, initial=sum(sizes[i] for i in set(skip) if i < num_batches), desc=progress,
+              unit="sample", dynamic_ncols=True,
               disable=progress is None or not parallel.is_main_process()) as bar:
-      num_batches = -(-n // batch_size)
       for i in range(num_batches):
+        if i in skip:
+          continue
         with (contextlib.nullcontext() if progress is None else
               sampling_progress.stage(f"{progress}, batch {i + 1}/{num_batches}")):
           x, nfe = sampling_fn(jax.random.fold_in(key, i), score_fn)
-        chunks.append(parallel.to_host(x))
-        nfes.append(nfe)
-        bar.update(min(batch_size, n - i * batch_size))
-    return np.concatenate(chunks)[:n], nfes
+        bar.update(sizes[i])
+        yield i, parallel.to_host(x)[:sizes[i]], nfe
 
   def sample(self, key, n: int, *, batch_size: int | None = None, **options) -> SampleResult:
     """``n`` samples in data space with the experiment's sampler (``options`` change it, e.g.
@@ -220,7 +238,7 @@ def _experiment(given, *, classifier: bool) -> Experiment | None:
   return build.experiment(given, scope="network", classifier=classifier)
 
 
-def _load_newest(manager, given, mesh, *, classifier: bool):
+def _load_newest(manager, given, mesh, *, classifier: bool, step: int | None = None):
   """``((experiment, state), step)`` of the newest readable step for sampling and evaluation
   (score models and classifiers alike): ``given`` (default: the saved config's experiment) must
   agree with the saved one; the optimizer state is restored as it was saved (this run's
@@ -239,6 +257,11 @@ def _load_newest(manager, given, mesh, *, classifier: bool):
       abstract = exp.model.abstract_state(optimizer)
     return exp, checkpoint.restore(manager, step, restore_target(abstract, mesh)), saved
 
+  if step is not None:   # that step or one clear error (a damaged one is not replaced by another)
+    if step not in manager.all_steps():
+      raise WorkdirError(f"step={step}: no checkpoint of that step in {manager.directory} (it "
+                         f"holds steps {sorted(manager.all_steps())})")
+    return attempt(step), step
   return newest_good(manager, attempt)
 
 
@@ -268,8 +291,9 @@ def warn_if_ema_is_untrained(saved: Experiment, step: int, warn=None, *,
   return weight
 
 
-def load_workdir(workdir: str, experiment=None, *, mesh=None) -> TrainedRun:
-  """A trained or converted workdir's newest checkpoint, ready to sample and evaluate.
+def load_workdir(workdir: str, experiment=None, *, mesh=None, step: int | None = None) -> TrainedRun:
+  """A trained or converted workdir's newest checkpoint (or the one of ``step``), ready to sample
+  and evaluate.
 
   ``experiment`` (an :class:`~score_sde_jax.experiment.Experiment`, or a config) defaults to
   the one saved with that checkpoint; another one (for example with other sampler settings)
@@ -279,7 +303,7 @@ def load_workdir(workdir: str, experiment=None, *, mesh=None) -> TrainedRun:
   workdir = check_workdir(workdir)
   manager = _manager(workdir, "workdir", "train first (run.py --mode train)")
   (exp, state, saved), step = _load_newest(manager, _experiment(experiment, classifier=False),
-                                           mesh, classifier=False)
+                                           mesh, classifier=False, step=step)
   warn_if_ema_is_untrained(saved, step)
   return TrainedRun(workdir, exp, step, state, mesh)
 
