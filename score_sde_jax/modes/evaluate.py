@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from score_sde_jax import figures, keys, metrics, parallel, train
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
+from score_sde_jax.modes import fid_stats as fid_stats_mode
 from score_sde_jax.modes.fid_stats import reference_path
 from score_sde_jax.modes.loop import check_batch
 from score_sde_jax.modes.results import figures_wanted, print_figures, write_result
@@ -272,8 +273,17 @@ def evaluate(exp: Experiment, workdir: str, *, stop=None):
   if e.enable_sampling:
     from score_sde_jax import fid
     check_batch(e.inception_batch_size, mesh, "eval.inception_batch_size")
-    reference = Reference(exp, workdir)   # a missing file or weights: one line, before sampling
-    fid.check_weights()
+    fid.check_weights()   # missing weights: one line, before anything is sampled
+    path = reference_path(exp, workdir)
+    if not e.fid_stats and not _agree(os.path.exists(path)):
+      # The workdir's own statistics, written on first use (eval.fid_stats that names no file
+      # is an error instead: that file was meant).
+      if parallel.is_main_process():
+        print(f"{path}: no statistics of the {e.fid_split} split yet; writing them first (as "
+              f"--mode fid_stats does)", flush=True)
+      fid_stats_mode.fid_stats(exp, workdir)
+      parallel.sync("fid_stats_written")
+    reference = Reference(exp, workdir)
   wanted = settings(exp)
   dataset = exp.data.load()
   results = []
