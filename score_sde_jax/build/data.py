@@ -1,6 +1,7 @@
 """The data set a config names (``data.dataset``), as a :class:`~score_sde_jax.experiment.Data`
 whose ``load()`` reads it: toy distributions with exact densities, or images read from what the
-user gives (``data.path``) or a package ships (digits); nothing is downloaded."""
+user gives (``data.path``) or a package ships (digits; Fashion-MNIST from Debian's
+dataset-fashion-mnist); nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 
 from score_sde_jax import data as data_lib
 from score_sde_jax.build.fields import ConfigError, get
-from score_sde_jax.data import cifar10, images
+from score_sde_jax.data import cifar10, idx, images
 from score_sde_jax.experiment import Data
 
 
@@ -57,6 +58,11 @@ IMAGE_DATASETS = {  # names are case-insensitive ("CIFAR10", "CelebAHQ")
     "digits": lambda d: images.digits(eval_fraction=d.get("eval_fraction", 0.1),
                                       **_image_options(d)),
     "cifar10": lambda d: cifar10.cifar10(_path(d), **_image_options(d)),
+    # MNIST-format folders (idx files): Fashion-MNIST defaults to Debian's package folder.
+    "fashion_mnist": lambda d: idx.fashion_mnist(d.get("path", ""), image_size=d["image_size"],
+                                                 **_image_options(d)),
+    "mnist": lambda d: idx.mnist_like(_path(d), image_size=d["image_size"], name="mnist",
+                                      **_image_options(d)),
     **{name: _from_path(name) for name in images.PREPROCESS},
     "npz": lambda d: data_lib.ImageArrays.from_npz(
         _path(d), image_size=d["image_size"], num_channels=d["num_channels"],
