@@ -109,6 +109,9 @@ def test_the_config_names_the_folder_and_checks_the_size(tmp_path):
   config.data.path = FIXTURE
   data = build.experiment(config).data.load()
   assert data.example_shape == (32, 32, 1) and len(data.train_levels) == 300
+  assert data.class_names[9] == "Ankle boot" and len(data.class_names) == data.num_classes
+  from score_sde_jax.modes.conditional import _class_name
+  assert _class_name(data, 0) == "0: T-shirt/top" and _class_name(data, 12) == "class 12"
   config.data.dataset = "mnist"            # any MNIST-format folder
   assert build.experiment(config).data.load().example_shape == (32, 32, 1)
   config.data.path = str(tmp_path / "missing")

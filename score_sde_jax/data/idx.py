@@ -22,6 +22,10 @@ DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2
 # Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
 
+# Fashion-MNIST's labels 0-9 (its README).
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -110,4 +114,6 @@ def fashion_mnist(path: str = "", **kwargs) -> ImageArrays:
                       f"install dataset-fashion-mnist) or from the folder data.path names; "
                       f"nothing is downloaded")
     path = FASHION_MNIST_PATH
-  return mnist_like(path, name="fashion_mnist", **kwargs)
+  data = mnist_like(path, name="fashion_mnist", **kwargs)
+  data.class_names = FASHION_MNIST_CLASSES
+  return data

@@ -74,6 +74,7 @@ class ImageArrays:
     self.name = name
 
   kind = "image"
+  class_names = None            # names of the labels 0, 1, ... where the data set has them
   log_prob = None               # no exact density, score or class posterior
   marginal_score = None
   marginal_log_posterior = None

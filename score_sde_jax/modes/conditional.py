@@ -184,13 +184,19 @@ def feature_distances(run, clf, samples, unguided, classes, dataset) -> dict:
           "classifier_fd_held_out_examples": int(keep.sum())}
 
 
+def _class_name(dataset, k) -> str:
+  """``"class k"``, with the data set's name for it where it has names (Fashion-MNIST's)."""
+  names = getattr(dataset, "class_names", None)
+  return f"{k}: {names[k]}" if names and 0 <= k < len(names) else f"class {k}"
+
+
 def _figure(run, dataset, samples, classes, scale, tag):
   path = os.path.join(run.workdir, "figures", f"{tag}.png")
   k, n = samples.shape[:2]
   title = f"classes {classes.tolist()} (one per row), scale {scale:g}, step {run.step}"
   if dataset.kind == "image":
     return viz.plot_image_grid(samples.reshape((-1,) + samples.shape[2:]), path, nrow=n,
-                               title=title, row_labels=[f"class {k}" for k in classes])
+                               title=title, row_labels=[_class_name(dataset, k) for k in classes])
   if samples.shape[-1] != 2:
     return None
   data = dataset.held_out(2000, run.experiment.seed)
