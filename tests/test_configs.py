@@ -77,7 +77,7 @@ def test_the_example_configs_exist():
 @pytest.mark.parametrize("path,value,message", [
     ("training.sde", "vpsdee", "config.training.sde='vpsdee': expected one of ['subvpsde', 'vesde', 'vpsde']"),
     ("model.name", "unet", "config.model.name='unet': expected one of ['ddpm', 'mlp', 'ncsnpp']"),
-    ("data.dataset", "mnist", "config.data.dataset='mnist': expected one of"),
+    ("data.dataset", "imagenet", "config.data.dataset='imagenet': expected one of"),
     ("training.batch_size", 12.5, "config.training.batch_size=12.5: expected a positive integer"),
     ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),
     ("model.ema_rate", 1.5, "config.model.ema_rate=1.5: expected a number in [0, 1)"),
