@@ -283,7 +283,16 @@ def evaluate(exp: Experiment, workdir: str, *, stop=None):
               f"--mode fid_stats does)", flush=True)
       fid_stats_mode.fid_stats(exp, workdir)
       parallel.sync("fid_stats_written")
-    reference = Reference(exp, workdir)
+    # Process 0 alone reads the statistics (its disk may be the only one holding them) and
+    # reports; a file it cannot read stops every process before sampling.
+    error = None
+    if parallel.is_main_process():
+      try:
+        reference = Reference(exp, workdir)
+      except fid.StatisticsError as err:
+        error = err
+    if not _agree(error is None):
+      raise error or fid.StatisticsError(f"{path}: process 0 could not read it (its error says why)")
   wanted = settings(exp)
   dataset = exp.data.load()
   results = []
@@ -296,11 +305,11 @@ def evaluate(exp: Experiment, workdir: str, *, stop=None):
         results.append(previous)
         continue
     run = workdir_lib.load_workdir(workdir, exp, mesh=mesh, step=step)
-    results.append(_evaluate_checkpoint(run, dataset, reference, wanted))
+    results.append(_evaluate_checkpoint(run, dataset, reference, wanted, e.enable_sampling))
   return results if exp.eval.checkpoint_range is not None else results[0]
 
 
-def _evaluate_checkpoint(run, dataset, reference, wanted):
+def _evaluate_checkpoint(run, dataset, reference, wanted, sample: bool):
   exp, mesh = run.experiment, run.mesh
   e = exp.eval
   held_out = dataset.held_out(e.num_eval_examples, exp.seed)
@@ -333,7 +342,7 @@ def _evaluate_checkpoint(run, dataset, reference, wanted):
             keys.numpy_stream(exp.seed, "entropy"))
         # Paired difference on the same examples: the KL(data || model) estimate.
         result["gap_nats"], result["gap_nats_se"] = mean_se(values + exact)
-  if reference is not None:
+  if sample:   # every process samples (the calls are collective); process 0 holds `reference`
     result.update(sample_quality(run, reference, wanted))
   result["settings_hash"] = settings_hash(wanted)
   if not parallel.is_main_process():
