@@ -77,10 +77,6 @@ def samplers(run):
   return rows
 
 
-def _uint8(x):
-  return np.round(np.clip(np.asarray(x, np.float32), 0, 1) * 255).astype(np.uint8)
-
-
 def _quality(images_u8, stats, ref_features, inception_batch):
   f = fid.inception_features(images_u8.astype(np.float32) / 255.0, batch_size=inception_batch,
                              progress="Inception features")
@@ -117,7 +113,7 @@ def part_stats(args):
   from score_sde_jax import build
   data = build.experiment(load_config(args.config, args.set)).data.load()
   rows = np.random.default_rng(0).choice(len(data.train_levels), args.n, replace=False)
-  images = _uint8(data.to_unit(data.train_levels[rows]))
+  images = fid.to_uint8(data.to_unit(data.train_levels[rows]))
   line = {"bench": "fashion_mnist", "part": "floor", "sampler": f"training images (n={args.n})",
           "n": args.n, **_quality(images, fid.load_statistics(path), fid.load_features(path),
                                   args.inception_batch)}
@@ -154,7 +150,7 @@ def part_samplers(args):
     t0 = time.perf_counter()
     x, nfes = run.sample_batches(jax.random.PRNGKey(args.seed), args.n, progress=name, **options)
     seconds = time.perf_counter() - t0
-    images = _uint8(x)
+    images = fid.to_uint8(x)
     safe = re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
     np.savez(os.path.join(args.workdir, "bench", f"{safe}.npz"), samples=images)
     line = {"bench": "fashion_mnist", "part": "samplers", "sampler": name, "step": run.step,

@@ -43,6 +43,12 @@ def _network(params_path=None):
   return _NETWORKS[key]
 
 
+def to_uint8(images) -> np.ndarray:
+  """Images in [0, 1] as the 8-bit images a file of them holds (what the network's input rounds
+  them to): saved samples, and the benchmarks' images."""
+  return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def check_weights(weights=None) -> None:
   """Reads the network's weights now (once per process): a missing or bad file is one clear
   :class:`~score_sde_jax.inception.InceptionWeightsError` before any data is read or sampled."""

@@ -172,11 +172,6 @@ class Reference:
                        f"reported, KID (which needs the features) is not")
 
 
-def _uint8(x):
-  """Samples in [0, 1] as the 8-bit images a file of them would hold (and Inception reads)."""
-  return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _read_partial(folder: str, wanted: dict) -> dict:
   """``{batch: (samples, features, nfe)}`` drawn before with the same settings (process 0)."""
   done = {}
@@ -233,7 +228,7 @@ def sample_quality(run, reference: Reference, wanted: dict) -> dict:
   for i, x, nfe in run.iter_sample_batches(keys.stream(exp.seed, "sample"), n,
                                            progress=f"FID samples (step {run.step})",
                                            skip=set(np.flatnonzero(done_mask).tolist())):
-    images = _uint8(x)
+    images = fid.to_uint8(x)
     features = fid.inception_features(images.astype(np.float32) / 255.0,
                                       batch_size=e.inception_batch_size, mesh=mesh)
     parts[i] = (images, features, int(nfe))
