@@ -20,6 +20,7 @@ def get_default_configs():
   training.continuous = True
   training.reduce_mean = False          # False: half sum over dimensions (paper's default)
   training.likelihood_weighting = False
+  training.importance_sampling = False  # with likelihood_weighting: t ~ g^2 / std^2 (ScoreFlow)
   training.batch_size = 512             # global batch
   training.n_iters = 8000
   training.n_jitted_steps = 50          # optimizer steps per jitted call (lax.scan)
@@ -72,6 +73,9 @@ def get_default_configs():
   evaluate.rtol = 1e-5
   evaluate.atol = 1e-5
   evaluate.likelihood_eps = 1e-5        # the paper's eps for likelihoods
+  evaluate.bound_num_times = 1000       # ScoreFlow's bound on -log p beside it: time samples per
+                                        # example (0: not computed)
+  evaluate.bound_importance_sampling = True  # times drawn in proportion to g^2 / std^2
   evaluate.figures = True               # False: the modes write metrics and samples, no figures
   evaluate.begin_ckpt = placeholder(int)  # --mode eval: checkpoints step // snapshot_freq in
   evaluate.end_ckpt = placeholder(int)    #   [begin, end] (None: the newest alone)

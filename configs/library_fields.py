@@ -77,6 +77,7 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
       "training": dict(
           max_to_keep=3,           # checkpoints kept (the original keeps all snapshots)
           eps=1e-5,                # smallest training time, as the original's losses.py
+          importance_sampling=False,  # with likelihood_weighting: t ~ g^2 / std^2 (ScoreFlow)
           resume_new_data=False,   # resume a workdir with another data.dataset / data.path
       ),
       "sampling": dict(
@@ -102,6 +103,9 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
           num_batches=1,           # eval-loss batches per evaluation during training
           num_eval_examples=10000, # --mode eval
           bpd_repeats=5,           # dequantization rounds for bits/dim
+          bound_num_times=1000,    # ScoreFlow's bound on -log p beside the ODE likelihood: time
+                                   # samples per example (0: not computed)
+          bound_importance_sampling=True,  # times drawn in proportion to g^2 / std^2
           divergence="rademacher", # Hutchinson, as the paper
           rtol=1e-5, atol=1e-5, likelihood_eps=1e-5,
           figures=True,            # False: metrics and samples only (sweeps, pods)

@@ -38,21 +38,45 @@ def dsm_losses(sde: SDE, score_fn: Callable, x0: jax.Array, t: jax.Array, z: jax
   return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
 
 
+def check_importance_sampling(importance_sampling: bool, likelihood_weighting: bool) -> None:
+  if importance_sampling and not likelihood_weighting:
+    raise ValueError("importance_sampling=True: draws t in proportion to the likelihood weight "
+                     "g(t)^2 / std(t)^2, so it needs likelihood_weighting=True (with the default "
+                     "weighting std^2, uniform t is already the low-variance choice)")
+
+
 def denoising_score_matching(key: jax.Array, sde: SDE, score_fn: Callable, x0: jax.Array, *,
                              reduce_mean: bool = False, likelihood_weighting: bool = False,
+                             importance_sampling: bool = False,
                              eps: float = TIME_EPS) -> jax.Array:
-  """Monte-Carlo DSM loss of ``score_fn`` on the batch ``x0``: ``t ~ U(eps, T)``, ``z ~ N(0, I)``."""
+  """Monte-Carlo DSM loss of ``score_fn`` on the batch ``x0``: ``t ~ U(eps, T)``, ``z ~ N(0, I)``.
+
+  With ``importance_sampling`` (and ``likelihood_weighting``; ScoreFlow, Song et al. 2021b):
+  ``t`` is drawn with density ``p(t)`` proportional to ``g^2 / std^2``
+  (:meth:`SDE.sample_likelihood_time`) and the per-example loss is
+  ``|std score + z|^2 w(t) / ((T - eps) p(t))``: an unbiased estimate of the same objective as
+  uniform ``t`` (the same expectation, so the same minimiser and values comparable across the
+  two), with far less variance near ``t = eps``.
+  """
+  check_importance_sampling(importance_sampling, likelihood_weighting)
   key_t, key_z = jax.random.split(key)
-  t = jax.random.uniform(key_t, (x0.shape[0],), x0.dtype, minval=eps, maxval=sde.T)
   z = jax.random.normal(key_z, x0.shape, x0.dtype)
+  if importance_sampling:
+    t, ratio = sde.sample_likelihood_time(key_t, (x0.shape[0],), eps)
+    per_example = dsm_losses(sde, score_fn, x0, t.astype(x0.dtype), z, reduce_mean=reduce_mean)
+    return jnp.mean(per_example * ratio / (sde.T - eps))
+  t = jax.random.uniform(key_t, (x0.shape[0],), x0.dtype, minval=eps, maxval=sde.T)
   return jnp.mean(dsm_losses(sde, score_fn, x0, t, z, reduce_mean=reduce_mean,
                              likelihood_weighting=likelihood_weighting))
 
 
 def get_sde_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool = False,
                     continuous: bool = True, likelihood_weighting: bool = False,
-                    eps: float = TIME_EPS, scale_by_sigma: bool = False):
-  """``loss_fn(key, params, batch) -> scalar``: DSM for a network, as the paper's ``get_sde_loss_fn``."""
+                    importance_sampling: bool = False, eps: float = TIME_EPS,
+                    scale_by_sigma: bool = False):
+  """``loss_fn(key, params, batch) -> scalar``: DSM for a network, as the paper's ``get_sde_loss_fn``
+  (``importance_sampling``: ScoreFlow's, :func:`denoising_score_matching`)."""
+  check_importance_sampling(importance_sampling, likelihood_weighting)
 
   def loss_fn(key, params, batch):
     key_loss, key_dropout = jax.random.split(key)
@@ -60,7 +84,8 @@ def get_sde_loss_fn(sde: SDE, model, *, train: bool, reduce_mean: bool = False,
                             dropout_key=key_dropout if train else None,
                             scale_by_sigma=scale_by_sigma)
     return denoising_score_matching(key_loss, sde, score_fn, batch, reduce_mean=reduce_mean,
-                                    likelihood_weighting=likelihood_weighting, eps=eps)
+                                    likelihood_weighting=likelihood_weighting,
+                                    importance_sampling=importance_sampling, eps=eps)
 
   return loss_fn
 

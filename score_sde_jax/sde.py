@@ -86,6 +86,13 @@ def _standard_normal_logp(z, var=1.0):
   return -0.5 * n * jnp.log(2 * jnp.pi * var) - 0.5 * sum_except_batch(z**2) / var
 
 
+def _log_expm1(b):
+  """``log(e^b - 1)`` for ``b > 0``, without overflow for large ``b``."""
+  big = b > 1.0
+  return jnp.where(big, b + jnp.log1p(-jnp.exp(-jnp.where(big, b, 1.0))),
+                   jnp.log(jnp.expm1(jnp.where(big, 1.0, b))))
+
+
 def _broadcasting_t(method):
   """Wraps ``method(self, x, t)`` so that ``t`` reaches it as ``(B,)`` (a scalar is broadcast)."""
   @functools.wraps(method)
@@ -158,6 +165,79 @@ class SDE:
   def prior_logp(self, z):
     """Log-density of the prior at ``z`` ``(B, ...)``, ``(B,)``."""
     return _standard_normal_logp(z, self._prior_std() ** 2)
+
+  def drift_divergence(self, x, t, probe=None):
+    """``div_x f(x, t)`` ``(B,)``: by default Hutchinson's unbiased ``probe . (df/dx) probe``
+    (one forward-mode product; ``probe`` shaped like ``x``, Rademacher or Gaussian). The
+    paper's SDEs have affine drifts and override this with the exact value."""
+    if probe is None:
+      raise ValueError(f"{type(self).__name__}.drift_divergence: needs a probe (its drift has "
+                       f"no closed-form divergence)")
+    t = batch_times(t, x)
+    _, jvp = jax.jvp(lambda y: self.sde(y, t)[0], (x,), (probe,))
+    return sum_except_batch(probe * jvp)
+
+  # --- Likelihood weighting (Song, Durkan, Murray & Ermon 2021, "ScoreFlow") ---------------
+
+  # Points of the grid in log t on which the default sampler tabulates the weight's integral.
+  LIKELIHOOD_TABLE_SIZE = 4097
+
+  def likelihood_weight(self, t):
+    """``w(t) = g(t)^2 / s(t)^2``, the density (up to its total) of importance-sampled times.
+
+    Likelihood-weighted DSM, ``g^2 |score + z / s|^2``, is ``w(t) |s score + z|^2``: drawing
+    ``t`` in proportion to ``w`` leaves the plain DSM term, without ``w``'s ``1 / t`` spike near
+    ``t = 0`` (VP-type SDEs) that makes the uniform-time estimator's variance large.
+    """
+    t = jnp.asarray(t, jnp.result_type(float))
+    flat = t.reshape(-1)
+    x = jnp.zeros((flat.shape[0], 1), flat.dtype)
+    g = self.sde(x, flat)[1]
+    s = self.marginal_prob(x, flat)[1]
+    return (jnp.broadcast_to(g, flat.shape) ** 2 / s**2).reshape(t.shape)
+
+  def _likelihood_weight_table(self, eps):
+    # The trapezoidal rule in u = log t (dt = t du) on LIKELIHOOD_TABLE_SIZE points.
+    u = jnp.linspace(jnp.log(eps), jnp.log(self.T), self.LIKELIHOOD_TABLE_SIZE)
+    f = self.likelihood_weight(jnp.exp(u)) * jnp.exp(u)
+    steps = 0.5 * (f[1:] + f[:-1]) * jnp.diff(u)
+    return u, jnp.concatenate([jnp.zeros(1, steps.dtype), jnp.cumsum(steps)])
+
+  def likelihood_weight_integral(self, t, eps):
+    """``W(t) = int_eps^t w(s) ds``, the unnormalised distribution function of the times that
+    :meth:`sample_likelihood_time` draws. By default the trapezoidal rule on a grid in ``log t``
+    (the distribution that the default sampler draws from exactly); the paper's SDEs have
+    closed forms."""
+    u, cum = self._likelihood_weight_table(eps)
+    return jnp.interp(jnp.log(jnp.asarray(t, jnp.result_type(float))), u, cum)
+
+  def sample_likelihood_time(self, key, shape, eps):
+    """Times on ``[eps, T]`` with density ``p(t)`` proportional to :meth:`likelihood_weight`,
+    and the ratio ``w(t) / p(t)`` that keeps an estimator unbiased.
+
+    With ``t ~ p``, ``E[ratio(t) h(t)] = int_eps^T w(t) h(t) dt`` for any ``h``: so
+    ``ratio |s score + z|^2 / (T - eps)`` estimates the uniform-time likelihood-weighted DSM
+    objective. Where ``W`` has a closed-form inverse (VP, sub-VP, VE) ``p = w / W(T)`` exactly
+    and the ratio is the constant ``W(T)``. By default (any other SDE) ``W`` is tabulated on a
+    grid in ``log t`` and inverted by linear interpolation; the ratio is then computed from the
+    density actually sampled (piecewise constant in ``log t``), so the estimator stays unbiased
+    however coarse the grid.
+
+    Returns ``(t, ratio)``, both of ``shape``.
+    """
+    u, cum = self._likelihood_weight_table(eps)
+    c = jax.random.uniform(key, shape, cum.dtype) * cum[-1]
+    k = jnp.clip(jnp.searchsorted(cum, c, side="right") - 1, 0, cum.shape[0] - 2)
+    du, dw = u[k + 1] - u[k], cum[k + 1] - cum[k]
+    t = jnp.clip(jnp.exp(u[k] + jnp.clip((c - cum[k]) / dw, 0.0, 1.0) * du), eps, self.T)
+    return t, self.likelihood_weight(t) * t * cum[-1] * du / dw
+
+  def _sample_by_inverse(self, key, shape, eps, integral, inverse):
+    # W(t) = integral(t) - integral(eps), inverted in closed form: p = w / W(T) exactly.
+    start = integral(jnp.asarray(eps, jnp.result_type(float)))
+    total = integral(jnp.asarray(self.T, jnp.result_type(float))) - start
+    c = jax.random.uniform(key, shape, total.dtype) * total
+    return jnp.clip(inverse(start + c), eps, self.T), jnp.full(shape, total)
 
   def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
     """The reverse-time SDE (eq. 6), or the probability-flow ODE (eq. 13)."""
@@ -319,6 +399,28 @@ class _LinearBeta(SDE):
   def prior_logp(self, z):
     return _standard_normal_logp(z)
 
+  def drift_divergence(self, x, t, probe=None):
+    """Exact: ``-beta(t) D / 2`` (the drift ``-beta x / 2``)."""
+    del probe
+    d = int(np.prod(x.shape[1:]))
+    return -0.5 * d * self.beta(batch_times(t, x))
+
+  def _integrated_beta(self, t):
+    """``B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2``."""
+    return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+  def _time_of_integrated_beta(self, b):
+    """The inverse of :meth:`_integrated_beta` (the positive root, in its stable form)."""
+    d = self.beta_max - self.beta_min
+    return 2.0 * b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2.0 * d * b))
+
+  def likelihood_weight_integral(self, t, eps):
+    return self._weight_antiderivative(t) - self._weight_antiderivative(eps)
+
+  def sample_likelihood_time(self, key, shape, eps):
+    return self._sample_by_inverse(key, shape, eps, self._weight_antiderivative,
+                                   self._weight_antiderivative_inverse)
+
   langevin_snr = SDE.VP_TYPE_SNR
 
   def discrete_betas_for(self, num_steps=None):
@@ -383,6 +485,13 @@ class VPSDE(_LinearBeta):
     std = jnp.sqrt(-jnp.expm1(2.0 * log_mean_coeff))  # 1 - exp(-x) loses digits at tiny t
     return mean, std
 
+  def _weight_antiderivative(self, t):
+    # w = beta / (1 - e^-B): in B, int dB / (1 - e^-B) = log(e^B - 1).
+    return _log_expm1(self._integrated_beta(jnp.asarray(t, jnp.result_type(float))))
+
+  def _weight_antiderivative_inverse(self, a):
+    return self._time_of_integrated_beta(jax.nn.softplus(a))   # B = log(1 + e^a)
+
   def discretize(self, x, t, num_steps=None):
     """DDPM's step: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``."""
     beta = self.discrete_betas_for(num_steps)[self.chain_index(batch_times(t, x), num_steps)]
@@ -442,6 +551,17 @@ class subVPSDE(_LinearBeta):
     std = -jnp.expm1(2.0 * log_mean_coeff)
     return mean, std
 
+  def _weight_antiderivative(self, t):
+    # w = beta (1 - e^-2B) / (1 - e^-B)^2 = beta (1 + e^-B) / (1 - e^-B):
+    # in B, its antiderivative is 2 log(e^B - 1) - B.
+    b = self._integrated_beta(jnp.asarray(t, jnp.result_type(float)))
+    return 2.0 * _log_expm1(b) - b
+
+  def _weight_antiderivative_inverse(self, a):
+    # (v - 1)^2 / v = e^a with v = e^B: v - 1 = e^a (1 + sqrt(1 + 4 e^-a)) / 2.
+    return self._time_of_integrated_beta(
+        jax.nn.softplus(a + jnp.log(0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * jnp.exp(-a))))))
+
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
@@ -490,6 +610,19 @@ class VESDE(SDE):
 
   def marginal_prob(self, x, t):
     return x, self.sigma(t)
+
+  def drift_divergence(self, x, t, probe=None):
+    """Exact: 0 (no drift)."""
+    del probe
+    return jnp.zeros(x.shape[:1], x.dtype)
+
+  def likelihood_weight_integral(self, t, eps):
+    """``w = 2 log(sigma_max / sigma_min)`` is constant: importance sampling is uniform time."""
+    return self.likelihood_weight(jnp.asarray(t)) * (jnp.asarray(t) - eps)
+
+  def sample_likelihood_time(self, key, shape, eps):
+    t = jax.random.uniform(key, shape, jnp.result_type(float), eps, self.T)
+    return t, jnp.full(shape, 2.0 * np.log(self.sigma_max / self.sigma_min) * (self.T - eps))
 
   def prior_sampling(self, key, shape):
     return jax.random.normal(key, shape) * self.sigma_max

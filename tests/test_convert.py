@@ -172,6 +172,7 @@ def get_config():
   config.eval.num_eval_examples = 4
   config.eval.divergence = "rademacher"
   config.eval.rtol = config.eval.atol = 1e-3
+  config.eval.bound_num_times = 20
   config.sampling.predictor = "reverse_diffusion"
   config.sampling.corrector = "none"
   return config
@@ -197,6 +198,7 @@ def get_config():
   # are tested in test_likelihood.py).
   assert result["num_examples"] == 4 and np.isfinite(result["bits_per_dim"])
   assert result["bits_per_dim"] > 0 and result["nfe_mean"] > 7 and np.isfinite(result["dsm_loss"])
+  assert result["bound_num_times"] == 20 and np.isfinite(result["bound_bits_per_dim"])
 
 
 def test_the_originals_own_config_builds_without_fields_its_network_never_reads(tmp_path):

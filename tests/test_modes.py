@@ -94,6 +94,10 @@ def test_eval_mode_nll_is_within_a_tenth_of_a_nat_of_the_entropy(trained):
   np.testing.assert_allclose(result["data_entropy_nats"],
                              np.log(8) + np.log(2 * np.pi * np.e * 0.15**2), atol=0.01)
   assert result["dsm_loss"] > 0 and result["nfe_mean"] > 7
+  # ScoreFlow's bound: its mean over data bounds the SDE model's cross-entropy, which is at least
+  # the data's entropy (a non-negative gap up to its standard error).
+  assert result["bound_num_times"] == 1000 and result["bound_importance_sampling"]
+  assert result["bound_gap_nats"] > -3 * result["bound_gap_nats_se"], result
   for name in ("log_density.png", "interpolation.png", "reconstruction.png"):
     assert os.path.getsize(os.path.join(trained, "figures", name)) > 10_000
 

@@ -37,9 +37,11 @@ def _run(path):
 def test_every_documentation_page_with_examples_is_run():
   """README.md and docs/library.md here (their workdir examples in tests/test_workdir.py),
   docs/controllable.md in tests/test_controllable.py, docs/fid.md in tests/test_inception.py,
-  with the numbers each example must give."""
+  docs/likelihood-training.md in tests/test_likelihood_weighting.py, with the numbers each
+  example must give."""
   with_examples = [p for p in DOCS if python_blocks(p)]
-  assert with_examples == ["README.md", "docs/controllable.md", "docs/fid.md", "docs/library.md"]
+  assert with_examples == ["README.md", "docs/controllable.md", "docs/fid.md", "docs/library.md",
+                           "docs/likelihood-training.md"]
 
 
 def test_the_readmes_example_runs():

@@ -46,21 +46,31 @@ class Objective:
 
   reduce_mean: bool = False
   likelihood_weighting: bool = False
+  importance_sampling: bool = False   # t drawn in proportion to g^2 / std^2 (ScoreFlow)
   eps: float = losses.TIME_EPS      # smallest training time
 
   def __post_init__(self):
     checks.check_fields(self, {"reduce_mean": checks.BOOL, "likelihood_weighting": checks.BOOL,
-                               "eps": checks.TIME})
+                               "importance_sampling": checks.BOOL, "eps": checks.TIME})
+    if self.importance_sampling and not self.likelihood_weighting:
+      raise ValueError("training.importance_sampling=True: draws t in proportion to the "
+                       "likelihood weight g(t)^2 / std(t)^2; it needs "
+                       "training.likelihood_weighting=True")
 
   def loss_fn(self, model: ScoreModel, *, train_mode: bool):
     """``loss_fn(key, params, batch) -> scalar`` of ``model``'s network."""
     if not model.continuous:
+      if self.likelihood_weighting:
+        raise ValueError("training.likelihood_weighting=True: defined for continuous-time "
+                         "training (training.continuous=True), not the discrete SMLD / DDPM "
+                         "losses (as the original)")
       return losses.get_discrete_loss_fn(model.sde, model.network, train=train_mode,
                                          reduce_mean=self.reduce_mean,
                                          scale_by_sigma=model.scale_by_sigma)
     return losses.get_sde_loss_fn(model.sde, model.network, train=train_mode,
                                   reduce_mean=self.reduce_mean, continuous=True,
-                                  likelihood_weighting=self.likelihood_weighting, eps=self.eps,
+                                  likelihood_weighting=self.likelihood_weighting,
+                                  importance_sampling=self.importance_sampling, eps=self.eps,
                                   scale_by_sigma=model.scale_by_sigma)
 
 
@@ -116,6 +126,8 @@ class Evaluation:
   atol: float = 1e-5
   likelihood_eps: float = 1e-5
   bpd_repeats: int = 1              # dequantization rounds for bits/dim
+  bound_num_times: int = 1000       # ScoreFlow's bound beside the likelihood: time samples (0: off)
+  bound_importance_sampling: bool = True
   figures: bool = True              # False: the modes write their metrics and samples, no figures
   # Sample quality (image data): FID and KID of num_samples samples in --mode eval.
   enable_sampling: bool = False     # the original's name: sample and report FID / KID
@@ -135,6 +147,7 @@ class Evaluation:
         "divergence": checks.one_of(likelihood.DIVERGENCES), "rtol": checks.POSITIVE,
         "atol": checks.POSITIVE, "likelihood_eps": checks.TIME,
         "bpd_repeats": checks.POSITIVE_INT, "figures": checks.BOOL,
+        "bound_num_times": checks.NON_NEGATIVE_INT, "bound_importance_sampling": checks.BOOL,
         "enable_sampling": checks.BOOL, "fid_stats": checks.STRING,
         "fid_split": checks.one_of(("train", "test")),
         "fid_num_images": checks.NON_NEGATIVE_INT,

@@ -79,6 +79,24 @@ def _batch_likelihood(run, dataset, batch, key):
   return -logp, nfe
 
 
+def _bounds(run, dataset, batches, rows):
+  """Per example: ScoreFlow's bound in bits/dim (discrete levels, the same dequantization as
+  the likelihood) or in nats."""
+  e, seed = run.experiment.eval, run.experiment.seed
+  values = []
+  for i, b in enumerate(tqdm(batches, desc=f"likelihood bound ({e.bound_num_times} times)",
+                             unit="batch", disable=not parallel.is_main_process())):
+    key = jax.random.fold_in(keys.stream(seed, "likelihood_bound"), i)
+    batch = parallel.shard_batch(b[rows], run.mesh)
+    if dataset.num_levels is not None:
+      value = run.bits_per_dim_bound(key, batch, num_levels=dataset.num_levels,
+                                     n_repeats=e.bpd_repeats).bpd
+    else:
+      value = run.nll_bound(key, batch).nll
+    values.append(parallel.to_host(value))
+  return np.concatenate(values)
+
+
 def checkpoint_steps(exp: Experiment, workdir: str) -> list:
   """``[None]`` (the newest checkpoint) without ``eval.begin_ckpt`` / ``end_ckpt``; with them, the
   saved steps numbered ``step // training.snapshot_freq`` in that range: multiples of
@@ -337,6 +355,15 @@ def _evaluate_checkpoint(run, dataset, reference, wanted, sample: bool):
             keys.numpy_stream(exp.seed, "entropy"))
         # Paired difference on the same examples: the KL(data || model) estimate.
         result["gap_nats"], result["gap_nats_se"] = mean_se(values + exact)
+  if e.enable_bpd and e.bound_num_times > 0:
+    bounds = _bounds(run, dataset, batches, rows)[:n]
+    unit = "bits_per_dim" if dataset.num_levels is not None else "nll_nats"
+    result[f"bound_{unit}"], result[f"bound_{unit}_se"] = mean_se(bounds)
+    result["bound_num_times"] = int(e.bound_num_times)
+    result["bound_importance_sampling"] = bool(e.bound_importance_sampling)
+    if dataset.num_levels is None and dataset.log_prob is not None:
+      result["bound_gap_nats"], result["bound_gap_nats_se"] = mean_se(
+          bounds + np.asarray(dataset.log_prob(held_out)))
   if sample:   # every process samples (the calls are collective); process 0 holds `reference`
     result.update(sample_quality(run, reference, wanted))
   result["settings_hash"] = settings_hash(wanted)

@@ -45,7 +45,8 @@ def exact_score_floor(exp: Experiment, dataset, mesh, batches) -> float:
   exact = lambda x, tt: dataset.marginal_score(sde, x, tt)
   step_fn = jax.jit(lambda _, batch, key: losses.denoising_score_matching(
       jax.random.split(key)[0], sde, exact, batch, reduce_mean=objective.reduce_mean,
-      likelihood_weighting=objective.likelihood_weighting, eps=objective.eps),
+      likelihood_weighting=objective.likelihood_weighting,
+      importance_sampling=objective.importance_sampling, eps=objective.eps),
       out_shardings=parallel.replicated(mesh))
   return mean_loss(step_fn=step_fn, state=None, batches=batches,
                    key=keys.stream(exp.seed, "eval_loss"))
