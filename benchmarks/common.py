@@ -144,3 +144,25 @@ def op_breakdown(compiled, args, calls: int = 3, network_names=("NCSNpp", "DDPM"
   if " convolution(" in entry:   # a convolution run by itself, not in a (YNNPACK) fusion
     seconds["convolution"] += max(0.0, wall - sum(seconds.values()))
   return {"wall": wall, **{c: seconds[c] for c in CATEGORIES if seconds[c]}}
+
+
+def load_config(path, overrides=()):
+  """The config file's ``get_config()`` with ``--set section.field=value`` overrides."""
+  import ast
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for item in overrides:
+    key, _, text = item.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    section, field = key.rsplit(".", 1)
+    node = config
+    for part in section.split("."):
+      node = node[part]
+    node[field] = value
+  return config

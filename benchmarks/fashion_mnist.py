@@ -8,7 +8,8 @@ sampler against the test set, the training set's FID as the floor, and the figur
 (``--mode fid_stats`` with ``eval.fid_split=test``: all 10,000 images) and, as the floor, FID /
 KID of ``--n`` random training images against them. ``bpd``: ``--mode eval`` without sampling
 on ``--bpd_examples`` test images (Hutchinson's Rademacher probe, ``--bpd_repeats``
-dequantizations; bits/dim of 8-bit data with uniform dequantization). ``samplers``: ``--n``
+dequantizations; bits/dim of 8-bit data with uniform dequantization; ``--bound_num_times``:
+ScoreFlow's bound beside it). ``samplers``: ``--n``
 samples of each sampler (the same prior keys), their wall time, NFE, FID and KID against the
 test statistics; samples to ``W/bench/<sampler>.npz``. ``figures``: a row of samples per sampler
 and FID against NFE, from ``W/bench/samplers.jsonl``. ``conditional`` / ``inpaint``: the
@@ -33,30 +34,9 @@ compilation.add_xla_cpu_flags()   # before JAX's backends start, as run.py does
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import load_config  # noqa: E402
 from score_sde_jax import fid, metrics, modes, viz  # noqa: E402
 from score_sde_jax import workdir as workdir_lib  # noqa: E402
-
-
-def load_config(path, overrides=()):
-  """The config file's ``get_config()`` with ``--set section.field=value`` overrides."""
-  import ast
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for item in overrides:
-    key, _, text = item.partition("=")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    section, field = key.rsplit(".", 1)
-    node = config
-    for part in section.split("."):
-      node = node[part]
-    node[field] = value
-  return config
 
 
 def samplers(run):
@@ -125,12 +105,16 @@ def part_bpd(args):
   t0 = time.perf_counter()
   result = modes.run("eval", _config(args, enable_sampling=False, figures=False,
                                      num_eval_examples=args.bpd_examples,
-                                     bpd_repeats=args.bpd_repeats), args.workdir)
-  print(json.dumps({"bench": "fashion_mnist", "part": "bpd", "step": result["step"],
-                    "bits_per_dim": result["bits_per_dim"], "se": result["bits_per_dim_se"],
-                    "examples": result["num_examples"], "bpd_repeats": args.bpd_repeats,
-                    "divergence": result["divergence"], "nfe_mean": result["nfe_mean"],
-                    "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+                                     bpd_repeats=args.bpd_repeats,
+                                     bound_num_times=args.bound_num_times), args.workdir)
+  line = {"bench": "fashion_mnist", "part": "bpd", "step": result["step"],
+          "bits_per_dim": result["bits_per_dim"], "se": result["bits_per_dim_se"],
+          "examples": result["num_examples"], "bpd_repeats": args.bpd_repeats,
+          "divergence": result["divergence"], "nfe_mean": result["nfe_mean"]}
+  if args.bound_num_times:
+    line.update(bound_bits_per_dim=result["bound_bits_per_dim"],
+                bound_se=result["bound_bits_per_dim_se"], bound_num_times=args.bound_num_times)
+  print(json.dumps({**line, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 
 def _append(args, line):
@@ -222,6 +206,8 @@ def main():
                       help="config overrides, e.g. --set model.nf=16 (repeatable)")
   parser.add_argument("--bpd_examples", type=int, default=500)
   parser.add_argument("--bpd_repeats", type=int, default=1)
+  parser.add_argument("--bound_num_times", type=int, default=0,
+                      help="ScoreFlow's bound beside the ODE's bits/dim: time samples (0: off)")
   parser.add_argument("--inception_batch", type=int, default=50)
   args = parser.parse_args()
   args.workdir = os.path.abspath(args.workdir)

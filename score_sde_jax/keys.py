@@ -28,6 +28,7 @@ STREAMS = {
     "classifier": 13,      # --mode train_classifier: the classifier's init and step keys
     "classifier_eval": 14, # --mode train_classifier: times and noise of the held-out evaluation
     "conditional": 15,     # --mode conditional: the guided sampler
+    "likelihood_bound": 16,  # --mode eval: times, noise, dequantization of the bound on batch i
 }
 
 

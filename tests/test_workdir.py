@@ -94,8 +94,19 @@ def test_json_results_and_metrics_rows_have_their_keys(workdir):
   assert set(evaluated) == {"step", "num_examples", "dsm_loss", "dsm_loss_se", "nfe_mean",
                             "divergence", "nll_nats", "nll_nats_se", "data_entropy_nats_on_test",
                             "data_entropy_nats", "data_entropy_nats_se", "gap_nats", "gap_nats_se",
+                            "bound_nll_nats", "bound_nll_nats_se", "bound_num_times",
+                            "bound_importance_sampling", "bound_gap_nats", "bound_gap_nats_se",
                             "settings_hash"}
   assert evaluated["num_examples"] == 128 and evaluated["step"] == STEPS
+  # The bound is run.nll_bound's on the held-out points, with the eval's key stream.
+  run = score_sde_jax.load_workdir(workdir)
+  held_out = run.experiment.data.load().held_out(128, run.experiment.seed)
+  bound = run.nll_bound(jax.random.fold_in(keys.stream(run.experiment.seed, "likelihood_bound"),
+                                           0), held_out)
+  assert bound.nfe == 1001 and evaluated["bound_num_times"] == 1000
+  np.testing.assert_allclose(evaluated["bound_nll_nats"], float(np.mean(bound.nll)), rtol=1e-5)
+  np.testing.assert_allclose(evaluated["bound_gap_nats"], evaluated["bound_nll_nats"]
+                             - evaluated["data_entropy_nats_on_test"], atol=1e-6)
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert set(rows[0]) == {"step", "eval_loss_exact_score"} and rows[0]["step"] == 0
   train_rows = [r for r in rows if "loss" in r]
