@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from score_sde_jax import build, checkpoint, checks, likelihood, parallel
+from score_sde_jax import build, checkpoint, checks, likelihood, likelihood_bound, parallel
 from score_sde_jax import train as train_lib
 from score_sde_jax.classifier import get_classifier_fn, get_feature_fn
 from score_sde_jax.experiment import Experiment
@@ -171,9 +171,13 @@ class TrainedRun(_Restored):
     logp, z, nfe = likelihood.log_likelihood(
         key, self.sde, self.flow_score_fn, y, divergence=self._divergence(divergence),
         **self._flow_options())
+    return likelihood.LikelihoodResult(logp + self._log_jacobian(x), z, nfe)
+
+  def _log_jacobian(self, x):
+    """``log |det d scaler(x) / dx|`` of the affine scaler, per example of ``x`` ``(B, ...)``:
+    model-space densities become data-space ones by adding it."""
     n_dims = int(np.prod(x.shape[1:]))
-    log_jacobian = n_dims * np.log(abs(float(jax.grad(lambda u: self.scaler(u))(0.5))))
-    return likelihood.LikelihoodResult(logp + log_jacobian, z, nfe)
+    return n_dims * np.log(abs(float(jax.grad(lambda u: self.scaler(u))(0.5))))
 
   def bits_per_dim(self, key, x_int, *, num_levels: int = 256, n_repeats: int = 1,
                    divergence: str | None = None):
@@ -189,21 +193,20 @@ class TrainedRun(_Restored):
 
   def nll_bound(self, key, x, *, num_times: int | None = None):
     """ScoreFlow's upper bound on ``-log p(x)`` of data-space ``x`` in nats
-    (:func:`score_sde_jax.likelihood.nll_bound`, the scaler's Jacobian included; settings
+    (:func:`score_sde_jax.likelihood_bound.nll_bound`, the scaler's Jacobian included; settings
     ``eval.bound_num_times``, ``eval.bound_importance_sampling``, ``eval.likelihood_eps``)."""
     x = jnp.asarray(x, jnp.float32)
-    result = likelihood.nll_bound(key, self.sde, self.flow_score_fn, self.scaler(x),
-                                  **self._bound_options(num_times))
-    n_dims = int(np.prod(x.shape[1:]))
-    log_jacobian = n_dims * np.log(abs(float(jax.grad(lambda u: self.scaler(u))(0.5))))
-    return result._replace(nll=result.nll - log_jacobian)
+    result = likelihood_bound.nll_bound(key, self.sde, self.flow_score_fn, self.scaler(x),
+                                        **self._bound_options(num_times))
+    return result._replace(nll=result.nll - self._log_jacobian(x))
 
   def bits_per_dim_bound(self, key, x_int, *, num_levels: int = 256, n_repeats: int = 1,
                          num_times: int | None = None):
     """The bound in bits/dim of integer levels (the dequantization of :meth:`bits_per_dim`)."""
-    return likelihood.bits_per_dim_bound(key, self.sde, self.flow_score_fn, x_int,
-                                         num_levels=num_levels, scaler=self.scaler,
-                                         n_repeats=n_repeats, **self._bound_options(num_times))
+    return likelihood_bound.bits_per_dim_bound(key, self.sde, self.flow_score_fn, x_int,
+                                               num_levels=num_levels, scaler=self.scaler,
+                                               n_repeats=n_repeats,
+                                               **self._bound_options(num_times))
 
   def encode(self, x):
     """Latent codes ``z = x(T)`` of data-space ``x`` under the probability-flow ODE."""
