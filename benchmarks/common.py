@@ -160,9 +160,9 @@ def load_config(path, overrides=()):
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
       value = text
-    section, field = key.rsplit(".", 1)
+    *sections, field = key.split(".")
     node = config
-    for part in section.split("."):
+    for part in sections:
       node = node[part]
     node[field] = value
   return config

@@ -1,7 +1,8 @@
 """Where the toy model's likelihood gap comes from and what closes it (JSON lines).
 
-For each variant of ``configs/toy/gmm_vp.py`` (the default toy model, the 8-mode ring): train it
-(``run.py --mode train``; resumes), then
+For each variant of ``--config`` (default ``configs/toy/gmm_vp.py``, the default toy model, the
+8-mode ring; an image config such as ``configs/digits/ddpmpp_vp.py`` runs ``train`` and ``eval``
+only): train it (``run.py --mode train``; resumes), then
 
 * ``score``: the learned score's error against the exact score of the ring's time-t marginal on
   a log grid of t, from ``--score_samples`` exact draws of ``p_t`` per time: the relative error
@@ -12,13 +13,14 @@ For each variant of ``configs/toy/gmm_vp.py`` (the default toy model, the 8-mode
   with the exact trace and its gap to the data's exact entropy, and ScoreFlow's bound and its gap;
 * ``figures``: relative error and KL density against t, one curve per variant.
 
-  python benchmarks/likelihood_training.py --root W [--variants baseline,lw_is] [--part ...]
-      [--set section.field=value ...]   (applied to every variant)
+  python benchmarks/likelihood_training.py --root W [--config C] [--variants paper,lw_is_cosine]
+      [--part train|score|eval|figures] [--set section.field=value ...]  (--set: every variant)
 
-Variants (``VARIANTS``): ``baseline`` (the config as it is), ``lw`` (likelihood weighting, uniform
-t), ``lw_is`` (likelihood weighting with importance-sampled t), and the further changes
-listed there. Every variant trains the same number of steps with the same batch, data stream and
-seed unless it says otherwise.
+Variants (``VARIANTS``): ``paper`` (the paper's weighting, uniform t, constant rate), ``lw``
+(likelihood weighting, uniform t), ``lw_is`` (likelihood weighting with importance-sampled t),
+``*_cosine`` (the rate decayed to 0 by a half cosine), ``config`` (the config as it is), and the
+further changes listed there. Every variant trains the same number of steps with the same batch,
+data stream and seed unless it says otherwise.
 """
 
 import argparse
@@ -40,24 +42,29 @@ from score_sde_jax import workdir as workdir_lib  # noqa: E402
 
 CONFIG = "configs/toy/gmm_vp.py"
 
+_PAPER = {"training.likelihood_weighting": False, "training.importance_sampling": False,
+          "optim.lr_decay": "none"}
+_LW_IS = {"training.likelihood_weighting": True, "training.importance_sampling": True}
 VARIANTS = {
-    "baseline": {},
-    "lw": {"training.likelihood_weighting": True},
-    "lw_is": {"training.likelihood_weighting": True, "training.importance_sampling": True},
-    # Likelihood weighting with importance sampling and a longer EMA horizon / wider network:
-    # the remaining candidates of the issue's list (time embedding, size, EMA, steps).
-    "lw_is_ema9999": {"training.likelihood_weighting": True, "training.importance_sampling": True,
-                      "model.ema_rate": 0.9999},
-    "lw_is_fourier": {"training.likelihood_weighting": True, "training.importance_sampling": True,
-                      "model.embedding_type": "fourier"},
-    "lw_is_wide": {"training.likelihood_weighting": True, "training.importance_sampling": True,
-                   "model.hidden": 512},
+    # The paper's objective (std^2 weighting, uniform t) and a constant rate after the warm-up:
+    # the toy configs' defaults before the study (2026-12-07).
+    "paper": _PAPER,
+    "lw": {**_PAPER, "training.likelihood_weighting": True},           # uniform t
+    "lw_is": {**_PAPER, **_LW_IS},                                      # ScoreFlow's
+    "paper_cosine": {**_PAPER, "optim.lr_decay": "cosine"},
+    "lw_is_cosine": {**_LW_IS, "optim.lr_decay": "cosine"},             # the toy defaults now
+    "lw_is_wide": {**_PAPER, **_LW_IS, "model.hidden": 512},
+    "config": {},                                                       # the config as it is
+    # Image configs (--config configs/digits/ddpmpp_vp.py): training on uniformly dequantized
+    # data, (k + U) / K, the density that bits/dim measures, with and without likelihood training.
+    "dq": {"data.uniform_dequantization": True},
+    "lw_is_dq": {**_LW_IS, "data.uniform_dequantization": True},
 }
 
 
 def _config(name, args):
   """The variant's config: ``VARIANTS[name]``, then ``--set`` overrides."""
-  return load_config(CONFIG, [f"{k}={v!r}" for k, v in VARIANTS[name].items()] + args.set)
+  return load_config(args.config, [f"{k}={v!r}" for k, v in VARIANTS[name].items()] + args.set)
 
 
 def part_train(name, args):
@@ -86,6 +93,8 @@ def score_errors(run, dataset, times, n, seed=0):
 def part_score(name, args):
   run = workdir_lib.load_workdir(os.path.join(args.root, name))
   dataset = run.experiment.data.load()
+  if not hasattr(dataset, "marginal_score"):
+    return {"skipped": f"{type(dataset).__name__} has no exact marginal score"}
   times = np.logspace(np.log10(run.experiment.training.objective.eps), 0.0, args.score_times)
   rel, density = score_errors(run, dataset, times, args.score_samples)
   j_sm = float(np.trapezoid(density * times, np.log(times)))
@@ -103,7 +112,9 @@ def part_eval(name, args):
   result = modes.run("eval", config, os.path.join(args.root, name))
   keep = ("step", "nll_nats", "nll_nats_se", "data_entropy_nats", "gap_nats", "gap_nats_se",
           "bound_nll_nats", "bound_nll_nats_se", "bound_gap_nats", "bound_gap_nats_se",
-          "nfe_mean", "num_examples", "dsm_loss")
+          "num_examples", "dsm_loss",
+          "bits_per_dim", "bits_per_dim_se", "bound_bits_per_dim", "bound_bits_per_dim_se",
+          "nfe_mean")
   return {**{k: result[k] for k in keep if k in result},
           "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -127,7 +138,7 @@ def part_figures(names, args):
   for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend()
-  fig.suptitle(f"{CONFIG}: learned score against the exact one")
+  fig.suptitle(f"{args.config}: learned score against the exact one")
   fig.tight_layout()
   out = os.path.join(args.root, "score_error_vs_t.png")
   fig.savefig(out, dpi=120)
@@ -138,7 +149,9 @@ def part_figures(names, args):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--root", required=True, help="a folder with one workdir per variant")
-  parser.add_argument("--variants", default="baseline,lw,lw_is")
+  parser.add_argument("--config", default=CONFIG,
+                      help="the base config (image configs: train and eval parts only)")
+  parser.add_argument("--variants", default="paper,lw,lw_is,paper_cosine,lw_is_cosine")
   parser.add_argument("--part", default="all", choices=["all", "train", "score", "eval",
                                                          "figures"])
   parser.add_argument("--set", action="append", default=[],

@@ -99,6 +99,9 @@ def add_library_fields(config: ml_collections.ConfigDict) -> ml_collections.Conf
               churn=0.0,           # S_churn (0: deterministic), S_tmin, S_tmax, S_noise
               s_tmin=0.0, s_tmax=1e6, s_noise=1.0)),
       ),
+      "optim": dict(
+          lr_decay="none",         # none (the original) | cosine: to 0 at training.n_iters
+      ),
       "eval": dict(
           num_batches=1,           # eval-loss batches per evaluation during training
           num_eval_examples=10000, # --mode eval

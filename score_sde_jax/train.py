@@ -24,21 +24,38 @@ class TrainState:
   key: jax.Array         # PRNG key (raw uint32[2]) for the next step
 
 
-def learning_rate_schedule(lr: float, warmup: int) -> optax.Schedule:
-  """``lr * min(step / warmup, 1)``: the paper's linear warm-up (no warm-up if ``warmup == 0``)."""
-  if warmup <= 0:
-    return optax.constant_schedule(lr)
-  return optax.linear_schedule(0.0, lr, warmup)
+LR_DECAYS = ("none", "cosine")
+
+
+def learning_rate_schedule(lr: float, warmup: int, decay: str = "none",
+                           total_steps: int = 0) -> optax.Schedule:
+  """``lr * min(step / warmup, 1)``: the paper's linear warm-up (no warm-up if ``warmup == 0``);
+  with ``decay="cosine"`` the rate then falls as a half cosine from ``lr`` at ``warmup`` to 0 at
+  ``total_steps`` (and stays 0 after it). A run that ends within its warm-up has no decay."""
+  if decay not in LR_DECAYS:
+    raise ValueError(f"decay={decay!r}: expected one of {LR_DECAYS}")
+  rise = optax.constant_schedule(lr) if warmup <= 0 else optax.linear_schedule(0.0, lr, warmup)
+  if decay == "none":
+    return rise
+  if not (isinstance(total_steps, int) and total_steps > 0):
+    raise ValueError(f"total_steps={total_steps!r}: a cosine decay needs the run's last step "
+                     "(a positive integer)")
+  if total_steps <= warmup:
+    return rise
+  fall = optax.cosine_decay_schedule(lr, total_steps - warmup)
+  return fall if warmup <= 0 else optax.join_schedules([rise, fall], [warmup])
 
 
 def make_optimizer(lr: float = 2e-4, warmup: int = 5000, grad_clip: float = 1.0, *,
                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                   weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """Global-norm clipping then Adam(W) with linear warm-up (the paper's ``optimize_fn``).
+                   weight_decay: float = 0.0, decay: str = "none",
+                   total_steps: int = 0) -> optax.GradientTransformation:
+  """Global-norm clipping then Adam(W) with linear warm-up (the paper's ``optimize_fn``), and
+  optionally a cosine decay to 0 at ``total_steps`` (:func:`learning_rate_schedule`).
 
   ``grad_clip < 0`` disables clipping, as in the paper's config.
   """
-  schedule = learning_rate_schedule(lr, warmup)
+  schedule = learning_rate_schedule(lr, warmup, decay, total_steps)
   parts = []
   if grad_clip >= 0:
     parts.append(optax.clip_by_global_norm(grad_clip))

@@ -20,6 +20,27 @@ def test_learning_rate_warmup_matches_paper():
   np.testing.assert_allclose(float(train.learning_rate_schedule(1e-3, 0)(0)), 1e-3)
 
 
+def test_cosine_decay_after_warmup():
+  """``lr * (1 + cos(pi s / S)) / 2`` over the ``S = total - warmup`` steps after the warm-up."""
+  schedule = train.learning_rate_schedule(1e-3, 200, "cosine", 8000)
+  for step, lr in [(100, 5e-4), (200, 1e-3), (4100, 5e-4), (2150, 1e-3 * (1 + np.cos(np.pi / 4)) / 2),
+                   (8000, 0.0), (9000, 0.0)]:
+    np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-5, atol=1e-10)
+  no_warmup = train.learning_rate_schedule(1e-3, 0, "cosine", 100)
+  np.testing.assert_allclose([float(no_warmup(s)) for s in (0, 50, 100)], [1e-3, 5e-4, 0.0],
+                             atol=1e-9)
+  short = train.learning_rate_schedule(1e-3, 200, "cosine", 100)  # ends within the warm-up
+  np.testing.assert_allclose([float(short(s)) for s in (50, 100)], [2.5e-4, 5e-4], rtol=1e-6)
+  config = gmm_vp.get_config()
+  config.optim.lr_decay = "cosine"
+  config.training.n_iters = 0
+  with pytest.raises(build.ConfigError, match=r"training.n_iters=0: it must be > 0"):
+    build.get_optimizer(config)
+  config.optim.lr_decay = "step"
+  with pytest.raises(build.ConfigError, match=r"optim.lr_decay='step': expected one of"):
+    build.get_optimizer(config)
+
+
 def test_gradient_clipping_and_adam():
   """Clip to global norm 1 then Adam: the first step of Adam moves each weight by lr * sign(g)."""
   tx = train.make_optimizer(lr=0.1, warmup=0, grad_clip=1.0)

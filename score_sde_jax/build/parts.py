@@ -68,7 +68,7 @@ def data_shape_of(config, network) -> tuple:
 
 
 def get_optimizer(config, section: str = "optim") -> ex.Optimizer:
-  return _read(config, ex.Optimizer, _paths(section, ex.Optimizer))
+  return _read(config, ex.Optimizer, _paths(section, ex.Optimizer, total_steps="training.n_iters"))
 
 
 def get_training(config) -> ex.Training:

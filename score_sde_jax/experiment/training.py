@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  """Global-norm clipping and Adam(W) with linear warm-up (:func:`train.make_optimizer`)."""
+  """Global-norm clipping and Adam(W) with linear warm-up and optionally a cosine decay to 0 at
+  the last step (:func:`train.make_optimizer`)."""
 
   lr: float = 2e-4
   warmup: int = 5000
@@ -23,21 +24,28 @@ class Optimizer:
   eps: float = 1e-8
   weight_decay: float = 0.0        # > 0: AdamW
   optimizer: str = "Adam"          # the paper's name; Adam(W) is the only one
+  lr_decay: str = "none"           # none (the paper) | cosine: to 0 at total_steps
+  total_steps: int = 0             # the run's last step (training.n_iters)
 
   def __post_init__(self):
     checks.check_fields(self, {
         "optimizer": checks.one_of(("Adam",)), "lr": checks.POSITIVE, "beta1": checks.RATE,
+        "lr_decay": checks.one_of(train.LR_DECAYS), "total_steps": checks.NON_NEGATIVE_INT,
         "eps": checks.POSITIVE, "weight_decay": checks.NON_NEGATIVE,
         "warmup": checks.NON_NEGATIVE_INT,
         "grad_clip": (lambda v: checks.FINITE[0](v) and v != 0,
                       "a finite number > 0, or < 0 for no clipping (0 would zero every update)")})
+    if self.lr_decay != "none" and self.total_steps <= 0:
+      raise ValueError(f"optim.lr_decay={self.lr_decay!r} decays the learning rate to 0 at the "
+                       f"run's last step, training.n_iters={self.total_steps}: it must be > 0")
 
   def make(self):
     return train.make_optimizer(self.lr, self.warmup, self.grad_clip, beta1=self.beta1,
-                                eps=self.eps, weight_decay=self.weight_decay)
+                                eps=self.eps, weight_decay=self.weight_decay,
+                                decay=self.lr_decay, total_steps=self.total_steps)
 
   def lr_schedule(self):
-    return train.learning_rate_schedule(self.lr, self.warmup)
+    return train.learning_rate_schedule(self.lr, self.warmup, self.lr_decay, self.total_steps)
 
 
 @dataclasses.dataclass(frozen=True)
