@@ -51,8 +51,8 @@ VARIANTS = {
     "paper": _PAPER,
     "lw": {**_PAPER, "training.likelihood_weighting": True},           # uniform t
     "lw_is": {**_PAPER, **_LW_IS},                                      # ScoreFlow's
-    "paper_cosine": {**_PAPER, "optim.lr_decay": "cosine"},
-    "lw_is_cosine": {**_LW_IS, "optim.lr_decay": "cosine"},             # the toy defaults now
+    "paper_cosine": {**_PAPER, "optim.lr_decay": "cosine"},           # the toy defaults now
+    "lw_is_cosine": {**_LW_IS, "optim.lr_decay": "cosine"},
     "lw_is_wide": {**_PAPER, **_LW_IS, "model.hidden": 512},
     "config": {},                                                       # the config as it is
     # Image configs (--config configs/digits/ddpmpp_vp.py): training on uniformly dequantized

@@ -15,8 +15,4 @@ def get_config():
   config.model.sigma_max = 5.0
   config.model.embedding_type = "fourier"
   config.model.scale_by_sigma = True
-  # VE's likelihood weight g^2 / sigma^2 is a constant, 2 log(sigma_max / sigma_min): weighting by
-  # it only rescales the loss (and the gradients that optim.grad_clip sees); measured with VP only.
-  config.training.likelihood_weighting = False
-  config.training.importance_sampling = False
   return config
