@@ -201,8 +201,8 @@ def test_nll_bound_matches_its_closed_form_with_the_exact_score(sde, name, impor
   score_fn = lambda x, t: gauss.marginal_score(sde, x, t)
   for x in (np.array([0.4, -0.7]), np.array([1.5, 0.2])):
     batch = jnp.asarray(np.tile(x, (256, 1)), jnp.float32)
-    result = likelihood_bound.nll_bound(jax.random.PRNGKey(11), sde, score_fn, batch, num_times=1000,
-                                  importance_sampling=importance, eps=eps)
+    result = likelihood_bound.nll_bound(jax.random.PRNGKey(11), sde, score_fn, batch,
+                                        num_times=1000, importance_sampling=importance, eps=eps)
     values = np.asarray(result.nll, np.float64)
     se = values.std() / np.sqrt(len(values))
     expected, _ = expected_bound(sde, x, mu, v0, eps, PRIOR_VAR[name])
@@ -233,8 +233,8 @@ def test_bits_per_dim_bound_uses_the_same_dequantization():
   x_int = jnp.asarray(np.random.default_rng(0).integers(0, 8, (64, 3)), jnp.int32)
   scaler = lambda u: 2 * u - 1
   key = jax.random.PRNGKey(5)
-  bpd = likelihood_bound.bits_per_dim_bound(key, sde, score_fn, x_int, num_levels=8, scaler=scaler,
-                                      num_times=50)
+  bpd = likelihood_bound.bits_per_dim_bound(key, sde, score_fn, x_int, num_levels=8,
+                                            scaler=scaler, num_times=50)
   key, key_noise, key_probe = jax.random.split(key, 3)
   y = scaler(likelihood.dequantize(key_noise, x_int, 8))
   nats = likelihood_bound.nll_bound(key_probe, sde, score_fn, y, num_times=50).nll
@@ -271,8 +271,9 @@ def test_a_user_defined_sde_gets_importance_sampling_and_the_bound():
   mu, v0, x = np.array([0.5, -1.0]), 0.3, np.array([0.4, -0.7])
   gauss = GaussianMixture([1.0], mu[None], [np.sqrt(v0)])
   batch = jnp.asarray(np.tile(x, (256, 1)), jnp.float32)
-  result = likelihood_bound.nll_bound(jax.random.PRNGKey(2), sde, lambda y, s: gauss.marginal_score(
-      sde, y, s), batch, num_times=1000, eps=1e-3)
+  exact_score = lambda y, s: gauss.marginal_score(sde, y, s)
+  result = likelihood_bound.nll_bound(jax.random.PRNGKey(2), sde, exact_score, batch,
+                                      num_times=1000, eps=1e-3)
   values = np.asarray(result.nll, np.float64)
   expected, _ = expected_bound(sde, x, mu, v0, 1e-3, _coefficients(sde, sde.T)[1] ** 2)
   assert abs(values.mean() - expected) < 5 * values.std() / np.sqrt(256) + 1e-4
