@@ -1,7 +1,13 @@
-"""Converts the paper's released PyTorch checkpoints into this library's workdirs.
+"""Converts the paper's released PyTorch checkpoints, and NCSN's and NCSNv2's, into this
+library's workdirs.
 
     python -m score_sde_jax.convert --checkpoint checkpoint_26.pth \\
         --config configs/ve/cifar10_ncsnpp_continuous.py --workdir workdirs/ve_cifar10
+    python -m score_sde_jax.convert --checkpoint cifar10/checkpoint_300000.pth \\
+        --config configs/ve/ncsnv2/cifar10.py --workdir workdirs/ncsnv2_cifar10
+
+NCSN / NCSNv2 checkpoints (``ermongroup/ncsn``, ``ermongroup/ncsnv2``): see
+``score_sde_jax.convert_refinenet``; the rest of this docstring is about the paper's.
 
 A released checkpoint (``score_sde_pytorch``'s ``utils.save_checkpoint``) is a
 dict with ``model`` (state dict, keys prefixed ``module.``), ``ema``
@@ -30,6 +36,7 @@ import numpy as np
 from flax import traverse_util
 
 from score_sde_jax import build, checkpoint, models, torch_pickle, train
+from score_sde_jax import convert_refinenet as refinenet
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.torch_pickle import CheckpointFormatError
@@ -119,11 +126,52 @@ def _experiment(config) -> Experiment:
   return config if isinstance(config, Experiment) else build.experiment(config, scope="network")
 
 
-def convert_checkpoint(path: str, config):
+def _refinenet_fields(exp) -> dict:
+  """The run's values that an NCSN / NCSNv2 checkpoint must agree with, by config name."""
+  net, sde = exp.model.network, exp.model.sde
+  if exp.model.sde_name != "vesde":
+    raise ConversionError(f"config.training.sde={exp.model.sde_name!r}: NCSN / NCSNv2 checkpoints "
+                          f"are models of NCSN's noise levels, a VE SDE ('vesde')")
+  return {"model.nf": net.nf, "model.num_scales": sde.N, "model.sigma_max": sde.sigma_max,
+          "model.sigma_min": sde.sigma_min, "data.num_channels": net.num_channels,
+          "data.image_size": exp.model.data_shape[0], "model.normalization": net.normalization,
+          "model.nonlinearity": net.activation, "data.centered": net.centered}
+
+
+def _convert_refinenet(path: str, exp, expected, checkpoint_config):
+  obj = torch_pickle.load(path)
+  state_dict, ema, step = refinenet.split_checkpoint(obj, path)
+  ours = _refinenet_fields(exp)
+  run_config = refinenet.find_run_config(path, checkpoint_config)
+  if run_config is not None:
+    refinenet.check_against_run_config(refinenet.read_run_config(run_config), ours, run_config)
+  elif not any(refinenet.flax_path(k) == ("sigmas",) for k in state_dict):
+    raise ConversionError(f"{path}: an NCSN checkpoint holds no noise levels; give the run's "
+                          f"config.yml (--checkpoint_config), or put it beside the checkpoint, so "
+                          f"that its sigma_begin, sigma_end and num_classes can be checked against "
+                          f"the config's model.sigma_max, sigma_min and num_scales")
+  refinenet.check_sigmas_buffer(state_dict, ours)
+  params = refinenet.map_state_dict(state_dict, expected, "checkpoint's state dict")
+  ema_params = (params if ema is None
+                else refinenet.map_state_dict(ema, expected, "checkpoint's EMA shadow"))
+  def unflatten(flat):
+    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
+  return unflatten(params), unflatten(ema_params), int(step)
+
+
+def convert_checkpoint(path: str, config, checkpoint_config: str | None = None):
   """``(TrainState, step)`` from a released checkpoint, for the network that ``config`` (a
-  config, or an :class:`~score_sde_jax.experiment.Experiment`) describes."""
+  config, or an :class:`~score_sde_jax.experiment.Experiment`) describes: the paper's
+  (``score_sde_pytorch``), or NCSN's / NCSNv2's (``ermongroup``) for their networks, checked
+  against ``checkpoint_config`` (their run's ``config.yml``; default: the one beside ``path``)."""
   exp = _experiment(config)
   expected = _expected_shapes(exp.model)
+  if isinstance(exp.model.network, (models.NCSN, models.NCSNv2)):
+    try:
+      params, ema_params, step = _convert_refinenet(path, exp, expected, checkpoint_config)
+    except refinenet.RefineNetConversionError as e:
+      raise ConversionError(str(e)) from None
+    return _state(exp, params, ema_params, step), step
   ckpt = read_paper_checkpoint(path)
   state_dict = ckpt["model"]
   params = map_state_dict(state_dict, expected)
@@ -141,14 +189,17 @@ def convert_checkpoint(path: str, config):
     ema_dict[key] = value  # frozen tensors (the Fourier W) keep the model's value, as ema.copy_to
   ema_params = map_state_dict(ema_dict, expected)
 
-  optimizer = exp.part("optimizer").make()
   step = int(ckpt["step"])
-  state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params,
-                           opt_state=optimizer.init(params), key=jax.random.PRNGKey(exp.seed))
-  return state, step
+  return _state(exp, params, ema_params, step), step
 
 
-def convert(path: str, config, workdir: str) -> str:
+def _state(exp, params, ema_params, step):
+  optimizer = exp.part("optimizer").make()
+  return train.TrainState(step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params,
+                          opt_state=optimizer.init(params), key=jax.random.PRNGKey(exp.seed))
+
+
+def convert(path: str, config, workdir: str, checkpoint_config: str | None = None) -> str:
   """Converts ``path`` into an orbax checkpoint in ``workdir/checkpoints``; returns that folder.
 
   Refuses a workdir that already holds a checkpoint; writes nothing on any error.
@@ -159,7 +210,7 @@ def convert(path: str, config, workdir: str) -> str:
     raise workdir_lib.WorkdirError(f"--workdir={workdir!r}: already holds checkpoints in "
                                    f"{ckpt_dir}; use a new workdir")
   exp = _experiment(config)
-  state, step = convert_checkpoint(path, exp)
+  state, step = convert_checkpoint(path, exp, checkpoint_config)
   os.makedirs(workdir, exist_ok=True)
   manager = workdir_lib.checkpoints(workdir)
   checkpoint.save(manager, step, state, dict(exp.record), wait=True)
@@ -172,7 +223,7 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   try:
-    out = convert(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir)
+    out = convert(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.checkpoint_config)
   except (CheckpointFormatError, ConversionError, build.ConfigError, workdir_lib.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -190,6 +241,8 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Config of the network the checkpoint holds.")
   flags.DEFINE_string("checkpoint", None, "The released .pth file.")
   flags.DEFINE_string("workdir", None, "New workdir for the converted checkpoint.")
+  flags.DEFINE_string("checkpoint_config", None, "NCSN / NCSNv2 checkpoints: the run's config.yml "
+                      "(default: the one beside --checkpoint).")
   flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
   absl_logging.set_verbosity(absl_logging.WARNING)
   from score_sde_jax import cli

@@ -1,4 +1,5 @@
-"""Reads PyTorch ``.pth`` checkpoints (``torch.save`` zip format) and the weights of TorchScript
+"""Reads PyTorch ``.pth`` checkpoints (``torch.save``'s zip format, and the legacy format of
+torch < 1.6 that NCSN's and NCSNv2's released checkpoints use) and the weights of TorchScript
 archives (``torch.jit.save``) without PyTorch.
 
 A restricted ``pickle.Unpickler`` accepts only the handful of globals a
@@ -46,6 +47,28 @@ class _Storage(NamedTuple):
   array: np.ndarray
 
 
+class _LegacyStorage:
+  """A storage of the legacy (pre-zip, torch < 1.6) format: its elements follow the pickle, so
+  the array is filled in once the whole object is read; ``view`` is ``(offset, size)`` of a
+  storage view, or None."""
+
+  def __init__(self, key, dtype, numel, root=None, view=None):
+    self.name, self.dtype, self.numel = f"storage {key}", dtype, numel
+    self.root, self.view, self.data = root, view, None
+
+  @property
+  def array(self):
+    base = (self.root or self).data
+    if base is None:
+      raise CheckpointFormatError(f"{self.name}: its data is missing (truncated file?)")
+    if self.view is None:
+      return base
+    offset, size = self.view
+    if offset + size > len(base):
+      raise CheckpointFormatError(f"{self.name}: a view past its storage's end")
+    return base[offset:offset + size]
+
+
 class _TensorRecord(NamedTuple):
   """A tensor as the pickle describes it; checked against its storage by :func:`_tensor` once
   the whole object is read (so an error can name the tensor)."""
@@ -72,7 +95,7 @@ def _tensor(record: _TensorRecord, name: str, max_bytes: int) -> np.ndarray:
   """The array of ``record``, refused unless every element it addresses lies in its storage and
   its size fits in the file (a stride-0 tensor could otherwise ask for any amount of memory)."""
   what = f"tensor {name}"
-  if not isinstance(record.storage, _Storage):
+  if not isinstance(record.storage, (_Storage, _LegacyStorage)):
     raise CheckpointFormatError(f"{what}: its storage is {type(record.storage).__name__}, not a "
                                 f"storage record")
   storage, n = record.storage.array, len(record.storage.array)
@@ -105,7 +128,7 @@ def _materialize(obj, name: str, max_bytes: int, depth: int = 0):
     raise CheckpointFormatError(f"{name}: nested more than 100 levels deep")
   if isinstance(obj, _TensorRecord):
     return _tensor(obj, name, max_bytes)
-  if isinstance(obj, _Storage):
+  if isinstance(obj, (_Storage, _LegacyStorage)):
     raise CheckpointFormatError(f"{name}: a bare storage record, not a tensor")
   if isinstance(obj, _ScriptObject):
     attributes = getattr(obj, "attributes", {})
@@ -203,6 +226,77 @@ class _Unpickler(pickle.Unpickler):
     return self._cache[key, storage_type.dtype]
 
 
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c   # torch.serialization.MAGIC_NUMBER
+_LEGACY_PROTOCOL = 1001
+
+
+class _LegacyUnpickler(_Unpickler):
+  """The main pickle of the legacy format: persistent ids ``('storage', type, key, location,
+  numel, view_metadata)``, each storage's elements stored after the pickle."""
+
+  def __init__(self, file, size):
+    super().__init__(file, None, "")
+    self._roots = {}
+    self._size = size
+
+  def persistent_load(self, pid):
+    if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
+      raise CheckpointFormatError(f"unknown persistent id {pid!r}")
+    storage_type, key, _, numel, view = pid[1:]
+    if not isinstance(storage_type, _StorageType):
+      raise CheckpointFormatError(f"persistent id {pid!r}: {storage_type!r} is not a storage type")
+    if not (isinstance(key, str) and isinstance(numel, int) and numel >= 0):
+      raise CheckpointFormatError(f"persistent id {pid!r}: bad key or element count")
+    if numel * storage_type.dtype.itemsize > self._size:
+      raise CheckpointFormatError(f"storage {key}: {numel} elements, more than the file holds")
+    root = self._roots.setdefault(key, _LegacyStorage(key, storage_type.dtype, numel))
+    if view is None:
+      return root
+    if not (isinstance(view, tuple) and len(view) == 3 and all(
+        isinstance(v, int) and v >= 0 for v in view[1:])):
+      raise CheckpointFormatError(f"persistent id {pid!r}: bad view {view!r}")
+    return _LegacyStorage(view[0], storage_type.dtype, view[2], root=root, view=view[1:])
+
+
+def _load_legacy(f, size: int):
+  """The object of a legacy-format ``torch.save`` file (``f`` at its start)."""
+  header = _RefuseAll(f)
+  if header.load() != _LEGACY_MAGIC:
+    raise CheckpointFormatError("not a PyTorch checkpoint (neither a zip archive nor the legacy "
+                                "format's magic number)")
+  if header.load() != _LEGACY_PROTOCOL:
+    raise CheckpointFormatError("legacy format of an unknown protocol version")
+  header.load()   # sys_info: byte order and type sizes (little-endian on every platform torch ran)
+  unpickler = _LegacyUnpickler(f, size)
+  obj = unpickler.load()
+  keys = _RefuseAll(f).load()
+  if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+    raise CheckpointFormatError("the list of storage keys after the pickle is damaged")
+  for key in keys:
+    storage = unpickler._roots.get(key)
+    if storage is None:
+      raise CheckpointFormatError(f"storage {key} is listed but no tensor uses it")
+    raw = f.read(8)
+    if len(raw) != 8:
+      raise CheckpointFormatError(f"storage {key}: the file ends before its data")
+    numel = int.from_bytes(raw, "little", signed=True)
+    if numel != storage.numel:
+      raise CheckpointFormatError(f"storage {key}: {numel} elements in the file, "
+                                  f"{storage.numel} in its record")
+    data = f.read(numel * storage.dtype.itemsize)
+    if len(data) != numel * storage.dtype.itemsize:
+      raise CheckpointFormatError(f"storage {key}: the file ends inside its data (truncated?)")
+    storage.data = np.frombuffer(data, dtype=storage.dtype)
+  return obj
+
+
+class _RefuseAll(pickle.Unpickler):
+  """The legacy format's small header pickles: numbers, dicts and lists only."""
+
+  def find_class(self, module, name):
+    raise CheckpointFormatError(f"refusing to load global {module}.{name} in the file's header")
+
+
 def load(path: str, *, scripted: bool = False):
   """The object ``torch.save`` wrote to ``path``, with tensors as NumPy arrays; with
   ``scripted``, the module tree of a ``torch.jit.save`` archive (see the module docstring).
@@ -212,6 +306,15 @@ def load(path: str, *, scripted: bool = False):
   Raises :class:`CheckpointFormatError` naming the file (and the tensor, where one is at fault)
   for a missing, truncated, damaged or non-checkpoint file.
   """
+  if not scripted and os.path.isfile(path) and not zipfile.is_zipfile(path):
+    try:
+      with open(path, "rb") as f:
+        return _materialize(_load_legacy(f, os.path.getsize(path)), "", os.path.getsize(path))
+    except CheckpointFormatError as e:
+      raise CheckpointFormatError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged pickle raises
+      raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+                                  f"{e})") from None
   try:
     archive = zipfile.ZipFile(path)
   except FileNotFoundError:

@@ -76,7 +76,8 @@ def test_the_example_configs_exist():
 
 @pytest.mark.parametrize("path,value,message", [
     ("training.sde", "vpsdee", "config.training.sde='vpsdee': expected one of ['subvpsde', 'vesde', 'vpsde']"),
-    ("model.name", "unet", "config.model.name='unet': expected one of ['ddpm', 'mlp', 'ncsnpp']"),
+    ("model.name", "unet", "config.model.name='unet': expected one of ['ddpm', 'mlp', 'ncsn', "
+                           "'ncsnpp', 'ncsnv2_128', 'ncsnv2_256', 'ncsnv2_64']"),
     ("data.dataset", "imagenet", "config.data.dataset='imagenet': expected one of"),
     ("training.batch_size", 12.5, "config.training.batch_size=12.5: expected a positive integer"),
     ("training.continuous", "yes", "config.training.continuous='yes': expected True or False"),

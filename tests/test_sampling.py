@@ -51,7 +51,8 @@ PC_CASES = [(s, p, c) for s, p, c in itertools.product(SDES, ["euler_maruyama", 
 
 # make test: each predictor and each corrector once, on VP; the rest are slow (make test-all).
 FAST_PC = {("vp", "euler_maruyama", "langevin"), ("vp", "reverse_diffusion", "ald"),
-           ("vp", "ancestral_sampling", "none"), ("vp", "none", "langevin")}
+           ("vp", "ancestral_sampling", "none"), ("vp", "none", "langevin"),
+           ("ve", "none", "ald")}   # NCSN's annealed Langevin dynamics, as its configs set it
 
 
 @pytest.mark.parametrize("sde_name,predictor,corrector", [
@@ -225,8 +226,49 @@ def test_annealed_langevin_samples_the_mixture(reference):
   sde = SDES["ve"]
   x, nfe = annealed_langevin_sample(jax.random.PRNGKey(0), sde, _score(sde), (N, 2),
                                     n_steps_each=5, step_lr=1e-4, num_scales=100)
-  assert nfe == 500
+  assert nfe == 501   # 100 levels x 5 steps, and the final denoising step
   _check_matches_mixture(x, reference)
+
+
+def _gaussian_score(sde, mu, s2):
+  """Exact score of the time-t marginal of data N(mu, s2 I): N(a mu, a^2 s2 + std^2)."""
+  def score(x, t):
+    a = sde.marginal_prob(jnp.ones((x.shape[0], 1)), t)[0]
+    std = sde.marginal_prob(x, t)[1][:, None]
+    return -(x - a * mu) / (a**2 * s2 + std**2)
+  return score
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_tweedie_denoising_is_the_gaussian_posterior_mean(sde_name):
+  """``(x + std^2 s) / a`` = E[x0 | x_t] = mu + a s2 / (a^2 s2 + std^2) (x - a mu) for N(mu, s2)."""
+  from score_sde_jax.sampling.common import tweedie_denoise
+  sde, mu, s2 = SDES[sde_name], 0.7, 0.3
+  x = jax.random.normal(jax.random.PRNGKey(0), (64, 3))
+  t = jnp.linspace(0.01, 0.9, 64)
+  a = sde.marginal_prob(jnp.ones((64, 1)), t)[0]
+  std = sde.marginal_prob(x, t)[1][:, None]
+  posterior_mean = mu + a * s2 / (a**2 * s2 + std**2) * (x - a * mu)
+  np.testing.assert_allclose(tweedie_denoise(sde, _gaussian_score(sde, mu, s2), x, t),
+                             posterior_mean, rtol=1e-4, atol=1e-5)   # float32, two routes
+
+
+def test_annealed_langevin_ends_with_ncsnv2s_denoising_step():
+  """NCSN's sampler (predictor none, corrector ald) and annealed_langevin_sample: with the same
+  key, the denoised sample is E[x0 | x_L] of the undenoised one, mu + s2 / (s2 + sigma_L^2)
+  (x_L - mu) for Gaussian data, one more score evaluation."""
+  sde, mu, s2 = VESDE(sigma_min=0.05, sigma_max=5.0, N=50), 0.5, 0.05**2
+  score = _gaussian_score(sde, mu, s2)
+  key = jax.random.PRNGKey(3)
+  for sample in (lambda denoise: pc_sample(key, sde, score, (512, 2), predictor="none",
+                                           corrector="ald", snr=0.16, n_steps=2, denoise=denoise),
+                 lambda denoise: annealed_langevin_sample(key, sde, score, (512, 2), n_steps_each=2,
+                                                          step_lr=2e-5, denoise=denoise)):
+    (raw, nfe_raw), (denoised, nfe) = sample(False), sample(True)
+    sigma_l = float(sde.marginal_prob(jnp.zeros((1, 1)), jnp.array([sde.sampling_eps]))[1][0])
+    np.testing.assert_allclose(denoised, mu + s2 / (s2 + sigma_l**2) * (raw - mu), rtol=1e-5,
+                               atol=1e-6)
+    assert nfe == nfe_raw + 1
 
 
 def test_annealed_langevin_refuses_divergent_steps():

@@ -48,12 +48,24 @@ def get_score_model(config) -> ex.ScoreModel:
                           scale_by_sigma=get(config, "model.scale_by_sigma"),
                           sde_name=get(config, "training.sde"),
                           network_name=get(config, "model.name"))
+  if getattr(network, "needs_level_index", False) and model.continuous:
+    raise ConfigError(f"config.training.continuous=True: the {get(config, 'model.name')} network "
+                      f"is conditioned on the noise level's index (an embedding row per level); "
+                      f"set training.continuous=False (the discrete objective on model.num_scales "
+                      f"levels)")
   if model.is_image:
-    size, levels = shape[0], len(network.ch_mult) - 1
-    if size % 2**levels:
-      raise ConfigError(f"config.data.image_size={size!r}: must be a positive multiple of "
-                        f"2^(len(model.ch_mult) - 1) = {2**levels}")
+    multiple, rule = _size_multiple(network)
+    if shape[0] % multiple:
+      raise ConfigError(f"config.data.image_size={shape[0]!r}: must be a positive multiple of "
+                        f"{rule} = {multiple}")
   return model
+
+
+def _size_multiple(network) -> tuple[int, str]:
+  """What an image network's size must be a multiple of, and why (for the message)."""
+  if hasattr(network, "ch_mult"):   # the U-Nets halve len(ch_mult) - 1 times
+    return 2**(len(network.ch_mult) - 1), "2^(len(model.ch_mult) - 1)"
+  return network.size_multiple, f"the {type(network).__name__} network's pooling"
 
 
 def data_shape_of(config, network) -> tuple:
@@ -62,8 +74,9 @@ def data_shape_of(config, network) -> tuple:
     return (network.dim,)
   size = get(config, "data.image_size")
   if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+    multiple, rule = _size_multiple(network)
     raise ConfigError(f"config.data.image_size={size!r}: must be a positive multiple of "
-                      f"2^(len(model.ch_mult) - 1) = {2**(len(network.ch_mult) - 1)}")
+                      f"{rule} = {multiple}")
   return (size, size, network.num_channels)
 
 

@@ -10,8 +10,11 @@ from score_sde_jax.models.classifier import ClassifierMLP, WideResNet
 from score_sde_jax.models.ddpm import DDPM
 from score_sde_jax.models.mlp import ScoreMLP
 from score_sde_jax.models.ncsnpp import NCSNpp
+from score_sde_jax.models.refinenet import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256
 
-MODELS = {"mlp": ScoreMLP, "ncsnpp": NCSNpp, "ddpm": DDPM}
+MODELS = {"mlp": ScoreMLP, "ncsnpp": NCSNpp, "ddpm": DDPM,
+          # the baselines NCSN and NCSNv2 (RefineNets), under the paper's names
+          "ncsn": NCSN, "ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2_128, "ncsnv2_256": NCSNv2_256}
 # Noise-conditional classifiers (``p_t(y | x_t)``), for class-conditional sampling.
 CLASSIFIERS = {"classifier_mlp": ClassifierMLP, "wideresnet": WideResNet}
 
@@ -36,5 +39,5 @@ def param_count(model_or_params, *example_inputs) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
-__all__ = ["CLASSIFIERS", "ClassifierMLP", "DDPM", "MODELS", "WideResNet", "NCSNpp", "ScoreMLP", "get_model_class", "param_count",
+__all__ = ["CLASSIFIERS", "ClassifierMLP", "DDPM", "MODELS", "NCSN", "NCSNv2", "NCSNv2_128", "NCSNv2_256", "WideResNet", "NCSNpp", "ScoreMLP", "get_model_class", "param_count",
            "param_shapes"]

@@ -9,6 +9,8 @@ from typing import ClassVar, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from score_sde_jax.sde import batch_mul
+
 
 class SampleResult(NamedTuple):
   """A sampler's result; unpacks as ``x, nfe = ...``.
@@ -29,6 +31,15 @@ def time_grid(T: float, eps, num_steps: int) -> jax.Array:
   chain of ``num_steps`` levels) at each of these times.
   """
   return jnp.linspace(T, eps, num_steps)
+
+
+def tweedie_denoise(sde, score_fn, x, t):
+  """Tweedie's estimate ``E[x_0 | x_t] = (x + std(t)^2 score(x, t)) / a(t)`` (``a``: the kernel's
+  mean coefficient; 1 for VE): NCSNv2's final denoising step, ``x + sigma_L^2 s(x, sigma_L)``,
+  for any SDE whose kernel mean is ``a(t) x``. ``t`` is ``(B,)``; one score evaluation."""
+  std = sde.marginal_prob(x, t)[1]
+  a = sde.marginal_prob(jnp.ones((x.shape[0], 1), x.dtype), t)[0][:, 0]
+  return batch_mul(1.0 / a, x + batch_mul(std**2, score_fn(x, t)))
 
 
 class Sampler:

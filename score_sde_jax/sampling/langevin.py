@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax import checks
-from score_sde_jax.sampling.common import SampleResult, time_grid
+from score_sde_jax.sampling.common import SampleResult, time_grid, tweedie_denoise
 from score_sde_jax.score import as_pytree_fn
 
 
@@ -41,8 +41,8 @@ def langevin_sample(key, score_fn, x0, *, step_size, n_steps) -> SampleResult:
                       n_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "n_steps_each", "num_scales"))
-def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales):
+@functools.partial(jax.jit, static_argnames=("sde", "n_steps_each", "num_scales", "denoise"))
+def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales, denoise):
   b = x0.shape[0]
   ts = time_grid(sde.T, eps, num_scales)
   stds = sde.marginal_prob(jnp.zeros((num_scales, 1)), ts)[1]
@@ -54,15 +54,14 @@ def _annealed(key, score_fn, x0, step_lr, eps, *, sde, n_steps_each, num_scales)
 
     def step(x, k):
       z = jax.random.normal(k, x.shape, x.dtype)
-      x_mean = x + step_size * score_fn(x, jnp.full((b,), t))
-      return x_mean + jnp.sqrt(2 * step_size) * z, x_mean
+      return x + step_size * score_fn(x, jnp.full((b,), t)) + jnp.sqrt(2 * step_size) * z, None
 
     key, sub = jax.random.split(key)
-    x, x_means = jax.lax.scan(step, x, jax.random.split(sub, n_steps_each))
-    return (x, key), x_means[-1]
+    x, _ = jax.lax.scan(step, x, jax.random.split(sub, n_steps_each))
+    return (x, key), None
 
-  (x, _), x_means = jax.lax.scan(level, (x0, key), (ts, step_sizes))
-  return x, x_means[-1]
+  (x, _), _ = jax.lax.scan(level, (x0, key), (ts, step_sizes))
+  return tweedie_denoise(sde, score_fn, x, jnp.full((b,), ts[-1], x.dtype)) if denoise else x
 
 
 def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, step_lr=2e-5,
@@ -72,8 +71,10 @@ def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, ste
   Levels ``t_i = linspace(T, eps, num_scales)`` (default ``sde.N``) with
   ``sigma_i`` the std of the perturbation kernel at ``t_i``; at each level
   ``n_steps_each`` Langevin steps of size ``step_lr (sigma_i / sigma_L)^2``.
-  Starts from the prior. ``denoise`` returns the last step's mean. ``eps``
-  defaults to the SDE's ``sampling_eps``. Returns ``SampleResult(samples, nfe)``.
+  Starts from the prior. ``denoise`` ends with NCSNv2's denoising step, Tweedie's
+  ``x + sigma_L^2 score(x, t_L)`` (divided by the kernel's mean coefficient for SDEs that shrink
+  the data), one more score evaluation. ``eps`` defaults to the SDE's ``sampling_eps``. Returns
+  ``SampleResult(samples, nfe)``.
   """
   checks.check_key(key, "annealed_langevin_sample")
   shape = checks.check_shape(shape)
@@ -89,6 +90,6 @@ def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, ste
                      f"diverge; lower step_lr or raise eps")
   key_prior, key = jax.random.split(key)
   x0 = sde.prior_sampling(key_prior, shape)
-  x, x_mean = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
-                        n_steps_each=n_steps_each, num_scales=num_scales)
-  return SampleResult(x_mean if denoise else x, num_scales * n_steps_each)
+  x = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
+                n_steps_each=n_steps_each, num_scales=num_scales, denoise=bool(denoise))
+  return SampleResult(x, num_scales * n_steps_each + int(bool(denoise)))

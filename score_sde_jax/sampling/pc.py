@@ -11,15 +11,25 @@ import jax.numpy as jnp
 
 from score_sde_jax import checks, parallel
 from score_sde_jax.sampling import progress as progress_lib
-from score_sde_jax.sampling.common import SampleResult, Sampler, time_grid
+from score_sde_jax.sampling.common import SampleResult, Sampler, time_grid, tweedie_denoise
 from score_sde_jax.sampling.correctors import CORRECTORS, get_corrector
 from score_sde_jax.sampling.predictors import PREDICTORS, get_predictor
 from score_sde_jax.score import as_pytree_fn
 
 
-def pc_nfe(predictor: str, corrector: str, n_steps: int, num_steps: int) -> int:
-  """Score evaluations of one PC sample: ``num_steps * ([predictor] + n_steps [corrector])``."""
-  return num_steps * (int(predictor != "none") + n_steps * int(corrector != "none"))
+def denoises_by_tweedie(predictor: str, corrector: str, denoise: bool) -> bool:
+  """Whether the sample ends with Tweedie's denoising step (:func:`tweedie_denoise`): when a
+  corrector alone samples (annealed Langevin dynamics, as NCSN / NCSNv2 configs set it), as
+  NCSNv2's ``denoise``. With a predictor, ``denoise`` returns its last step's mean, as the paper."""
+  return denoise and predictor == "none" and corrector != "none"
+
+
+def pc_nfe(predictor: str, corrector: str, n_steps: int, num_steps: int,
+           denoise: bool = False) -> int:
+  """Score evaluations of one PC sample: ``num_steps * ([predictor] + n_steps [corrector])``,
+  plus one for Tweedie's final step (:func:`denoises_by_tweedie`)."""
+  return (num_steps * (int(predictor != "none") + n_steps * int(corrector != "none"))
+          + int(denoises_by_tweedie(predictor, corrector, denoise)))
 
 
 def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
@@ -73,7 +83,10 @@ def _pc_sample(key, score_fn, snr, eps, constraint, *, sde, shape, predictor, co
 
   steps = (time_grid(sde.T, eps, num_steps), jnp.arange(num_steps))
   (key, x, x_mean), _ = jax.lax.scan(step, (key, x, x), steps)
-  x = x_mean if denoise else x
+  if denoises_by_tweedie(predictor, corrector, denoise):
+    x = tweedie_denoise(sde, score_fn, x, jnp.full((shape[0],), eps, x.dtype))
+  else:
+    x = x_mean if denoise else x
   return x if constraint is None else constraint.finish(key, sde, score_fn, x, eps)
 
 
@@ -91,8 +104,11 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
   ``sampling_eps``. ``snr``, the Langevin corrector's signal-to-noise ratio, defaults to
   ``sde.langevin_snr``: the paper's 0.16 for VE-type SDEs, 0.05 for VP-type ones (VP, sub-VP
   and SDEs of your own that shrink the data into the prior), where 0.16 overshoots
-  (docs/samplers.md). ``denoise=True`` returns the last predictor step without
-  its noise. ``probability_flow=True`` makes the predictor follow the
+  (docs/samplers.md). ``denoise=True`` returns the last predictor step without its noise; with
+  ``predictor="none"`` (a corrector alone: annealed Langevin dynamics with ``corrector="ald"``) it
+  ends with NCSNv2's denoising step instead, Tweedie's ``(x + std(eps)^2 score(x, eps)) / a(eps)``,
+  one more score evaluation (the paper's code returned the last corrector step's mean, whose step is
+  a small fraction of ``std^2``). ``probability_flow=True`` makes the predictor follow the
   probability-flow ODE. ``constraint`` conditions the samples: a pytree with
   ``project(key, sde, x, x_mean, t) -> (x, x_mean)``, applied after every corrector and
   predictor step, ``finish(key, sde, score_fn, x, eps) -> x``, applied to the result, and
@@ -122,7 +138,7 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     if name is not None:
       x = jax.block_until_ready(x)
   extra = 0 if constraint is None else constraint.nfe
-  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps) + extra)
+  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps, denoise) + extra)
 
 
 @dataclasses.dataclass(frozen=True)
