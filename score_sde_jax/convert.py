@@ -26,9 +26,12 @@ the whole conversion succeeds, and an existing checkpoint is never overwritten.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -206,16 +209,43 @@ def convert(path: str, config, workdir: str, checkpoint_config: str | None = Non
   """
   workdir = workdir_lib.check_workdir(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+  if os.path.exists(ckpt_dir) and not (os.path.isdir(ckpt_dir) and not os.listdir(ckpt_dir)):
     raise workdir_lib.WorkdirError(f"--workdir={workdir!r}: already holds checkpoints in "
                                    f"{ckpt_dir}; use a new workdir")
   exp = _experiment(config)
   state, step = convert_checkpoint(path, exp, checkpoint_config)
+  check_finite(state)
   os.makedirs(workdir, exist_ok=True)
-  manager = workdir_lib.checkpoints(workdir)
-  checkpoint.save(manager, step, state, dict(exp.record), wait=True)
+  # Written into a temporary folder renamed at the end: a conversion killed mid-write leaves
+  # only that folder (removed by the next conversion), never a half-written checkpoints/.
+  for stale in glob.glob(os.path.join(workdir, ".checkpoints.converting-*")):
+    shutil.rmtree(stale, ignore_errors=True)
+  tmp_dir = tempfile.mkdtemp(prefix=".checkpoints.converting-", dir=workdir)
+  try:
+    manager = checkpoint.make_manager(tmp_dir)
+    checkpoint.save(manager, step, state, dict(exp.record), wait=True)
+    manager.close()
+    os.replace(tmp_dir, ckpt_dir)   # onto nothing, or onto the empty folder checked above
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
   workdir_lib.write_json(os.path.join(workdir, "config.json"), dict(exp.record))
   return ckpt_dir
+
+
+def check_finite(state) -> None:
+  """Refuses weights with NaN or infinite values (a damaged or diverged checkpoint), naming the
+  parameters: they would sample NaN images without a word."""
+  bad = []
+  for tree, name in ((state.params, "params"), (state.ema_params, "ema_params")):
+    for path, leaf in traverse_util.flatten_dict(tree).items():
+      n = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
+      if n:
+        bad.append(f"  {name}/{'/'.join(path)}: {n} of {np.size(leaf)} values not finite")
+  if bad:
+    shown = bad[:10] + ([f"  ... and {len(bad) - 10} more"] if len(bad) > 10 else [])
+    raise ConversionError("the checkpoint holds NaN or infinite weights (damaged, or saved after "
+                          "training diverged); nothing written:\n" + "\n".join(shown))
 
 
 def main(argv):

@@ -122,12 +122,39 @@ def _tensor(record: _TensorRecord, name: str, max_bytes: int) -> np.ndarray:
   return np.array(view)  # own the memory, C order
 
 
-def _materialize(obj, name: str, max_bytes: int, depth: int = 0):
-  """``obj`` with every tensor record replaced by its checked array (``name``: its key path)."""
+class _Budget:
+  """Bytes that the tensors of one file may take in all: :data:`MATERIALIZE_FACTOR` times the
+  file (a storage used by many tensors, each within the file's size, could otherwise take any
+  multiple of it)."""
+
+  def __init__(self, file_bytes: int):
+    self.file_bytes = file_bytes
+    self.left = MATERIALIZE_FACTOR * file_bytes + (1 << 16)
+
+  def take(self, nbytes: int, name: str) -> None:
+    self.left -= nbytes
+    if self.left < 0:
+      raise CheckpointFormatError(
+          f"tensor {name}: the tensors read so far take more than {MATERIALIZE_FACTOR} times the "
+          f"file's {self.file_bytes} bytes (one storage used by many tensors?); refusing to "
+          f"materialise them")
+
+
+# A checkpoint's tensors take about its size; shared storages (tied weights) may take a little more.
+MATERIALIZE_FACTOR = 2
+
+
+def _materialize(obj, name: str, max_bytes, depth: int = 0):
+  """``obj`` with every tensor record replaced by its checked array (``name``: its key path);
+  ``max_bytes``: the file's size, or a :class:`_Budget` shared by the whole file."""
+  if not isinstance(max_bytes, _Budget):
+    max_bytes = _Budget(max_bytes)
   if depth > 100:
     raise CheckpointFormatError(f"{name}: nested more than 100 levels deep")
   if isinstance(obj, _TensorRecord):
-    return _tensor(obj, name, max_bytes)
+    array = _tensor(obj, name, max_bytes.file_bytes)
+    max_bytes.take(array.nbytes, name)
+    return array
   if isinstance(obj, (_Storage, _LegacyStorage)):
     raise CheckpointFormatError(f"{name}: a bare storage record, not a tensor")
   if isinstance(obj, _ScriptObject):
@@ -217,9 +244,15 @@ class _Unpickler(pickle.Unpickler):
     if (key, storage_type.dtype) not in self._cache:
       name = f"{self._prefix}/data/{key}"
       try:
-        raw = self._archive.read(name)
+        info = self._archive.getinfo(name)
       except KeyError:
         raise CheckpointFormatError(f"storage record {name} is missing (truncated file?)") from None
+      if info.compress_type != zipfile.ZIP_STORED:
+        # torch.save stores records uncompressed; a compressed one could inflate to any size.
+        raise CheckpointFormatError(f"storage record {name} is compressed (method "
+                                    f"{info.compress_type}); torch.save never compresses, "
+                                    f"refusing to inflate it")
+      raw = self._archive.read(name)
       usable = len(raw) - len(raw) % storage_type.dtype.itemsize
       self._cache[key, storage_type.dtype] = _Storage(
           f"data/{key}", np.frombuffer(raw[:usable], dtype=storage_type.dtype))

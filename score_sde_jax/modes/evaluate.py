@@ -213,10 +213,7 @@ def _read_partial(folder: str, wanted: dict) -> dict:
   return done
 
 
-def _write_atomic_npz(path: str, **arrays) -> None:
-  tmp = path[:-4] + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+_write_atomic_npz = workdir_lib.save_npz
 
 
 def sample_quality(run, reference: Reference, wanted: dict) -> dict:

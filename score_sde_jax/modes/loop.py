@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from score_sde_jax import checkpoint, parallel
 from score_sde_jax.build import ConfigError
 from score_sde_jax import workdir as workdir_lib
-from score_sde_jax.metric_writer import truncate_metrics
+from score_sde_jax.metric_writer import move_aside, truncate_metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,8 +80,12 @@ def start_or_resume(experiment, folder, manager, state, mesh, *, select, hints=N
   if parallel.is_main_process():
     workdir_lib.write_json(os.path.join(folder, "config.json"), dict(experiment.record))
     # From scratch every row is redone, the step-0 rows too (a run killed before its first
-    # checkpoint left them); on resume the rows up to the checkpoint's step stay.
-    truncate_metrics(os.path.join(folder, "metrics.jsonl"), start_step if start_step else -1)
+    # checkpoint left them), and an earlier run's history (checkpoints moved away) is moved
+    # aside, not erased; on resume the rows up to the checkpoint's step stay.
+    metrics_path = os.path.join(folder, "metrics.jsonl")
+    if not start_step:
+      move_aside(metrics_path, warn=workdir_lib.warn)
+    truncate_metrics(metrics_path, start_step if start_step else -1, warn=workdir_lib.warn)
   if start_step:
     log(f"resuming from step {start_step} in {folder}")
   state = restored if restored is not None else state

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
-from score_sde_jax.workdir import write_json
+from score_sde_jax.workdir import save_npz, write_json
 
 
 def write_result(workdir: str, json_name: str, result: dict, *, arrays: dict | None = None,
@@ -16,8 +14,7 @@ def write_result(workdir: str, json_name: str, result: dict, *, arrays: dict | N
   """``arrays`` (if any) to ``samples/<npz_name>.npz``, ``result`` to ``eval/<json_name>.json``,
   and ``result`` as one line on stdout."""
   if arrays is not None:
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    np.savez(os.path.join(workdir, "samples", f"{npz_name or json_name}.npz"), **arrays)
+    save_npz(os.path.join(workdir, "samples", f"{npz_name or json_name}.npz"), **arrays)
   write_json(os.path.join(workdir, "eval", f"{json_name}.json"), result)
   print(json.dumps(result))
 

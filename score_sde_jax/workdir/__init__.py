@@ -11,7 +11,7 @@ from score_sde_jax import lazy
 # anything else need none of JAX)
 _NAMES = {name: module for module, names in {
     "folders": ("LOCK_FILE", "WorkdirError", "WorkdirLocked", "check_workdir", "check_writable",
-                "checkpoints", "lock", "warn", "write_json"),
+                "checkpoints", "lock", "save_npz", "warn", "write_json"),
     "restore": ("classifier_view", "newest_good", "restore_newest", "restore_target",
                 "score_model_view"),
     "trained": ("TrainedClassifier", "TrainedRun", "load_classifier", "load_workdir"),
@@ -22,4 +22,5 @@ __getattr__ = lazy.module_getattr(__name__, _NAMES)
 
 __all__ = ["LOCK_FILE", "TrainedClassifier", "TrainedRun", "WorkdirError", "WorkdirLocked",
            "check_workdir", "check_writable", "checkpoints", "classifier_view", "score_model_view", "load_classifier", "load_workdir",
-           "lock", "newest_good", "restore_newest", "restore_target", "warn", "write_json"]
+           "lock", "newest_good", "restore_newest", "restore_target", "save_npz", "warn",
+           "write_json"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
+import tempfile
 import time
 
 try:
@@ -109,13 +111,49 @@ def lock(folder: str):
     os.close(fd)  # releases the flock
 
 
+@contextlib.contextmanager
+def atomic_path(path: str):
+  """A temporary file name beside ``path`` (unique to this writer), renamed to ``path`` when the
+  block succeeds and removed when it fails: a kill or a full disk never leaves half a file, and
+  two writers never share a temporary file."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  base, ext = os.path.splitext(os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def json_safe(obj):
+  """``obj`` with every non-finite float as None: ``NaN`` and ``Infinity`` are not JSON."""
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: json_safe(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [json_safe(v) for v in obj]
+  return obj
+
+
 def write_json(path: str, obj) -> None:
-  """Writes ``obj`` as JSON atomically (a kill never leaves half a file)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  """Writes ``obj`` as JSON atomically (:func:`atomic_path`); non-finite numbers become null."""
+  with atomic_path(path) as tmp, open(tmp, "w") as f:
+    json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
+
+
+def save_npz(path: str, **arrays) -> None:
+  """``np.savez`` atomically (:func:`atomic_path`): a full disk or a kill leaves the previous
+  file, or none, never a truncated one."""
+  import numpy as np
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
 
 
 def checkpoints(folder: str, *, max_to_keep: int = 3, keep_period: int | None = None):
