@@ -34,6 +34,8 @@ USER_ERRORS = {
     "score_sde_jax.launch": ("DistributedError", "CpuDevicesError"),
     "score_sde_jax.fid": ("StatisticsError",),
     "score_sde_jax.inception": ("InceptionWeightsError",),
+    "score_sde_jax.sampling.flow": ("SolveError",),
+    "score_sde_jax.sampling.common": ("NonFiniteSamples",),
 }
 
 
@@ -113,6 +115,9 @@ def main(argv):
                                      timeout="--distributed_timeout"))
     if mode.trains:
       signal.signal(signal.SIGINT, lambda signum, frame: _stop_training(stop))
+    # SIGTERM (schedulers, docker stop, kill) as Ctrl-C: training stops between two calls with
+    # its writes finished; other modes stop with the same line. Exit status 143, as a kill's.
+    signal.signal(signal.SIGTERM, lambda signum, frame: _terminate(stop, mode.trains))
     mode.run(experiment, FLAGS.workdir, stop=stop)
   except BaseException as e:  # noqa: BLE001 (what is not reported in one line raises)
     if is_user_error(e):
@@ -120,11 +125,28 @@ def main(argv):
       sys.exit(2)
     if is_interrupt(e):
       folder = mode.writes_to(experiment, FLAGS.workdir) if experiment else FLAGS.workdir
-      print(interrupted_line(FLAGS.mode, mode.trains, folder), file=sys.stderr)
-      sys.exit(130)
+      line = interrupted_line(FLAGS.mode, mode.trains, folder)
+      if _TERMINATED:
+        line = "terminated (SIGTERM); " + line[len("interrupted: "):]
+      print(line, file=sys.stderr)
+      sys.exit(143 if _TERMINATED else 130)
     if isinstance(e, Exception):
       cli.exit_on_os_error(e)   # file-system errors: one line; anything else is a bug to see
     raise
+
+
+_TERMINATED = []   # set by the SIGTERM handler: the interrupted line and exit status say so
+
+
+def _terminate(stop, trains):
+  """SIGTERM: the first stops training between two calls, as Ctrl-C; in the other modes, and
+  a second SIGTERM, it interrupts at once (KeyboardInterrupt, the Ctrl-C path)."""
+  first = not _TERMINATED
+  _TERMINATED.append(True)
+  if trains and first and not stop.is_set():
+    stop.set()
+    return
+  raise KeyboardInterrupt
 
 
 def _stop_training(stop):

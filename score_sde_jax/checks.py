@@ -47,6 +47,23 @@ def check_batch(name: str, x) -> jax.Array:
   return x
 
 
+def check_points(name: str, x) -> jax.Array:
+  """A non-empty float batch ``(batch, ...)`` with finite values (checked when ``x`` is concrete:
+  under a trace the values are not known): points of model space for the flow's solves."""
+  x = check_batch(name, x)
+  if x.shape[0] == 0 or x.size == 0:
+    raise ValueError(f"{name}: shape {x.shape}, an empty batch")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name}: dtype {x.dtype}; expected floating-point points of model space "
+                     f"(integer images: scale them with the data's scaler first, or use "
+                     f"bits_per_dim, which dequantizes them)")
+  if not isinstance(x, jax.core.Tracer):
+    bad = int(x.size - jnp.count_nonzero(jnp.isfinite(x)))
+    if bad:
+      raise ValueError(f"{name}: {bad} of {x.size} values are NaN or infinite")
+  return x
+
+
 def check_eps(eps, sde) -> float:
   """The smallest time, in ``(0, T)``; ``None`` means the SDE's ``sampling_eps``."""
   if eps is None:

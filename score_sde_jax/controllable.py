@@ -242,5 +242,5 @@ def guided_score(score_fn, classifier_fn, labels, scale: float = 1.0, *,
     bad = sorted({int(v) for v in np.ravel(labels) if not 0 <= v < num_classes})
     raise ValueError(f"labels: {bad} outside the classifier's classes 0..{num_classes - 1}")
   scale = checks.check_number("scale", scale, positive=False)
-  return jax.tree_util.Partial(_guided, as_pytree_fn(score_fn), as_pytree_fn(classifier_fn),
+  return jax.tree_util.Partial(_guided, as_pytree_fn(score_fn), as_pytree_fn(classifier_fn, check_shape=False),
                                jnp.asarray(labels, jnp.int32), jnp.float32(scale))

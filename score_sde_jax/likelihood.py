@@ -24,7 +24,8 @@ import numpy as np
 
 from score_sde_jax import checks, parallel
 from score_sde_jax.sampling import progress as sampling_progress
-from score_sde_jax.sampling.flow import MAX_STEPS, check_flow_args, flow_nfe, ode_sample, solve_flow
+from score_sde_jax.sampling.flow import (MAX_STEPS, check_flow_args, check_solution, flow_nfe,
+                                         ode_sample, solve_flow)
 from score_sde_jax.score import as_pytree_fn
 
 DIVERGENCES = ("exact", "gaussian", "rademacher")
@@ -73,7 +74,7 @@ def _log_likelihood(key, score_fn, x, rtol, atol, eps, *, sde, divergence, solve
   sol = solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
                    controller=controller, max_steps=max_steps, divergence=divergence,
                    probes=probes, mesh=mesh, progress=progress)
-  return sde.prior_logp(sol.ys) + sol.delta_logp, sol.ys, sol.num_steps
+  return sde.prior_logp(sol.ys) + sol.delta_logp, sol.ys, sol.num_steps, sol.status
 
 
 def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5, atol=1e-5,
@@ -103,15 +104,16 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="rademacher", rtol=1e-5,
     ``z = x(T)`` shaped like ``x``, and ``nfe`` ``(B,)`` score evaluations per
     example (the flow's NFE rule, :func:`score_sde_jax.sampling.flow_nfe`).
   """
-  x = checks.check_batch("x", x)
+  x = checks.check_points("x", x)
   _check_divergence(key, divergence)
   eps = _check_likelihood_eps(eps, sde)
-  solver, _ = check_flow_args(solver, stepsize_controller, None)
+  solver, _ = check_flow_args(solver, stepsize_controller, None, rtol, atol)
   parallel.check_mesh(x.shape[0], mesh, "x.shape[0]")
-  logp, z, steps = _log_likelihood(key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde,
-                                   divergence=divergence, solver=solver,
-                                   controller=stepsize_controller, max_steps=max_steps, mesh=mesh,
-                                   progress=sampling_progress.name_for(None) is not None)
+  logp, z, steps, status = _log_likelihood(
+      key, as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, divergence=divergence,
+      solver=solver, controller=stepsize_controller, max_steps=max_steps, mesh=mesh,
+      progress=sampling_progress.name_for(None) is not None)
+  check_solution(status, "log_likelihood", max_steps)
   return LikelihoodResult(logp, z, flow_nfe(solver, steps))
 
 
@@ -214,19 +216,22 @@ def _dequantized_bits(key, x_int, nll, *, num_levels, scaler, n_repeats, dequant
 
 @functools.partial(jax.jit, static_argnames=("sde", "solver", "controller", "max_steps", "mesh"))
 def _encode(score_fn, x, rtol, atol, eps, *, sde, solver, controller, max_steps, mesh):
-  return solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
-                    controller=controller, max_steps=max_steps, mesh=mesh).ys
+  sol = solve_flow(sde, score_fn, x, eps, sde.T, solver=solver, rtol=rtol, atol=atol,
+                   controller=controller, max_steps=max_steps, mesh=mesh)
+  return sol.ys, sol.status
 
 
 def encode(sde, score_fn, x, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
            stepsize_controller=None, max_steps=MAX_STEPS, mesh=None):
   """Deterministic latent code ``z = x(T)`` of ``x = x(eps)`` under the probability-flow ODE."""
-  x = checks.check_batch("x", x)
+  x = checks.check_points("x", x)
   eps = _check_likelihood_eps(eps, sde)
-  solver, _ = check_flow_args(solver, stepsize_controller, None)
+  solver, _ = check_flow_args(solver, stepsize_controller, None, rtol, atol)
   parallel.check_mesh(x.shape[0], mesh, "x.shape[0]")
-  return _encode(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, solver=solver,
-                 controller=stepsize_controller, max_steps=max_steps, mesh=mesh)
+  z, status = _encode(as_pytree_fn(score_fn), x, rtol, atol, eps, sde=sde, solver=solver,
+                      controller=stepsize_controller, max_steps=max_steps, mesh=mesh)
+  check_solution(status, "encode", max_steps)
+  return z
 
 
 def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
@@ -236,7 +241,7 @@ def decode(sde, score_fn, z, *, rtol=1e-5, atol=1e-5, eps=1e-5, solver="tsit5",
   This is :func:`score_sde_jax.sampling.ode_sample` from the given latent,
   without the final denoising step and with the likelihood's ``eps``.
   """
-  z = checks.check_batch("z", z)
+  z = checks.check_points("z", z)
   return ode_sample(None, sde, score_fn, z.shape, z=z, rtol=rtol, atol=atol, solver=solver,
                     eps=_check_likelihood_eps(eps, sde), denoise=False,
                     stepsize_controller=stepsize_controller, max_steps=max_steps,

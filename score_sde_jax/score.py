@@ -23,6 +23,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from score_sde_jax.sde import SDE, batch_times
 
@@ -94,15 +95,49 @@ def get_score_fn(sde: SDE, model, params: Any, continuous: bool = True, *,
                                params, dropout_key)
 
 
-def as_pytree_fn(score_fn):
-  """``score_fn`` as a ``jax.tree_util.Partial`` so it can be a (dynamic) jit argument.
+def _check_score_shape(out, x):
+  if tuple(jnp.shape(out)) != tuple(jnp.shape(x)):
+    raise ValueError(f"score_fn(x, t) returned shape {tuple(jnp.shape(out))} for x of shape "
+                     f"{tuple(jnp.shape(x))}: a score has the shape of its input (one gradient "
+                     f"per coordinate)")
+  return out
+
+
+def _shape_checked_call(score_fn, x, *rest):
+  return _check_score_shape(score_fn(x, *rest), x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShapeChecked:
+  """A plain score function whose output shape is checked when traced; equal (and hashed) as
+  the function it wraps, so the same function reuses compiled samplers."""
+
+  fn: Callable
+
+  def __call__(self, x, *rest):
+    return _check_score_shape(self.fn(x, *rest), x)
+
+
+def as_pytree_fn(score_fn, *, check_shape: bool = True):
+  """``score_fn`` as a ``jax.tree_util.Partial`` so it can be a (dynamic) jit argument, its
+  output shape checked when traced (a score of another shape broadcast silently or failed deep
+  inside a solver).
 
   A ``Partial`` from :func:`get_score_fn` carries the parameters as leaves; a
   plain function becomes static aux data (the same function object reuses the
-  compiled sampler, a new closure compiles again).
+  compiled sampler, a new closure compiles again). ``check_shape=False``: any other function of
+  ``(x, t)`` (a classifier's logits), unchecked.
   """
+  if not check_shape:
+    if isinstance(score_fn, jax.tree_util.Partial):
+      return score_fn
+    if not callable(score_fn):
+      raise TypeError(f"fn={score_fn!r}: expected a callable fn(x, t)")
+    return jax.tree_util.Partial(score_fn)
   if isinstance(score_fn, jax.tree_util.Partial):
-    return score_fn
+    if score_fn.func is _shape_checked_call or isinstance(score_fn.func, _ShapeChecked):
+      return score_fn
+    return jax.tree_util.Partial(_shape_checked_call, score_fn)
   if not callable(score_fn):
     raise TypeError(f"score_fn={score_fn!r}: expected a callable score_fn(x, t)")
-  return jax.tree_util.Partial(score_fn)
+  return jax.tree_util.Partial(_ShapeChecked(score_fn))

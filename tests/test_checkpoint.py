@@ -106,9 +106,14 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, root):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path, root):
+@pytest.mark.parametrize("sig,code,prefix", [(signal.SIGINT, 130, "interrupted: "),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM); ")],
+                         ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path, root, sig, code,
+                                                                 prefix):
   """SIGINT (Ctrl-C) during training: exit code 130 and one line naming the newest checkpoint,
-  not a KeyboardInterrupt traceback."""
+  not a KeyboardInterrupt traceback. SIGTERM (schedulers, docker stop) the same way, exit 143
+  (it used to exit 143 at once, abandoning the checkpoint write in progress); the run resumes."""
   proc = _run(root, tmp_path / "wd", "--config.training.n_iters=100000", wait=False)
   ckpt_dir = tmp_path / "wd" / "checkpoints"
   deadline = time.time() + 240
@@ -117,13 +122,16 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path, root)
       break
     time.sleep(0.05)
   time.sleep(0.5)
-  proc.send_signal(signal.SIGINT)
+  proc.send_signal(sig)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err
+  assert proc.returncode == code, err
   assert "Traceback" not in err, err
   last = err.strip().splitlines()[-1]
-  assert last.startswith(f"interrupted: the newest checkpoint is {ckpt_dir}/"), last
+  assert last.startswith(f"{prefix}the newest checkpoint is {ckpt_dir}/"), last
   assert last.endswith("; the same command resumes from it")
+  step = int(last.split(f"{ckpt_dir}/")[1].split(";")[0])
+  _, restored_step = _restore(_tiny_config(n_iters=100000), str(tmp_path / "wd"))
+  assert restored_step == step
 
 
 @pytest.mark.slow

@@ -232,3 +232,129 @@ def test_nan_weights_are_refused_and_a_killed_conversion_leaves_no_checkpoints(t
   out = convert.convert(ckpt, reduced_config("ncsnv2_tiny"), str(tmp_path / "w"))
   assert os.listdir(out) and sorted(os.listdir(tmp_path / "w")) == ["checkpoints", "config.json"]
   assert workdir_lib.load_workdir(str(tmp_path / "w")).step == 1234
+
+
+# --- Non-finite values stop with one line -----------------------------------------------------------
+
+def _nan_score(x, t):
+  return x * jnp.nan
+
+
+def _nan_late(x, t):   # finite until t < 0.5: the solve stops at the first non-finite drift
+  return jnp.where(t[:, None] < 0.5, jnp.nan, -x)
+
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from score_sde_jax import likelihood  # noqa: E402
+from score_sde_jax.sampling import (NonFiniteSamples, ode_sample, pc_sample,  # noqa: E402
+                                    sde_sample)
+from score_sde_jax.sampling.flow import SolveError  # noqa: E402
+from score_sde_jax.sde import VPSDE  # noqa: E402
+
+
+@pytest.mark.parametrize("call", ["ode_sample", "log_likelihood", "encode", "ode_sample_late"])
+def test_a_nan_score_stops_the_adaptive_solve_with_the_cause(call):
+  """It used to run to max_steps (an eval that hangs) and then print ~60 lines blaming
+  max_steps; now the first non-finite drift stops the solve, within a few steps."""
+  sde, x = VPSDE(), jnp.ones((4, 2))
+  calls = {"n": 0}
+
+  def counting(score):
+    def fn(x, t):
+      jax.debug.callback(lambda: calls.__setitem__("n", calls["n"] + 1))
+      return score(x, t)
+    return fn
+
+  run = {"ode_sample": lambda s: ode_sample(jax.random.PRNGKey(0), sde, s, (4, 2)),
+         "log_likelihood": lambda s: likelihood.log_likelihood(None, sde, s, x, divergence="exact"),
+         "encode": lambda s: likelihood.encode(sde, s, x),
+         "ode_sample_late": lambda s: ode_sample(jax.random.PRNGKey(0), sde, s, (4, 2))}[call]
+  score = _nan_late if call.endswith("late") else _nan_score
+  with pytest.raises(SolveError, match=r"drift became NaN or infinite for 4 of 4 examples"):
+    run(counting(score))
+  assert calls["n"] < 200, calls   # not max_steps (16384) of rejected steps
+
+
+def test_bad_flow_inputs_are_refused_before_solving():
+  sde = VPSDE()
+  score = lambda x, t: -x  # noqa: E731
+  with pytest.raises(ValueError, match=r"x: 1 of 8 values are NaN or infinite"):
+    likelihood.log_likelihood(None, sde, score, jnp.ones((4, 2)).at[0, 0].set(jnp.nan),
+                              divergence="exact")
+  with pytest.raises(ValueError, match=r"rtol=0, atol=0: an adaptive solve needs a positive"):
+    ode_sample(jax.random.PRNGKey(0), sde, score, (4, 2), rtol=0, atol=0)
+  with pytest.raises(ValueError, match=r"x: dtype int32; expected floating-point"):
+    likelihood.log_likelihood(None, sde, score, jnp.ones((4, 2), jnp.int32), divergence="exact")
+  with pytest.raises(ValueError, match=r"x: shape \(0, 2\), an empty batch"):
+    likelihood.encode(sde, score, jnp.ones((0, 2)))
+  with pytest.raises(SolveError, match=r"4 of 4 adaptive solves reached max_steps=3"):
+    likelihood.encode(sde, lambda x, t: -5 * x, jnp.ones((4, 2)), max_steps=3)
+
+
+def test_a_score_of_the_wrong_shape_is_one_error():
+  with pytest.raises(ValueError, match=r"score_fn\(x, t\) returned shape \(4, 1\) for x of shape "
+                     r"\(4, 2\)"):
+    pc_sample(jax.random.PRNGKey(0), VPSDE(), lambda x, t: x[:, :1], (4, 2), num_steps=5)
+
+
+@pytest.mark.parametrize("sampler", ["pc", "sde"])
+def test_nan_samples_are_an_error_not_a_result(sampler):
+  run = {"pc": lambda: pc_sample(jax.random.PRNGKey(0), VPSDE(), _nan_score, (4, 2), num_steps=5),
+         "sde": lambda: sde_sample(jax.random.PRNGKey(0), VPSDE(), _nan_score, (4, 2),
+                                   num_steps=5)}[sampler]
+  with pytest.raises(NonFiniteSamples, match=r"8 of 8 sample values are NaN or infinite"):
+    run()
+
+
+# --- Concurrent readers and renamed folders ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_two_steps(tmp_path_factory):
+  """A toy run with checkpoints at steps 10 and 20."""
+  wd = str(tmp_path_factory.mktemp("rel") / "wd")
+  modes.run("train", _config(n_iters=20), wd)
+  assert sorted(int(d) for d in os.listdir(os.path.join(wd, "checkpoints")) if d.isdigit()) == \
+      [10, 20]
+  return wd
+
+
+def test_a_renamed_step_folder_is_refused_naming_both_steps(trained_two_steps, tmp_path):
+  wd = str(tmp_path / "wd")
+  shutil.copytree(trained_two_steps, wd)
+  os.rename(os.path.join(wd, "checkpoints", "20"), os.path.join(wd, "checkpoints", "70"))
+  with pytest.raises(workdir_lib.WorkdirError, match=r"checkpoints/70: the folder is named step 70 "
+                     r"but holds the state of step 20 \(renamed by hand\?\); rename it back to 20"):
+    workdir_lib.load_workdir(wd)
+
+
+def test_a_reader_racing_the_trainers_rotation_reads_the_newest_without_a_warning(
+    trained_two_steps, tmp_path, monkeypatch, capsys):
+  """The step being read vanishes (the trainer's max_to_keep rotation): the reader used to warn
+  that a healthy checkpoint was damaged; it now reads the newest step left, quietly."""
+  from score_sde_jax import checkpoint
+  wd = str(tmp_path / "wd")
+  shutil.copytree(trained_two_steps, wd)
+  real = checkpoint.restore
+
+  def rotated_while_reading(manager, step, target):
+    if step == 20:
+      shutil.rmtree(os.path.join(wd, "checkpoints", "20"))
+      raise checkpoint.CheckpointDamaged(os.path.join(wd, "checkpoints", "20"),
+                                         "it has no 'state' item")
+    return real(manager, step, target)
+
+  monkeypatch.setattr(checkpoint, "restore", rotated_while_reading)
+  capsys.readouterr()
+  run = workdir_lib.load_workdir(wd)
+  assert run.step == 10
+  assert "damaged" not in capsys.readouterr().err
+
+
+def test_a_checkpoints_file_is_one_line_at_once(tmp_path):
+  """orbax waited 300 s for a folder it could not make, then raised a traceback."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "checkpoints").write_text("not a folder")
+  with pytest.raises(workdir_lib.WorkdirError, match=r"checkpoints: is a file, not a folder"):
+    modes.run("train", _config(n_iters=20), str(wd))

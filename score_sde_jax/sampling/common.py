@@ -33,6 +33,23 @@ def time_grid(T: float, eps, num_steps: int) -> jax.Array:
   return jnp.linspace(T, eps, num_steps)
 
 
+class NonFiniteSamples(ValueError):
+  """A sampler produced NaN or infinite values."""
+
+
+def checked_result(what: str, x, nfe: int) -> SampleResult:
+  """``SampleResult(x, nfe)``, refused when ``x`` holds NaN or infinite values (a NaN score gave
+  all-NaN samples without a word). Waits for ``x``; not under a trace (values unknown there)."""
+  if not isinstance(x, jax.core.Tracer):
+    bad = int(x.size - jnp.count_nonzero(jnp.isfinite(x)))
+    if bad:
+      raise NonFiniteSamples(
+          f"{what}: {bad} of {x.size} sample values are NaN or infinite: the score returned "
+          f"non-finite values (NaN or infinite weights, or inputs it cannot handle), or the "
+          f"sampler diverged (a step size too large for this score)")
+  return SampleResult(x, nfe)
+
+
 def tweedie_denoise(sde, score_fn, x, t):
   """Tweedie's estimate ``E[x_0 | x_t] = (x + std(t)^2 score(x, t)) / a(t)`` (``a``: the kernel's
   mean coefficient; 1 for VE): NCSNv2's final denoising step, ``x + sigma_L^2 s(x, sigma_L)``,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, Sampler
+from score_sde_jax.sampling.common import SampleResult, Sampler, checked_result
 from score_sde_jax.sampling.grids import (capped_step, check_grid_fields, checked_grid,
                                           coefficients, data_prediction, grid_for, log_snr,
                                           time_of_log_snr)
@@ -164,7 +164,7 @@ def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps: int = 20, order: 
   t_mid = time_of_log_snr(sde, (log_snr(sde, ts[c]) + log_snr(sde, ts[c + 1])) / 2, eps)
   x = _dpm_solver(key, as_pytree_fn(score_fn), jnp.asarray(ts), orders, t_mid, sde=sde,
                   shape=shape, denoise=bool(denoise), first_2s=first_2s, capped=capped, mesh=mesh)
-  return SampleResult(x, num_steps + int(first_2s) + int(bool(denoise)))
+  return checked_result("dpm_solver_sample", x, num_steps + int(first_2s) + int(bool(denoise)))
 
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, Sampler
+from score_sde_jax.sampling.common import SampleResult, Sampler, checked_result
 from score_sde_jax.sampling.dpm_solver import range_tag
 from score_sde_jax.sampling.grids import (capped_step, check_grid_fields, checked_grid,
                                           coefficients, data_prediction, float_dtype, grid_for,
@@ -116,7 +116,7 @@ def edm_sample(key, sde, score_fn, shape, *, num_steps: int = 18, schedule: str 
                 jnp.asarray(noise_std, float_dtype()), sde=sde, shape=shape,
                 denoise=bool(denoise), capped=capped, stochastic=bool(np.any(noise_std > 0)),
                 mesh=mesh)
-  return SampleResult(x, 2 * num_steps - int(capped) + int(bool(denoise)))
+  return checked_result("edm_sample", x, 2 * num_steps - int(capped) + int(bool(denoise)))
 
 
 @dataclasses.dataclass(frozen=True)

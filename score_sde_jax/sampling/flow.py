@@ -17,9 +17,10 @@ from typing import NamedTuple
 import diffrax
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, Sampler
+from score_sde_jax.sampling.common import SampleResult, Sampler, checked_result
 from score_sde_jax.sampling.predictors import denoise as denoise_step
 from score_sde_jax.score import as_pytree_fn
 
@@ -94,31 +95,83 @@ class FlowSolution(NamedTuple):
   ys: jax.Array           # (B, ...) at t1, or (B, K, ...) at save_ts
   delta_logp: jax.Array   # (B,) integral of the divergence (zeros without one)
   num_steps: jax.Array    # (B,) steps taken per example
+  status: jax.Array       # (B,) int32: SOLVED, NON_FINITE or OUT_OF_STEPS (check_solution)
+
+
+SOLVED, NON_FINITE, OUT_OF_STEPS = 0, 1, 2
+
+
+class SolveError(ValueError):
+  """A probability-flow solve that did not reach its end: a non-finite drift, or max_steps."""
+
+
+def check_solution(status, what: str, max_steps: int) -> None:
+  """One clear error for solves that stopped early (``status`` from :class:`FlowSolution`)."""
+  status = jax.device_get(status)
+  n, bad, slow = status.size, int((status == NON_FINITE).sum()), int((status == OUT_OF_STEPS).sum())
+  if bad:
+    raise SolveError(f"{what}: the probability-flow drift became NaN or infinite for {bad} of {n} "
+                     f"examples, so their solves stopped there: the score returned non-finite "
+                     f"values (NaN or infinite weights, inputs far outside the data, or an "
+                     f"overflow); check the checkpoint and the inputs")
+  if slow:
+    raise SolveError(f"{what}: {slow} of {n} adaptive solves reached max_steps={max_steps} "
+                     f"before their end time: the tolerances (rtol, atol) are too tight for this "
+                     f"score, or the score is too rough for an adaptive solver; loosen them or "
+                     f"raise max_steps")
+
+
+def _guarded(field):
+  """``field(t, state, args)`` on the state ``(inner, flag)``: the inner field where every value
+  is finite; where not, zeros (so the step is accepted rather than rejected until max_steps) and
+  ``d flag / dt = 1``, which stops the solve at the end of that step (the solve's event; the flag
+  is then non-zero, negative for a solve backwards in time)."""
+  def guarded(t, state, args):
+    out = field(t, state[0], args)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(out)]))
+    out = jax.tree.map(lambda v: jnp.where(finite, v, jnp.zeros_like(v)), out)
+    return out, jnp.where(finite, 0.0, 1.0).astype(state[1].dtype)
+  return guarded
+
+
+def _inner_rms_norm(state):
+  """The default controller's norm on the inner state alone: the step sizes are those of the
+  unguarded solve."""
+  return optx.rms_norm(state[0])
 
 
 def _solve_examples(y, probes, score_fn, t0, t1, rtol, atol, save_ts, *, sde, solver,
                     controller, num_steps, max_steps, divergence, progress=False):
   drift = per_example_drift(sde, score_fn)
   if divergence is None:
-    term = diffrax.ODETerm(lambda t, x, args: drift(x, t))
+    term = diffrax.ODETerm(_guarded(lambda t, x, args: drift(x, t)))
   else:
     field = _divergence_field(drift, divergence)
-    term = diffrax.ODETerm(lambda t, state, probe: field(state[0], t, probe))
+    term = diffrax.ODETerm(_guarded(lambda t, state, probe: field(state[0], t, probe)))
   if num_steps is not None:
     controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
   else:
-    controller, dt0 = controller or diffrax.PIDController(rtol=rtol, atol=atol), None
+    controller = controller or diffrax.PIDController(rtol=rtol, atol=atol, norm=_inner_rms_norm)
+    dt0 = None
   saveat = diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts)
   # diffrax's own bar: the share of [t0, t1] covered (under vmap, by the slowest example)
   meter = diffrax.TqdmProgressMeter(refresh_steps=10) if progress else diffrax.NoProgressMeter()
 
+  # The flag moves away from 0 (down when the solve runs backwards in time) once a drift is bad.
+  event = diffrax.Event(lambda t, state, args, **kwargs: state[1] != 0)
+
   def solve_one(y0, probe):
-    state = y0 if divergence is None else (y0, jnp.zeros((), y0.dtype))
-    sol = diffrax.diffeqsolve(term, solver, t0=t0, t1=t1, dt0=dt0, y0=state, args=probe,
-                              stepsize_controller=controller, max_steps=max_steps, saveat=saveat,
-                              progress_meter=meter)
-    ys, delta = (sol.ys, jnp.zeros((1,), y0.dtype)) if divergence is None else sol.ys
-    return (ys[0] if save_ts is None else ys), delta[-1], sol.stats["num_steps"]
+    inner = y0 if divergence is None else (y0, jnp.zeros((), y0.dtype))
+    sol = diffrax.diffeqsolve(term, solver, t0=t0, t1=t1, dt0=dt0,
+                              y0=(inner, jnp.zeros((), y0.dtype)), args=probe, stepsize_controller=controller, max_steps=max_steps,
+                              saveat=saveat, progress_meter=meter, event=event, throw=False)
+    inner_ys, flags = sol.ys
+    ys, delta = (inner_ys, jnp.zeros((1,), y0.dtype)) if divergence is None else inner_ys
+    status = jnp.where(jnp.any(flags != 0) | (sol.result == diffrax.RESULTS.event_occurred),
+                       NON_FINITE,
+                       jnp.where(sol.result == diffrax.RESULTS.successful, SOLVED, OUT_OF_STEPS))
+    return ((ys[0] if save_ts is None else ys), delta[-1], sol.stats["num_steps"],
+            status.astype(jnp.int32))
 
   return jax.vmap(solve_one)(y, probes)
 
@@ -147,9 +200,18 @@ def solve_flow(sde, score_fn, y, t0, t1, *, solver, rtol=1e-5, atol=1e-5, contro
                                            (score_fn, t0, t1, rtol, atol, save_ts)))
 
 
-def check_flow_args(solver, controller, num_steps):
-  """The solver object, and ``num_steps`` as an int or ``None``, checked before tracing."""
+def check_flow_args(solver, controller, num_steps, rtol=1e-5, atol=1e-5):
+  """The solver object, and ``num_steps`` as an int or ``None``, checked before tracing (with
+  the tolerances of an adaptive solve: not both 0, which no step can meet)."""
   solver = get_solver(solver)
+  if num_steps is None and controller is None:
+    rtol = checks.check_number("rtol", rtol, positive=False)
+    atol = checks.check_number("atol", atol, positive=False)
+    if rtol < 0 or atol < 0:
+      raise ValueError(f"rtol={rtol!r}, atol={atol!r}: tolerances must be >= 0")
+    if rtol == 0 and atol == 0:
+      raise ValueError("rtol=0, atol=0: an adaptive solve needs a positive tolerance (no step "
+                       "meets an error of exactly 0); the paper's are 1e-5 and 1e-5")
   if num_steps is not None:
     num_steps = checks.check_int("num_steps", num_steps, 1)
     if controller is not None:
@@ -170,7 +232,7 @@ def _ode_sample(key, z, score_fn, rtol, atol, eps, *, sde, shape, solver, contro
   x = sol.ys
   if denoise:
     x = denoise_step(sde, score_fn, x, eps)
-  return x, jnp.max(sol.num_steps)
+  return x, jnp.max(sol.num_steps), sol.status
 
 
 def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5", eps=None,
@@ -197,16 +259,18 @@ def ode_sample(key, sde, score_fn, shape, *, rtol=1e-5, atol=1e-5, solver="tsit5
   if z is None:
     checks.check_key(key, "ode_sample without a latent z (the prior draw)")
   else:
-    z = jnp.asarray(z)
+    z = checks.check_points("z", z)
     if z.shape != shape:
       raise ValueError(f"z: shape {z.shape}, expected {shape}")
   eps = checks.check_eps(eps, sde)
-  solver, num_steps = check_flow_args(solver, stepsize_controller, num_steps)
+  solver, num_steps = check_flow_args(solver, stepsize_controller, num_steps, rtol, atol)
   parallel.check_mesh(shape[0], mesh, "shape[0]")
-  x, steps = _ode_sample(key, z, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde, shape=shape,
-                         solver=solver, controller=stepsize_controller, num_steps=num_steps,
-                         max_steps=max_steps, denoise=denoise, mesh=mesh)
-  return SampleResult(x, flow_nfe(solver, int(steps)) + int(denoise))
+  x, steps, status = _ode_sample(key, z, as_pytree_fn(score_fn), rtol, atol, eps, sde=sde,
+                                 shape=shape, solver=solver, controller=stepsize_controller,
+                                 num_steps=num_steps, max_steps=max_steps, denoise=denoise,
+                                 mesh=mesh)
+  check_solution(status, "ode_sample", max_steps)
+  return checked_result("ode_sample", x, flow_nfe(solver, int(steps)) + int(denoise))
 
 
 @dataclasses.dataclass(frozen=True)

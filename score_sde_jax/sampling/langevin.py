@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde_jax import checks
-from score_sde_jax.sampling.common import SampleResult, time_grid, tweedie_denoise
+from score_sde_jax.sampling.common import SampleResult, checked_result, time_grid, tweedie_denoise
 from score_sde_jax.score import as_pytree_fn
 
 
@@ -92,4 +92,5 @@ def annealed_langevin_sample(key, sde, score_fn, shape, *, n_steps_each=100, ste
   x0 = sde.prior_sampling(key_prior, shape)
   x = _annealed(key, as_pytree_fn(score_fn), x0, step_lr, eps, sde=sde,
                 n_steps_each=n_steps_each, num_scales=num_scales, denoise=bool(denoise))
-  return SampleResult(x, num_scales * n_steps_each + int(bool(denoise)))
+  return checked_result("annealed_langevin_sample", x,
+                        num_scales * n_steps_each + int(bool(denoise)))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from score_sde_jax import checks
 from score_sde_jax.sampling.common import time_grid
-from score_sde_jax.sampling.flow import MAX_STEPS, check_flow_args, solve_flow
+from score_sde_jax.sampling.flow import MAX_STEPS, check_flow_args, check_solution, solve_flow
 from score_sde_jax.sampling.predictors import euler_maruyama
 from score_sde_jax.score import as_pytree_fn
 
@@ -51,13 +51,15 @@ def _ode_paths(score_fn, z, eps, rtol, atol, *, sde, solver, n_save, max_steps):
   ts = jnp.linspace(sde.T, eps, n_save)
   sol = solve_flow(sde, score_fn, z, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
                    max_steps=max_steps, save_ts=ts)
-  return ts, jnp.swapaxes(sol.ys, 0, 1)
+  return ts, jnp.swapaxes(sol.ys, 0, 1), sol.status
 
 
 def ode_paths(sde, score_fn, z, *, n_save=101, eps=None, rtol=1e-5, atol=1e-5, solver="tsit5",
               max_steps=MAX_STEPS):
   """Probability-flow ODE paths from ``z`` at ``T`` to ``eps``: ``(ts (K,), xs (K, B, ...))``."""
-  solver, _ = check_flow_args(solver, None, None)
-  return _ode_paths(as_pytree_fn(score_fn), checks.check_batch("z", z), checks.check_eps(eps, sde),
-                    rtol, atol, sde=sde, solver=solver,
-                    n_save=checks.check_int("n_save", n_save, 2), max_steps=max_steps)
+  solver, _ = check_flow_args(solver, None, None, rtol, atol)
+  ts, xs, status = _ode_paths(as_pytree_fn(score_fn), checks.check_points("z", z),
+                              checks.check_eps(eps, sde), rtol, atol, sde=sde, solver=solver,
+                              n_save=checks.check_int("n_save", n_save, 2), max_steps=max_steps)
+  check_solution(status, "ode_paths", max_steps)
+  return ts, xs

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 from score_sde_jax import checks, parallel
 from score_sde_jax.sampling import progress as progress_lib
-from score_sde_jax.sampling.common import SampleResult, Sampler, time_grid, tweedie_denoise
+from score_sde_jax.sampling.common import (SampleResult, Sampler, checked_result, time_grid,
+                                           tweedie_denoise)
 from score_sde_jax.sampling.correctors import CORRECTORS, get_corrector
 from score_sde_jax.sampling.predictors import PREDICTORS, get_predictor
 from score_sde_jax.score import as_pytree_fn
@@ -138,7 +139,8 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     if name is not None:
       x = jax.block_until_ready(x)
   extra = 0 if constraint is None else constraint.nfe
-  return SampleResult(x, pc_nfe(predictor, corrector, n_steps, num_steps, denoise) + extra)
+  return checked_result("pc_sample", x,
+                        pc_nfe(predictor, corrector, n_steps, num_steps, denoise) + extra)
 
 
 @dataclasses.dataclass(frozen=True)

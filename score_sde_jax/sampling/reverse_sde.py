@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import lineax
 
 from score_sde_jax import checks, parallel
-from score_sde_jax.sampling.common import SampleResult, Sampler
+from score_sde_jax.sampling.common import SampleResult, Sampler, checked_result
 from score_sde_jax.sampling.flow import per_example_drift
 from score_sde_jax.sampling.predictors import denoise as denoise_step
 from score_sde_jax.score import as_pytree_fn
@@ -82,7 +82,7 @@ def sde_sample(key, sde, score_fn, shape, *, num_steps=1000, eps=None, denoise=T
   parallel.check_mesh(shape[0], mesh, "shape[0]")
   x = _sde_sample(key, as_pytree_fn(score_fn), eps, sde=sde, shape=shape, num_steps=num_steps,
                   denoise=denoise, mesh=mesh)
-  return SampleResult(x, num_steps + int(denoise))
+  return checked_result("sde_sample", x, num_steps + int(denoise))
 
 
 @dataclasses.dataclass(frozen=True)

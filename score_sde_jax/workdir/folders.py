@@ -160,5 +160,9 @@ def checkpoints(folder: str, *, max_to_keep: int = 3, keep_period: int | None = 
   """The orbax manager of ``folder/checkpoints`` (a workdir, or a classifier's folder), keeping
   the newest ``max_to_keep`` steps and every multiple of ``keep_period``."""
   from score_sde_jax import checkpoint
-  return checkpoint.make_manager(os.path.join(folder, "checkpoints"), max_to_keep=max_to_keep,
+  path = os.path.join(folder, "checkpoints")
+  if os.path.exists(path) and not os.path.isdir(path):
+    # orbax waited 300 s for a folder it could not make, then raised a traceback
+    raise WorkdirError(f"{path}: is a file, not a folder of checkpoints; move it away")
+  return checkpoint.make_manager(path, max_to_keep=max_to_keep,
                                  keep_period=keep_period)

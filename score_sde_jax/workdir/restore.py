@@ -37,10 +37,18 @@ def newest_good(manager, attempt, *, move_damaged: bool = False):
   every step is damaged it is a :class:`WorkdirError`: starting afresh is for the user to decide.
   """
   damaged = []
-  for step in sorted(manager.all_steps(), reverse=True):
+  steps, retries = sorted(manager.all_steps(), reverse=True), 0
+  while steps:
+    step = steps.pop(0)
     try:
       result = attempt(step)
     except checkpoint.CheckpointDamaged as e:
+      if not move_damaged and retries < 5 and _vanished(manager, step, e.step_dir):
+        # A trainer rotated (or replaced) this step while it was read: not damaged; read the
+        # newest again.
+        retries += 1
+        steps = sorted(manager.all_steps(), reverse=True)
+        continue
       damaged.append(e)
       warn(f"{e}; trying the previous step")
       continue
@@ -57,6 +65,24 @@ def newest_good(manager, attempt, *, move_damaged: bool = False):
         f"no readable checkpoint in {manager.directory}: all {len(damaged)} step folders are "
         f"damaged (the newest: {damaged[0].reason}); move them elsewhere to start afresh")
   return None, None
+
+
+def _vanished(manager, step, step_dir) -> bool:
+  """Whether ``step`` is gone from the folder now (a reader racing a trainer's rotation)."""
+  manager.reload()
+  return step not in manager.all_steps() or not os.path.isdir(step_dir)
+
+
+def check_step_matches(state, step, directory) -> None:
+  """The step inside a restored state must be its folder's name (a folder renamed by hand
+  600 -> 700 was resumed as step 700 with the state of step 600). A state of step 0 (a fresh
+  state saved under a step of one's choosing, as tests and tools do) is taken as it is."""
+  inner = getattr(state, "step", None)
+  if inner is not None and int(jax.device_get(inner)) not in (0, int(step)):
+    folder = os.path.join(directory, str(step))
+    raise WorkdirError(f"{folder}: the folder is named step {step} but holds the state of step "
+                       f"{int(jax.device_get(inner))} (renamed by hand?); rename it back to "
+                       f"{int(jax.device_get(inner))} or move it out of {directory}")
 
 
 def saved_views(manager, step):
@@ -91,7 +117,9 @@ def restore_newest(manager, abstract, mesh=None, *, experiment, select=score_mod
   def attempt(step):
     checkpoint.check_compatible(select(saved_views(manager, step)), current, manager.directory,
                                 hints)
-    return checkpoint.restore(manager, step, target)
+    state = checkpoint.restore(manager, step, target)
+    check_step_matches(state, step, str(manager.directory))
+    return state
 
   state, step = newest_good(manager, attempt, move_damaged=move_damaged)
   return state, (step or 0)

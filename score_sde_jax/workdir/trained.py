@@ -27,7 +27,7 @@ from score_sde_jax.experiment import Experiment
 from score_sde_jax.sampling import SampleResult
 from score_sde_jax.sampling import progress as sampling_progress
 from score_sde_jax.workdir.folders import WorkdirError, check_workdir, checkpoints
-from score_sde_jax.workdir.restore import newest_good, restore_target
+from score_sde_jax.workdir.restore import check_step_matches, newest_good, restore_target
 
 
 class _Restored:
@@ -281,7 +281,9 @@ def _load_newest(manager, given, mesh, *, classifier: bool, step: int | None = N
       abstract = exp.classifier.abstract_state(exp.data.shape, optimizer)
     else:
       abstract = exp.model.abstract_state(optimizer)
-    return exp, checkpoint.restore(manager, step, restore_target(abstract, mesh)), saved
+    state = checkpoint.restore(manager, step, restore_target(abstract, mesh))
+    check_step_matches(state, step, str(manager.directory))
+    return exp, state, saved
 
   if step is not None:   # that step or one clear error (a damaged one is not replaced by another)
     if step not in manager.all_steps():
