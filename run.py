@@ -29,9 +29,9 @@ USER_ERRORS = {
     "score_sde_jax.experiment.errors": ("ConfigError",),
     "score_sde_jax.data.errors": ("DataError",),
     "score_sde_jax.workdir.folders": ("WorkdirError",),
-    "score_sde_jax.checkpoint": ("IncompatibleCheckpoint", "NotEnoughSpace"),
+    "score_sde_jax.checkpoint": ("IncompatibleCheckpoint", "NotEnoughSpace", "CheckpointWriteFailed"),
     "score_sde_jax.modes.loop": ("TrainingDiverged",),
-    "score_sde_jax.launch": ("DistributedError", "CpuDevicesError"),
+    "score_sde_jax.launch": ("DistributedError", "CpuDevicesError", "BackendError"),
     "score_sde_jax.fid": ("StatisticsError",),
     "score_sde_jax.inception": ("InceptionWeightsError",),
     "score_sde_jax.sampling.flow": ("SolveError",),
@@ -113,6 +113,7 @@ def main(argv):
                           names=dict(coordinator_address="--coordinator_address",
                                      num_processes="--num_processes", process_id="--process_id",
                                      timeout="--distributed_timeout"))
+    launch.check_backend()   # JAX_PLATFORMS naming a platform JAX cannot start: one line
     if mode.trains:
       signal.signal(signal.SIGINT, lambda signum, frame: _stop_training(stop))
     # SIGTERM (schedulers, docker stop, kill) as Ctrl-C: training stops between two calls with

@@ -109,6 +109,68 @@ def _quiet_failed_reads():
     logger.removeFilter(log_filter)
 
 
+class CheckpointWriteFailed(OSError):
+  """A checkpoint write that failed in orbax's background threads (a full disk, ...)."""
+
+
+def write_failed(manager, e: BaseException) -> CheckpointWriteFailed:
+  """One line for a background write failure: its first line (the cause is in the chain as
+  orbax re-raises it), and the newest complete checkpoint to resume from."""
+  seen, cause = set(), e
+  while cause is not None and id(cause) not in seen:   # the innermost message names the file
+    seen.add(id(cause))
+    if cause.__cause__ is None and cause.__context__ is None:
+      break
+    cause = cause.__cause__ or cause.__context__
+  text = (str(cause) or type(cause).__name__).splitlines()[0]
+  if len(text) > 400:
+    text = text[:400] + " ..."
+  try:
+    manager.reload()
+    newest = manager.latest_step()
+  except Exception:  # noqa: BLE001 -- the folder itself may be what failed
+    newest = None
+  where = (f"the newest complete checkpoint is {step_dir(manager, newest)}; free the space (or "
+           f"fix the folder) and run the same command again to resume from it"
+           if newest is not None else f"no complete checkpoint in {manager.directory}")
+  return CheckpointWriteFailed(f"writing a checkpoint to {manager.directory} failed: {text}; "
+                               f"{where}")
+
+
+class _DropBackgroundWriteErrors(logging.Filter):
+  """orbax logs each failed background write task (a page of tensorstore errors each) before the
+  failure reaches the trainer, which reports it in one line (:func:`write_failed`)."""
+
+  def filter(self, record):
+    return not (record.levelno >= logging.ERROR and (
+        "raised an exception" in record.getMessage()
+        or f"{os.sep}orbax{os.sep}" in (record.pathname or "")))
+
+
+@contextlib.contextmanager
+def quiet_failed_writes():
+  """While a training loop writes checkpoints: the echoes of a failed background write
+  (orbax's log records of its failed tasks, asyncio's late callbacks after its event loop
+  closed) are dropped; the failure itself is raised once, as :class:`CheckpointWriteFailed`."""
+  log_filter, previous = _DropBackgroundWriteErrors(), sys.unraisablehook
+  loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
+
+  def hook(unraisable):
+    if not _late_read_callback(unraisable):
+      previous(unraisable)
+
+  for logger in loggers:
+    logger.addFilter(log_filter)
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    if sys.unraisablehook is hook:
+      sys.unraisablehook = previous
+    for logger in loggers:
+      logger.removeFilter(log_filter)
+
+
 class IncompatibleCheckpoint(ValueError):
   """A checkpoint was written under settings that the current run cannot continue from."""
 

@@ -108,6 +108,9 @@ def _real(v):
 
 POSITIVE_INT = (lambda v: _int(v) and v > 0, "a positive integer")
 NON_NEGATIVE_INT = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+# JAX's PRNGKey keeps 32 bits of a seed: 2^32 would silently be seed 0.
+SEED = (lambda v: _int(v) and 0 <= v < 2**32, "an integer in [0, 2^32) (JAX keeps 32 bits of a "
+        "seed, so larger ones would repeat smaller ones)")
 OPTIONAL_NON_NEGATIVE_INT = (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0")
 STRING = (lambda v: isinstance(v, str), "a string")
 FINITE = (_real, "a finite number")

@@ -48,9 +48,14 @@ def _load_config(path: str):
   if not callable(getattr(module, "get_config", None)):
     return None, f"--config={path}: defines no get_config() (a config file returns its ConfigDict)"
   try:
-    return module.get_config(*args), None
+    config = module.get_config(*args)
   except Exception as e:  # noqa: BLE001
     return None, f"--config={path}: get_config() failed ({type(e).__name__}: {e})"
+  import ml_collections
+  if not isinstance(config, ml_collections.ConfigDict):
+    return None, (f"--config={path}: get_config() returned a {type(config).__name__}, not an "
+                  f"ml_collections.ConfigDict (wrap it: return ml_collections.ConfigDict(...))")
+  return config, None
 
 
 def _unknown_override(config, argv) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # XLA:CPU options this package sets (README, "Speed of the paper's networks"), each with the first
 # jaxlib it was measured with: XLA aborts on a flag it does not know, so older ones get none.
@@ -90,7 +91,35 @@ def enable_compilation_cache(folder: str | None = None, *, warn=None) -> str | N
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+  one_line_for_failed_cache_writes(folder, warn)
   return folder
+
+
+_CACHE_WRITE_ERROR = "Error writing persistent compilation cache entry"
+
+
+def one_line_for_failed_cache_writes(folder: str, warn=None) -> None:
+  """JAX warns once per program whose cache entry it cannot write (54 warnings on a full disk):
+  the first becomes one line naming the folder and the reason, the others are dropped; every
+  other warning is shown as before. Process-wide (``warnings.showwarning``), so an explicit call."""
+  previous = warnings.showwarning
+  if getattr(previous, "_score_sde_jax_cache_writes", False):
+    return
+  said = []
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    text = str(message)
+    if not text.startswith(_CACHE_WRITE_ERROR):
+      return previous(message, category, filename, lineno, file, line)
+    if not said:
+      said.append(True)
+      reason = text.split("': ", 1)[-1]
+      (warn or (lambda m: print(m, file=sys.stderr, flush=True)))(
+          f"warning: the compilation cache in {folder} cannot be written ({reason}); programs "
+          f"compile as without a cache (this warning is shown once)")
+
+  showwarning._score_sde_jax_cache_writes = True
+  warnings.showwarning = showwarning
 
 
 def disable_compilation_cache() -> None:

@@ -131,7 +131,8 @@ def likelihood_figures(run, dataset, data):
                                 os.path.join(fig_dir, "log_density.png"),
                                 exact=None if exact_lp is None else exact_lp.reshape(64, 64))]
   rng = keys.numpy_stream(run.experiment.seed, "figures")
-  pairs = data[rng.choice(len(data), size=(6, 2), replace=False)]
+  # Fewer than 12 held-out points (eval.num_eval_examples): pairs repeat points (it failed).
+  pairs = data[rng.choice(len(data), size=(6, 2), replace=len(data) < 12)]
   z = likelihood.encode(sde, score_fn, jnp.asarray(pairs.reshape(-1, 2)), **kw).reshape(6, 2, 2)
   alphas = np.linspace(0, 1, 9)
   latents = likelihood.interpolate(z[:, 0], z[:, 1], alphas).reshape(-1, 2)
@@ -161,7 +162,8 @@ def image_flow_figures(run, dataset, held_out, *, n_pairs: int = 4, n_alphas: in
   fig_dir = os.path.join(run.workdir, "figures")
   rng = keys.numpy_stream(run.experiment.seed, "figures")
   n_pairs = min(n_pairs, len(held_out) // 2)
-  pairs = dataset.to_unit(held_out[rng.choice(len(held_out), size=2 * n_pairs, replace=False)])
+  pairs = dataset.to_unit(held_out[rng.choice(len(held_out), size=2 * n_pairs,
+                                              replace=len(held_out) < 2 * n_pairs)])
   z = likelihood.encode(sde, score_fn, run.scaler(jnp.asarray(pairs)), **kw)
   z = z.reshape((n_pairs, 2) + z.shape[1:])
   alphas = np.linspace(0.0, 1.0, n_alphas)

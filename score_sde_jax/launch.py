@@ -17,6 +17,27 @@ class CpuDevicesError(ValueError):
   """A ``cpu_devices`` value that cannot be used (not a positive count, or set too late)."""
 
 
+class BackendError(RuntimeError):
+  """JAX cannot start the platform that JAX_PLATFORMS names."""
+
+
+def check_backend() -> None:
+  """With ``JAX_PLATFORMS`` set, that JAX starts it (``cuda`` on a machine without a GPU failed
+  deep inside the first JAX call with a page of traceback). Call it where JAX may start its
+  backends (after ``jax.distributed`` is initialised)."""
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if not platforms:
+    return
+  import jax
+  try:
+    jax.devices()
+  except Exception as e:  # noqa: BLE001 -- RuntimeError or AssertionError, by JAX version
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise BackendError(f"JAX_PLATFORMS={platforms!r}: JAX could not start it ({detail}); unset "
+                       f"JAX_PLATFORMS (or set it to cpu), or install the JAX build for that "
+                       f"accelerator") from None
+
+
 def port_free(port: int) -> bool:
   """Whether the coordinator service could listen on ``port`` (it binds every address)."""
   for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):

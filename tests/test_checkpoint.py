@@ -106,6 +106,35 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, root):
 
 
 @pytest.mark.slow
+def test_ten_random_sigkills_and_sigterms_resume_bit_identically(tmp_path, root):
+  """The kill/resume property with both signals: ten interruptions at random moments (SIGKILL
+  and SIGTERM alternating), each followed by the same command; the final state equals an
+  uninterrupted run's bit for bit, and metrics.jsonl has each logged step once."""
+  n_iters = "--config.training.n_iters=1500"
+  code, _, err = _run(root, tmp_path / "straight", n_iters)
+  assert code == 0, err
+  rng = np.random.default_rng(0)
+  wd = tmp_path / "killed"
+  for i in range(10):
+    proc = _run(root, wd, n_iters, wait=False)
+    time.sleep(float(rng.uniform(3.0, 9.0)))   # start-up and compiling take about 3 s
+    proc.send_signal(signal.SIGKILL if i % 2 == 0 else signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (-signal.SIGKILL, 143, 0), (proc.returncode, err)
+    if proc.returncode == 143:
+      assert "Traceback" not in err and "terminated (SIGTERM)" in err, err
+  code, _, err = _run(root, wd, n_iters)
+  assert code == 0, err
+  config = _tiny_config(n_iters=1500)
+  straight, s1 = _restore(config, str(tmp_path / "straight"))
+  resumed, s2 = _restore(config, str(wd))
+  assert s1 == s2 == 1500
+  _assert_same_state(resumed, straight)
+  steps = [r["step"] for r in read_metrics(str(wd / "metrics.jsonl")) if "loss" in r]
+  assert steps == list(range(50, 1501, 50))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code,prefix", [(signal.SIGINT, 130, "interrupted: "),
                                              (signal.SIGTERM, 143, "terminated (SIGTERM); ")],
                          ids=["SIGINT", "SIGTERM"])

@@ -358,3 +358,125 @@ def test_a_checkpoints_file_is_one_line_at_once(tmp_path):
   (wd / "checkpoints").write_text("not a folder")
   with pytest.raises(workdir_lib.WorkdirError, match=r"checkpoints: is a file, not a folder"):
     modes.run("train", _config(n_iters=20), str(wd))
+
+
+# --- Smaller items -----------------------------------------------------------------------------------
+
+def test_a_seed_jax_cannot_keep_is_refused():
+  """JAX keeps 32 bits of a seed: 2^32 was silently seed 0."""
+  from score_sde_jax import build
+  config = _config()
+  config.seed = 2**32
+  with pytest.raises(build.ConfigError, match=r"config.seed=4294967296: .*\[0, 2\^32\)"):
+    build.experiment(config)
+
+
+def test_16_bit_grey_pngs_keep_their_levels(tmp_path):
+  """PIL's convert clipped 16-bit images to {0, 255}; they are now v / 257, rounded."""
+  from PIL import Image
+  from score_sde_jax.data import files
+  ramp = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)
+  Image.fromarray(ramp).save(tmp_path / "a.png")
+  levels = files.ImageFiles([str(tmp_path / "a.png")], image_size=8, num_channels=1,
+                            preprocess=None).load(0)[..., 0]
+  assert np.array_equal(levels, np.round(ramp / 257.0).astype(np.uint8))
+
+
+def test_one_eval_example_evaluates_and_draws_its_figures(tmp_path):
+  """``eval.num_eval_examples = 1`` wrote its results and then failed in the interpolation
+  figure (six pairs drawn without replacement from one point)."""
+  wd = str(tmp_path / "wd")
+  config = _config(n_iters=10)
+  modes.run("train", config, wd)
+  config.eval.num_eval_examples, config.eval.figures = 1, True
+  config.eval.bound_num_times = 0
+  result = modes.run("eval", config, wd)
+  assert result["num_examples"] == 1
+  assert os.path.isfile(os.path.join(wd, "figures", "interpolation.png"))
+
+
+def test_a_config_file_returning_a_dict_is_one_line(tmp_path):
+  import subprocess
+  import sys
+  path = tmp_path / "c.py"
+  path.write_text("def get_config():\n  return {'training': {}}\n")
+  out = subprocess.run([sys.executable, "run.py", "--config", str(path), "--mode", "info"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+      f"error: --config={path}: get_config() returned a dict, not an ml_collections.ConfigDict "
+      f"(wrap it: return ml_collections.ConfigDict(...))"], out.stderr
+
+
+def test_jax_platforms_naming_a_missing_accelerator_is_one_line(tmp_path):
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "run.py", "--config", "configs/toy/gmm_vp.py", "--workdir",
+                        str(tmp_path / "wd"), "--config.training.n_iters=2"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cuda"})
+  if out.returncode == 0:
+    pytest.skip("this machine has a CUDA device")
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 1, out.stderr
+  assert lines[0].startswith("error: JAX_PLATFORMS='cuda': ") and "unset JAX_PLATFORMS" in lines[0]
+
+
+def test_a_latent_of_another_shape_is_refused_by_the_run(trained_two_steps):
+  run = workdir_lib.load_workdir(trained_two_steps)
+  with pytest.raises(ValueError, match=r"z: shape \(4, 3\); expected \(batch,\) \+ \(2,\)"):
+    run.decode(np.zeros((4, 3), np.float32))
+
+
+def test_a_failed_background_checkpoint_write_is_one_error(tmp_path, monkeypatch):
+  """A full disk during training ended in ~490 lines (orbax's logs of each failed task, then the
+  write's traceback raised again while the first error was being handled): the failure now
+  surfaces at the next checkpoint as one error naming the newest complete checkpoint. (Measured
+  on a full 600 KiB tmpfs with run.py: 1010 lines of output before, one error line after.)"""
+  from score_sde_jax import checkpoint
+  real_save = checkpoint.save
+  calls = {"n": 0}
+
+  def failing_save(manager, step, state, record, **kwargs):
+    calls["n"] += 1
+    real_save(manager, step, state, record, wait=True)
+    if calls["n"] == 2:   # this write "fails in the background"; the next save finds out
+
+      def failed():
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "state/_sharding": '
+                         'Failed to write 13693 bytes: No space left on device')
+
+      monkeypatch.setattr(manager, "check_for_errors", failed)
+      monkeypatch.setattr(manager, "wait_until_finished", failed)
+
+  monkeypatch.setattr(checkpoint, "save", failing_save)
+  wd = str(tmp_path / "wd")
+  with pytest.raises(checkpoint.CheckpointWriteFailed) as e:
+    modes.run("train", _config(n_iters=40), wd)
+  assert str(e.value) == (
+      f"writing a checkpoint to {wd}/checkpoints failed: RESOURCE_EXHAUSTED: Error writing local "
+      f"file \"state/_sharding\": Failed to write 13693 bytes: No space left on device; the newest "
+      f"complete checkpoint is {wd}/checkpoints/20; free the space (or fix the folder) and run the "
+      f"same command again to resume from it")
+  assert calls["n"] == 2   # stopped at the third checkpoint, before writing it
+
+
+def test_a_compilation_cache_that_cannot_be_written_warns_once(tmp_path, monkeypatch):
+  """A full disk made JAX warn once per program (54 warnings); now one line, other warnings as
+  before."""
+  import warnings
+  from score_sde_jax import compilation
+  shown, said = [], []
+  monkeypatch.setattr(warnings, "showwarning", lambda *a, **k: shown.append(str(a[0])))
+  compilation.one_line_for_failed_cache_writes(str(tmp_path), warn=said.append)
+  with warnings.catch_warnings():
+    warnings.simplefilter("always")
+    for name in ("jit_step", "jit_sample", "jit_eval"):
+      warnings.warn(f"Error writing persistent compilation cache entry for '{name}': "
+                    f"OSError: [Errno 28] No space left on device")
+    warnings.warn("something else")
+  assert said == [f"warning: the compilation cache in {tmp_path} cannot be written (OSError: "
+                  f"[Errno 28] No space left on device); programs compile as without a cache "
+                  f"(this warning is shown once)"]
+  assert shown == ["something else"]

@@ -88,7 +88,7 @@ def experiment(config, *, scope: str = "run", classifier: bool = False,
   run = scope == "run"
   part("optimizer", lambda: get_optimizer(config), run)
   if run:
-    check_spec(config, {"seed": checks.NON_NEGATIVE_INT})
+    check_spec(config, {"seed": checks.SEED})
   part("training", lambda: get_training(config), run)
   part("eval", lambda: get_evaluation(config), run)
   if run:

@@ -59,6 +59,18 @@ def apply_preprocess(preprocess, img, size: int):
   return img if img.size == (size, size) else preprocess(img, size)
 
 
+def as_8bit(img):
+  """A 16- or 32-bit grey image as 8-bit levels ``round(v / 257)`` (PIL's ``convert`` clips such
+  images to 0 and 255); other images as they are."""
+  from PIL import Image
+  if img.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    return img
+  a = np.asarray(img, dtype=np.float64)
+  if img.mode != "I" or a.max(initial=0) > 255:   # "I" holding 8-bit values stays as it is
+    a = a / 257.0
+  return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+
+
 class ImageFiles:
   """Image files decoded, converted and preprocessed when a batch needs them, so a data set
   of any size (LSUN's 3 million bedrooms) costs only its file list in memory.
@@ -98,7 +110,7 @@ class ImageFiles:
     try:
       with Image.open(f) as img:
         img = apply_preprocess(self.preprocess,
-                               img.convert("L" if self.num_channels == 1 else "RGB"),
+                               as_8bit(img).convert("L" if self.num_channels == 1 else "RGB"),
                                self.image_size)
         levels = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError) as e:

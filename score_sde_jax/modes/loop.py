@@ -57,6 +57,10 @@ def save_checkpoint(manager, step, state, record):
   if not bool(_all_finite(state.params)):
     raise TrainingDiverged(f"parameters are not finite at step {step}; checkpoint not written, "
                            f"the last good one in {manager.directory} is kept")
+  try:   # a previous background write that failed is reported now, not at the end
+    manager.check_for_errors()
+  except Exception as e:  # noqa: BLE001 -- orbax re-raises the write's own exception
+    raise checkpoint.write_failed(manager, e) from None
   checkpoint.check_space(manager, state)
   checkpoint.save(manager, step, state, record)
 
@@ -120,6 +124,9 @@ def run_loop(*, state, make_step, batches, mesh, start_step, n_iters, steps_per_
              disable=not parallel.is_main_process(), desc=desc)
   last_time, last_step = time.perf_counter(), start_step
   pending = []  # device metrics of the calls since the last log, fetched together
+  completed = False
+  quiet = checkpoint.quiet_failed_writes()
+  quiet.__enter__()
   try:
     while step < n_iters:
       if stop is not None and stop.is_set():
@@ -153,10 +160,17 @@ def run_loop(*, state, make_step, batches, mesh, start_step, n_iters, steps_per_
         save_checkpoint(manager, step, state, record)
         if after_checkpoint is not None:
           after_checkpoint(state, step)
+    completed = True
   finally:
     bar.close()
-    manager.wait_until_finished()
-    writer.close()
+    try:
+      manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 -- a background write failed
+      if completed:   # else the loop's own error is the one to report
+        raise checkpoint.write_failed(manager, e) from None
+    finally:
+      writer.close()
+      quiet.__exit__(None, None, None)
   return state
 
 

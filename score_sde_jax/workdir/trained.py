@@ -208,13 +208,24 @@ class TrainedRun(_Restored):
                                                n_repeats=n_repeats,
                                                **self._bound_options(num_times))
 
+  def _check_examples(self, name, x):
+    """``x`` as float32 examples of this run's data shape (a latent of another shape reached
+    the network and failed inside it)."""
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(self.data_shape):
+      raise ValueError(f"{name}: shape {tuple(x.shape)}; expected (batch,) + "
+                       f"{tuple(self.data_shape)} (this run's examples)")
+    return x
+
   def encode(self, x):
     """Latent codes ``z = x(T)`` of data-space ``x`` under the probability-flow ODE."""
+    x = self._check_examples("x", x)
     return likelihood.encode(self.sde, self.flow_score_fn, self.scaler(jnp.asarray(x, jnp.float32)),
                              **self._flow_options())
 
   def decode(self, z):
     """Data-space ``x`` from latents ``z`` (the inverse of :meth:`encode`)."""
+    z = self._check_examples("z", z)
     return self.inverse_scaler(likelihood.decode(self.sde, self.flow_score_fn, z,
                                                  **self._flow_options()))
 
