@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Callable
 
 import jax
@@ -305,6 +306,11 @@ class SDE:
     """The factor ``alpha_i`` of the Langevin corrector's step size (1 without a chain)."""
     return jnp.ones_like(jnp.asarray(t, jnp.result_type(float)))
 
+  def check_chain_length(self, num_steps: int, *, divides_by_alpha: bool = False) -> None:
+    """Refuses a chain of ``num_steps`` levels that chain-based steps (reverse diffusion,
+    ancestral sampling, the Langevin ``alpha``) cannot use; any length by default.
+    ``divides_by_alpha``: a step divides by ``sqrt(alpha_i)`` (ancestral sampling)."""
+
   # --- Network parameterisation --------------------------------------------------------------
 
   def time_label(self, t, continuous: bool = True):
@@ -427,6 +433,20 @@ class _LinearBeta(SDE):
     """DDPM's ``beta_i = beta(t_i) / n`` on a chain of ``n`` levels (default ``N``)."""
     n = self.chain_length(num_steps)
     return jnp.linspace(self.beta_min / n, self.beta_max / n, n)
+
+  def check_chain_length(self, num_steps: int, *, divides_by_alpha: bool = False) -> None:
+    """DDPM's ``alpha_i = 1 - beta_i`` must not be negative, ``beta_max / n <= 1`` (10 levels of
+    the default schedule gave NaN samples without a word), and positive where a step divides
+    by it (ancestral sampling)."""
+    ratio = self.beta_max / num_steps
+    if ratio > 1 or (divides_by_alpha and ratio >= 1):
+      least = math.floor(self.beta_max) + 1 if divides_by_alpha else math.ceil(self.beta_max)
+      raise ValueError(
+          f"num_steps={num_steps}: the DDPM chain of {num_steps} levels has beta_max / "
+          f"num_steps = {ratio:g}, so alpha = 1 - beta is "
+          f"{'not positive' if divides_by_alpha else 'negative'} (NaN samples); use "
+          f"num_steps >= {least} for this predictor and corrector, or the euler_maruyama "
+          f"predictor without a corrector")
 
   def langevin_alpha(self, t, num_steps=None):
     """``alpha_i = 1 - beta_i`` of the DDPM chain at ``t``.

@@ -166,8 +166,8 @@ def test_non_adaptive_solver_without_steps_is_refused():
 def test_results_are_named_tuples_that_unpack():
   sde = VPSDE()
   score = _score(GMM, sde)
-  res = pc_sample(jax.random.PRNGKey(0), sde, score, (4, 2), num_steps=10)
-  assert isinstance(res, score_sde_jax.SampleResult) and res.nfe == 20
+  res = pc_sample(jax.random.PRNGKey(0), sde, score, (4, 2), num_steps=25)
+  assert isinstance(res, score_sde_jax.SampleResult) and res.nfe == 50
   x, nfe = res
   np.testing.assert_array_equal(x, res.samples)
   data = jnp.asarray(GMM.sample(np.random.default_rng(0), 4), jnp.float32)
@@ -211,8 +211,8 @@ def test_a_number_or_other_array_given_as_key_is_one_line(call, what):
 
 def test_typed_and_raw_keys_both_sample():
   score = _score(GMM, VPSDE())
-  x_typed, _ = pc_sample(jax.random.key(0), VPSDE(), score, (4, 2), num_steps=2)
-  x_raw, _ = pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=2)
+  x_typed, _ = pc_sample(jax.random.key(0), VPSDE(), score, (4, 2), num_steps=21)
+  x_raw, _ = pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=21)
   np.testing.assert_array_equal(x_typed, x_raw)   # the same threefry key data
 
 
@@ -258,8 +258,8 @@ def test_numpy_scalars_are_accepted():
   assert isinstance(sde.beta_min, float) and isinstance(sde.N, int)
   assert hash(sde) == hash(VPSDE(beta_min=float(np.float32(0.1))))
   x, nfe = pc_sample(jax.random.PRNGKey(0), sde, _score(GMM, sde), (4, 2),
-                     num_steps=np.int64(10), n_steps=np.int32(1), snr=np.float32(0.16))
-  assert nfe == 20 and x.shape == (4, 2)
+                     num_steps=np.int64(25), n_steps=np.int32(1), snr=np.float32(0.16))
+  assert nfe == 50 and x.shape == (4, 2)
 
 
 @pytest.mark.parametrize("bad,match", [(500, r"shape=500: expected a tuple \(batch, ...\)"),

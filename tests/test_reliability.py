@@ -54,11 +54,16 @@ def test_training_again_without_checkpoints_moves_the_old_history_aside(tmp_path
   wd = str(tmp_path / "wd")
   modes.run("train", _config(n_iters=20), wd)
   old = open(os.path.join(wd, "metrics.jsonl")).read()
+  os.makedirs(os.path.join(wd, "figures"), exist_ok=True)
+  with open(os.path.join(wd, "figures", "loss.png"), "w") as f:
+    f.write("the old run's figure")
   shutil.move(os.path.join(wd, "checkpoints"), str(tmp_path / "elsewhere"))
   capsys.readouterr()
   modes.run("train", _config(n_iters=20), wd)
   kept = [n for n in os.listdir(wd) if n.startswith("metrics.before-")]
   assert len(kept) == 1 and open(os.path.join(wd, kept[0])).read() == old
+  figures = "figures" + kept[0][len("metrics"):-len(".jsonl")]
+  assert open(os.path.join(wd, figures, "loss.png")).read() == "the old run's figure"
   err = capsys.readouterr().err
   assert "starts from step 0" in err and kept[0] in err
   assert [r["step"] for r in metric_writer.read_metrics(os.path.join(wd, "metrics.jsonl"))
@@ -295,12 +300,12 @@ def test_bad_flow_inputs_are_refused_before_solving():
 def test_a_score_of_the_wrong_shape_is_one_error():
   with pytest.raises(ValueError, match=r"score_fn\(x, t\) returned shape \(4, 1\) for x of shape "
                      r"\(4, 2\)"):
-    pc_sample(jax.random.PRNGKey(0), VPSDE(), lambda x, t: x[:, :1], (4, 2), num_steps=5)
+    pc_sample(jax.random.PRNGKey(0), VPSDE(), lambda x, t: x[:, :1], (4, 2), num_steps=25)
 
 
 @pytest.mark.parametrize("sampler", ["pc", "sde"])
 def test_nan_samples_are_an_error_not_a_result(sampler):
-  run = {"pc": lambda: pc_sample(jax.random.PRNGKey(0), VPSDE(), _nan_score, (4, 2), num_steps=5),
+  run = {"pc": lambda: pc_sample(jax.random.PRNGKey(0), VPSDE(), _nan_score, (4, 2), num_steps=25),
          "sde": lambda: sde_sample(jax.random.PRNGKey(0), VPSDE(), _nan_score, (4, 2),
                                    num_steps=5)}[sampler]
   with pytest.raises(NonFiniteSamples, match=r"8 of 8 sample values are NaN or infinite"):
@@ -480,3 +485,23 @@ def test_a_compilation_cache_that_cannot_be_written_warns_once(tmp_path, monkeyp
                   f"[Errno 28] No space left on device); programs compile as without a cache "
                   f"(this warning is shown once)"]
   assert shown == ["something else"]
+
+
+def test_a_vp_chain_too_short_for_its_betas_is_refused():
+  """Ten levels of the default VP schedule have beta_i up to 2, alpha = 1 - beta < 0: the
+  reverse-diffusion and Langevin steps returned NaN samples without a word."""
+  score = lambda x, t: -x  # noqa: E731
+  for predictor, corrector in (("reverse_diffusion", "none"), ("none", "langevin")):
+    with pytest.raises(ValueError, match=r"num_steps=10: the DDPM chain of 10 levels has beta_max / "
+                       r"num_steps = 2, so alpha = 1 - beta is negative \(NaN samples\); use "
+                       r"num_steps >= 20"):
+      pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=10, predictor=predictor,
+                corrector=corrector)
+  with pytest.raises(ValueError, match=r"num_steps=20: .* = 1, so alpha = 1 - beta is not positive "
+                     r"\(NaN samples\); use num_steps >= 21"):
+    pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=20,
+              predictor="ancestral_sampling", corrector="none")
+  for n, predictor in ((10, "euler_maruyama"), (20, "reverse_diffusion")):
+    x, _ = pc_sample(jax.random.PRNGKey(0), VPSDE(), score, (4, 2), num_steps=n,
+                     predictor=predictor, corrector="none")
+    assert np.all(np.isfinite(np.asarray(x)))

@@ -187,7 +187,7 @@ def test_reported_nfe_equals_score_calls(case):
 def test_samplers_compile_once_per_shape():
   sde = SDES["vp"]
   score = _score(sde)
-  for fn, jitted in [(lambda k: pc_sample(k, sde, score, (8, 2), num_steps=10), pc_module._pc_sample),
+  for fn, jitted in [(lambda k: pc_sample(k, sde, score, (8, 2), num_steps=25), pc_module._pc_sample),
                      (lambda k: ode_sample(k, sde, score, (8, 2)), flow._ode_sample),
                      (lambda k: sde_sample(k, sde, score, (8, 2), num_steps=10), reverse_sde._sde_sample)]:
     fn(jax.random.PRNGKey(0))
@@ -204,10 +204,10 @@ def test_network_score_with_new_parameters_reuses_compiled_sampler():
   model = ScoreMLP(dim=2, hidden=16, num_layers=1)
   init = lambda k: model.init(k, jnp.zeros((1, 2)), jnp.ones(1))["params"]
   x1, _ = pc_sample(jax.random.PRNGKey(0), sde, get_score_fn(sde, model, init(jax.random.PRNGKey(0))),
-                    (8, 2), num_steps=10)
+                    (8, 2), num_steps=25)
   size = pc_module._pc_sample._cache_size()
   x2, _ = pc_sample(jax.random.PRNGKey(0), sde, get_score_fn(sde, model, init(jax.random.PRNGKey(1))),
-                    (8, 2), num_steps=10)
+                    (8, 2), num_steps=25)
   assert pc_module._pc_sample._cache_size() == size
   assert not np.allclose(x1, x2)
 

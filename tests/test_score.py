@@ -111,5 +111,6 @@ def test_mlp_dropout_only_in_training():
 
 
 def test_unknown_model_name_lists_known():
-  with pytest.raises(ValueError, match="known: \\[.ddpm., .mlp., .ncsnpp.\\]"):
+  with pytest.raises(ValueError, match="known: \\[.ddpm., .mlp., .ncsn., .ncsnpp., .ncsnv2_128., "
+                                      ".ncsnv2_256., .ncsnv2_64.\\]"):
     get_model_class("unet9000")

@@ -88,7 +88,12 @@ def start_or_resume(experiment, folder, manager, state, mesh, *, select, hints=N
     # aside, not erased; on resume the rows up to the checkpoint's step stay.
     metrics_path = os.path.join(folder, "metrics.jsonl")
     if not start_step:
-      move_aside(metrics_path, warn=workdir_lib.warn)
+      moved = move_aside(metrics_path, warn=workdir_lib.warn)
+      figures = os.path.join(folder, "figures")
+      if moved and os.path.isdir(figures):   # the earlier run's figures go with its history
+        target = figures + moved[len(os.path.splitext(metrics_path)[0]):-len(".jsonl")]
+        os.replace(figures, target)
+        workdir_lib.warn(f"{figures}: the earlier run's figures moved to {target}")
     truncate_metrics(metrics_path, start_step if start_step else -1, warn=workdir_lib.warn)
   if start_step:
     log(f"resuming from step {start_step} in {folder}")

@@ -43,6 +43,9 @@ def check_pc_settings(sde, predictor, corrector, snr, n_steps, num_steps, eps,
   n_steps = checks.check_int("n_steps", n_steps, 1)
   snr = checks.check_number("snr", sde.langevin_snr if snr is None else snr)
   eps = checks.check_eps(eps, sde)
+  if corrector in ("langevin", "ald") or (
+      predictor in ("reverse_diffusion", "ancestral_sampling") and sde.has_discrete_chain):
+    sde.check_chain_length(num_steps, divides_by_alpha=predictor == "ancestral_sampling")
   if predictor == "ancestral_sampling":
     if not sde.has_discrete_chain:
       raise ValueError(f"predictor='ancestral_sampling': needs an SDE with a discrete-time chain "
