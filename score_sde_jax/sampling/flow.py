@@ -106,8 +106,11 @@ class SolveError(ValueError):
 
 
 def check_solution(status, what: str, max_steps: int) -> None:
-  """One clear error for solves that stopped early (``status`` from :class:`FlowSolution`)."""
-  status = jax.device_get(status)
+  """One clear error for solves that stopped early (``status`` from :class:`FlowSolution`).
+
+  ``status`` may be sharded across processes (a multi-host evaluation): every process gathers
+  all of it, so all raise the same error or none does."""
+  status = parallel.to_host(status)
   n, bad, slow = status.size, int((status == NON_FINITE).sum()), int((status == OUT_OF_STEPS).sum())
   if bad:
     raise SolveError(f"{what}: the probability-flow drift became NaN or infinite for {bad} of {n} "
