@@ -40,6 +40,7 @@ from flax import traverse_util
 
 from score_sde_jax import build, checkpoint, models, torch_pickle, train
 from score_sde_jax import convert_refinenet as refinenet
+from score_sde_jax import state_dict as state_dict_lib
 from score_sde_jax import workdir as workdir_lib
 from score_sde_jax.experiment import Experiment
 from score_sde_jax.torch_pickle import CheckpointFormatError
@@ -82,26 +83,8 @@ def map_state_dict(state_dict: dict, expected: dict) -> dict:
   :class:`ConversionError` listing unused tensors, shape mismatches and
   unfilled parameters.
   """
-  flat, problems = {}, []
-  for key, value in state_dict.items():
-    if key in _BUFFERS:
-      continue
-    path, array = _flax_path_and_array(key, np.asarray(value))
-    if path not in expected:
-      problems.append(f"  {key} {tuple(value.shape)}: no parameter {'/'.join(path)} in the network")
-    elif tuple(expected[path]) != array.shape:
-      problems.append(f"  {key}: shape {array.shape} after transposition, the network's "
-                      f"{'/'.join(path)} has {tuple(expected[path])}")
-    elif path in flat:
-      problems.append(f"  {key}: {'/'.join(path)} filled twice")
-    else:
-      flat[path] = array
-  missing = [p for p in expected if p not in flat]
-  problems += [f"  {'/'.join(p)} {tuple(expected[p])}: no tensor in the checkpoint" for p in missing]
-  if problems:
-    shown = problems[:25] + ([f"  ... and {len(problems) - 25} more"] if len(problems) > 25 else [])
-    raise ConversionError("checkpoint does not match the network built from the config "
-                          f"({len(problems)} problems):\n" + "\n".join(shown))
+  flat = state_dict_lib.match(state_dict, expected, _flax_path_and_array, what="checkpoint",
+                              error=ConversionError, skip=lambda key: key in _BUFFERS)
   return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 

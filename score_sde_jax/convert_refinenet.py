@@ -26,6 +26,7 @@ import re
 import numpy as np
 import yaml
 
+from score_sde_jax import state_dict as state_dict_lib
 from score_sde_jax.torch_pickle import CheckpointFormatError
 
 
@@ -63,26 +64,9 @@ def _flax_path_and_array(key: str, value: np.ndarray):
 def map_state_dict(state_dict: dict, expected: dict, what: str = "state dict") -> dict:
   """``{flax path: array}`` from a state dict (the ``sigmas`` buffer aside), strictly against
   ``expected`` (``{flax path: shape}``)."""
-  flat, problems = {}, []
-  for key, value in state_dict.items():
-    if flax_path(key) == ("sigmas",):
-      continue
-    path, array = _flax_path_and_array(key, np.asarray(value))
-    if path not in expected:
-      problems.append(f"  {key} {tuple(np.shape(value))}: no parameter {'/'.join(path)} in the "
-                      f"network")
-    elif tuple(expected[path]) != array.shape:
-      problems.append(f"  {key}: shape {array.shape} after transposition, the network's "
-                      f"{'/'.join(path)} has {tuple(expected[path])}")
-    else:
-      flat[path] = array
-  problems += [f"  {'/'.join(p)} {tuple(expected[p])}: no tensor in the {what}"
-               for p in expected if p not in flat]
-  if problems:
-    shown = problems[:25] + ([f"  ... and {len(problems) - 25} more"] if len(problems) > 25 else [])
-    raise RefineNetConversionError(f"the {what} does not match the network built from the config "
-                                   f"({len(problems)} problems):\n" + "\n".join(shown))
-  return flat
+  return state_dict_lib.match(state_dict, expected, _flax_path_and_array, what=what,
+                              error=RefineNetConversionError,
+                              skip=lambda key: flax_path(key) == ("sigmas",))
 
 
 def is_refinenet_checkpoint(obj) -> bool:

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from score_sde_jax import build, checkpoint, convert, torch_pickle
+from score_sde_jax import build, checkpoint, convert, state_dict, torch_pickle
 from score_sde_jax.score import get_score_fn, time_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +98,29 @@ def test_corrupt_or_mismatched_checkpoints_fail_clearly_and_write_nothing(tmp_pa
     convert.convert(os.path.join(FIXTURES, "vp_ddpm_tiny.pth"), _config("vp_ddpmpp_tiny"),
                     str(tmp_path / "wd4"))
   assert not any((tmp_path / f"wd{i}").exists() for i in range(1, 5))
+
+
+def test_strict_matching_lists_every_kind_of_problem_and_maps_a_good_dict():
+  expected = {("a", "kernel"): (3, 2), ("b", "bias"): (4,), ("c", "bias"): (5,)}
+  rename = lambda key, x: ((key.split(".")[0], "kernel" if x.ndim == 2 else "bias"),
+                           x.T if x.ndim == 2 else x)
+  good = {"a.weight": np.arange(6.0).reshape(2, 3), "b.bias": np.ones(4), "c.bias": np.zeros(5),
+          "buf.sigmas": np.ones(7)}
+  flat = state_dict.match(good, expected, rename, what="checkpoint", error=ValueError,
+                          skip=lambda key: key.startswith("buf."))
+  assert set(flat) == set(expected)
+  np.testing.assert_array_equal(flat[("a", "kernel")], np.arange(6.0).reshape(2, 3).T)
+  bad = {"a.weight": np.ones((3, 2)),            # lands with shape (2, 3): a mismatch
+         "b.bias": np.ones(4), "b.other": np.ones(4),  # the second fills b/bias again
+         "d.bias": np.ones(1)}                   # no parameter d/bias; c/bias left empty
+  with pytest.raises(ValueError) as err:
+    state_dict.match(bad, expected, lambda k, x: rename(k.replace("other", "bias"), x),
+                     what="checkpoint", error=ValueError)
+  message = str(err.value)
+  assert "(4 problems)" in message
+  for part in ("a/kernel has (3, 2)", "b/bias filled twice", "no parameter d/bias",
+               "c/bias (5,): no tensor in the checkpoint"):
+    assert part in message, part
 
 
 @pytest.mark.slow

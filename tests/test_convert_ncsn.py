@@ -142,7 +142,7 @@ def test_a_checkpoint_of_another_layout_lists_what_does_not_match():
   config = reduced_config("ncsnv2_tiny")
   config.model.name = "ncsnv2_128"
   with pytest.raises(convert.ConversionError,
-                     match=r"\(154 problems\):\n  module.res3.0.conv2.weight \(16, 16, 3, 3\): no "
+                     match=r"\(104 problems\):\n  module.res3.0.conv2.weight \(16, 16, 3, 3\): no "
                            r"parameter res3_0/conv2/kernel"):
     convert.convert_checkpoint(os.path.join(FIXTURES, "ncsnv2_tiny", "checkpoint.pth"), config)
 
