@@ -144,16 +144,14 @@ class _Budget:
 MATERIALIZE_FACTOR = 2
 
 
-def _materialize(obj, name: str, max_bytes, depth: int = 0):
+def _materialize(obj, name: str, budget: _Budget, depth: int = 0):
   """``obj`` with every tensor record replaced by its checked array (``name``: its key path);
-  ``max_bytes``: the file's size, or a :class:`_Budget` shared by the whole file."""
-  if not isinstance(max_bytes, _Budget):
-    max_bytes = _Budget(max_bytes)
+  ``budget``: the bytes the whole file may materialise, shared by every tensor in it."""
   if depth > 100:
     raise CheckpointFormatError(f"{name}: nested more than 100 levels deep")
   if isinstance(obj, _TensorRecord):
-    array = _tensor(obj, name, max_bytes.file_bytes)
-    max_bytes.take(array.nbytes, name)
+    array = _tensor(obj, name, budget.file_bytes)
+    budget.take(array.nbytes, name)
     return array
   if isinstance(obj, (_Storage, _LegacyStorage)):
     raise CheckpointFormatError(f"{name}: a bare storage record, not a tensor")
@@ -161,15 +159,15 @@ def _materialize(obj, name: str, max_bytes, depth: int = 0):
     attributes = getattr(obj, "attributes", {})
     out = {"__class__": obj.torch_class}
     for k, v in attributes.items():
-      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), max_bytes, depth + 1)
+      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), budget, depth + 1)
     return out
   if isinstance(obj, dict):
     out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
     for k, v in obj.items():
-      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), max_bytes, depth + 1)
+      out[k] = _materialize(v, f"{name}.{k}" if name else str(k), budget, depth + 1)
     return out
   if isinstance(obj, (list, tuple)):
-    items = [_materialize(v, f"{name}[{i}]", max_bytes, depth + 1) for i, v in enumerate(obj)]
+    items = [_materialize(v, f"{name}[{i}]", budget, depth + 1) for i, v in enumerate(obj)]
     return items if isinstance(obj, list) else tuple(items)
   return obj
 
@@ -342,7 +340,8 @@ def load(path: str, *, scripted: bool = False):
   if not scripted and os.path.isfile(path) and not zipfile.is_zipfile(path):
     try:
       with open(path, "rb") as f:
-        return _materialize(_load_legacy(f, os.path.getsize(path)), "", os.path.getsize(path))
+        return _materialize(_load_legacy(f, os.path.getsize(path)), "",
+                            _Budget(os.path.getsize(path)))
     except CheckpointFormatError as e:
       raise CheckpointFormatError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 -- whatever a damaged pickle raises
@@ -363,7 +362,7 @@ def load(path: str, *, scripted: bool = False):
     try:
       with archive.open(pickles[0]) as f:
         obj = _Unpickler(f, archive, prefix, scripted).load()
-      return _materialize(obj, "", os.path.getsize(path))
+      return _materialize(obj, "", _Budget(os.path.getsize(path)))
     except CheckpointFormatError as e:
       raise CheckpointFormatError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:

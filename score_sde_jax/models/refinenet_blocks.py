@@ -5,6 +5,7 @@ ermongroup's attribute names so that a state dict maps onto the parameter tree b
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -167,15 +168,15 @@ class ResidualBlock(nn.Module):
   dilation: int = 1
   num_classes: int | None = None   # None: unconditional (NCSNv2)
 
-  def _norm(self, name):
+  def _norm(self, name, h, y):
+    """Instance norm++, conditioned on the level index ``y`` when the block is (NCSN's)."""
     if self.num_classes is None:
-      return InstanceNorm2dPlus(name=name)
-    return ConditionalInstanceNorm2dPlus(self.num_classes, name=name)
+      return InstanceNorm2dPlus(name=name)(h)
+    return ConditionalInstanceNorm2dPlus(self.num_classes, name=name)(h, y)
 
   @nn.compact
   def __call__(self, x, y=None):
-    norm = (lambda name, h: self._norm(name)(h)) if self.num_classes is None else (
-        lambda name, h: self._norm(name)(h, y))
+    norm = functools.partial(self._norm, y=y)
     c_in, d = x.shape[-1], self.dilation
     h = self.act(norm("normalize1", x))
     if self.resample == "down":
