@@ -359,12 +359,15 @@ def plot_quality_vs_nfe(panels: dict, path, *, references: dict | None = None,
   """Sample quality against network evaluations, one panel per entry of ``panels``
   (name -> {sampler -> (nfe list, values)}), log-log; ``references`` (panel -> {name ->
   (nfe, value)}) are drawn as single marked points (the many-step samplers), ``levels``
-  (name -> value) as dashed horizontal lines in every panel (e.g. the data's own level)."""
+  (name -> value) as dashed horizontal lines in every panel (e.g. the data's own level). A
+  curve's points may come in any order: the line joins them by NFE."""
   fig = Figure(figsize=(4.2 * len(panels), 3.6))
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (panel, curves) in zip(axes, panels.items()):
     for name, (nfe, vals) in curves.items():
-      ax.plot(nfe, np.maximum(vals, 1e-4), marker="o", ms=3, label=name)
+      order = np.argsort(nfe, kind="stable")   # a line through the points in NFE order
+      ax.plot(np.asarray(nfe)[order], np.maximum(np.asarray(vals, float)[order], 1e-4), marker="o",
+              ms=3, label=name)
     for name, (nfe, val) in ((references or {}).get(panel) or {}).items():
       ax.plot([nfe], [max(val, 1e-4)], marker="*", ms=9, ls="none", label=name)
     for name, val in (levels or {}).items():
@@ -372,5 +375,5 @@ def plot_quality_vs_nfe(panels: dict, path, *, references: dict | None = None,
     ax.set(xscale="log", yscale="log", xlabel="NFE", title=f"{title}: {panel}")
     ax.grid(alpha=0.3, which="both")
   axes[0].set_ylabel(ylabel)
-  axes[-1].legend(frameon=False, fontsize=7, loc="upper right")
+  axes[-1].legend(frameon=False, fontsize=7, loc="best")
   return _save(fig, path)

@@ -60,3 +60,15 @@ def test_long_learned_arrows_are_drawn_capped_and_counted(tmp_path):
   learned[0, 5] = [100.0, 0.0]   # one wild value at t = times[0]
   fig_path = viz.plot_score_fields(grid, [0.1], learned, exact, str(tmp_path / "f.png"))
   assert os.path.getsize(fig_path) > 1000
+
+
+def test_quality_curves_join_their_points_in_nfe_order(monkeypatch, tmp_path):
+  """Rows measured in any order (20, 10, 50 NFE, as a benchmark appends them) draw one line
+  from the fewest evaluations to the most, each value staying with its NFE."""
+  figures = []
+  monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig) or path)
+  viz.plot_quality_vs_nfe({"data": {"solver": ([20, 10, 50], [80.2, 69.0, 81.5])}},
+                          str(tmp_path / "q.png"), references={"data": {"pc": (1000, 58.8)}})
+  line = figures[0].axes[0].lines[0]
+  np.testing.assert_array_equal(line.get_xdata(), [10, 20, 50])
+  np.testing.assert_array_equal(line.get_ydata(), [69.0, 80.2, 81.5])
