@@ -339,9 +339,9 @@ def load(path: str, *, scripted: bool = False):
   """
   if not scripted and os.path.isfile(path) and not zipfile.is_zipfile(path):
     try:
+      size = os.path.getsize(path)
       with open(path, "rb") as f:
-        return _materialize(_load_legacy(f, os.path.getsize(path)), "",
-                            _Budget(os.path.getsize(path)))
+        return _materialize(_load_legacy(f, size), "", _Budget(size))
     except CheckpointFormatError as e:
       raise CheckpointFormatError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 -- whatever a damaged pickle raises
